@@ -1,0 +1,170 @@
+"""Measuring viewers, one per system, run as a subprocess (inside the netns).
+
+Each client connects, reads frames for a bounded time and writes a JSON record
+file: per frame the frame id, receive time (time.time()), wire bytes and the
+capture time when the message carries a usable one.  Summaries are computed
+by `bench.metrics` from these records, never here.
+
+Run: ``python -m bench.clients --system seed-optimized --url ws://H:P/ws/x
+--duration 10 --out records.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bench.constants import (
+    FRAMECAST,
+    SEED_HEADER_FORMAT,
+    SEED_HEADER_SIZE,
+    SEED_ORIGINAL,
+    SEED_OPTIMIZED,
+)
+
+CONNECT_TIMEOUT_S = 10.0
+RECV_POLL_S = 0.5
+NO_CAPTURE = -1.0
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One received frame: ids and times in seconds since the epoch."""
+
+    frame_id: int
+    recv_s: float
+    capture_s: float  # NO_CAPTURE when the message carries no usable capture time
+    wire_bytes: int
+    quality: int = 0
+
+
+@dataclass
+class ClientRun:
+    """Everything one client saw during its run."""
+
+    system: str
+    url: str
+    connect_s: float = 0.0
+    connected_s: float = 0.0
+    end_s: float = 0.0
+    error: str = ""
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> ClientRun:
+        frames = [FrameRecord(**f) for f in obj.pop("frames")]
+        return ClientRun(frames=frames, **obj)
+
+
+def parse_seed_binary(message: bytes, recv_s: float) -> FrameRecord:
+    """seed-optimized: '!Ifd' header (the float32 timestamp is not usable)."""
+    frame_id, _timestamp_f32, _size = struct.unpack_from(SEED_HEADER_FORMAT, message)
+    return FrameRecord(frame_id, recv_s, NO_CAPTURE, len(message))
+
+
+def parse_seed_json(message: str, recv_s: float) -> FrameRecord:
+    """seed-original: JSON text with base64 JPEG and a float64 timestamp."""
+    obj = json.loads(message)
+    return FrameRecord(
+        int(obj["frame_id"]), recv_s, float(obj["timestamp"]), len(message), int(obj["quality"])
+    )
+
+
+def parse_framecast(message: bytes, recv_s: float) -> FrameRecord:
+    """framecast: 40-byte little-endian header with capture time in µs."""
+    from framecast import protocol  # imported lazily: optional until framecast lands
+
+    header = protocol.decode_header(message)
+    return FrameRecord(
+        header.frame_id, recv_s, header.capture_us / 1e6, len(message), header.quality
+    )
+
+
+async def _receive_loop(
+    ws: ClientConnection, run: ClientRun, deadline: float, system: str
+) -> None:
+    framecast_protocol: Any = None
+    if system == FRAMECAST:
+        from framecast import protocol as framecast_protocol
+    while time.monotonic() < deadline:
+        try:
+            message = await asyncio.wait_for(ws.recv(), RECV_POLL_S)
+        except TimeoutError:
+            continue
+        recv_s = time.time()
+        if system == SEED_OPTIMIZED and isinstance(message, bytes):
+            if len(message) >= SEED_HEADER_SIZE:
+                run.frames.append(parse_seed_binary(message, recv_s))
+        elif system == SEED_ORIGINAL and isinstance(message, str):
+            run.frames.append(parse_seed_json(message, recv_s))
+        elif system == FRAMECAST and isinstance(message, bytes):
+            record = parse_framecast(message, recv_s)
+            run.frames.append(record)
+            # Acknowledge every frame, as framecast viewers do (the edge paces on acks).
+            await ws.send(framecast_protocol.encode_control(framecast_protocol.Ack(record.frame_id)))
+
+
+async def _framecast_hello(ws: ClientConnection, client_id: str) -> None:
+    """FRAMECAST INTEGRATION: the viewer's hello (tier auto) before frames flow."""
+    from framecast import protocol
+
+    await ws.send(protocol.encode_control(protocol.ClientHello(client_id=client_id)))
+
+
+def _compression_for(system: str) -> str | None:
+    # Seed clients used library defaults (permessage-deflate offered); framecast
+    # viewers do not offer it: JPEG does not compress.
+    return None if system == FRAMECAST else "deflate"
+
+
+async def run_client(system: str, url: str, duration_s: float) -> ClientRun:
+    """Connect to ``url`` and record frames for ``duration_s`` seconds."""
+    run = ClientRun(system=system, url=url, connect_s=time.time())
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            ws = await connect(url, max_size=None, compression=_compression_for(system))
+    except (OSError, TimeoutError, ConnectionClosed) as exc:
+        run.error = f"connect failed: {exc!r}"
+        run.end_s = time.time()
+        return run
+    run.connected_s = time.time()
+    try:
+        if system == FRAMECAST:
+            await _framecast_hello(ws, "bench")
+        await _receive_loop(ws, run, time.monotonic() + duration_s, system)
+    except ConnectionClosed as exc:
+        run.error = f"connection closed: {exc!r}"
+    finally:
+        run.end_s = time.time()
+        with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await ws.close()
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--system", required=True, choices=[SEED_ORIGINAL, SEED_OPTIMIZED, FRAMECAST])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    run = asyncio.run(run_client(args.system, args.url, args.duration))
+    args.out.write_text(json.dumps(run.to_json()))
+
+
+if __name__ == "__main__":
+    main()

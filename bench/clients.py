@@ -28,8 +28,8 @@ from bench.constants import (
     FRAMECAST,
     SEED_HEADER_FORMAT,
     SEED_HEADER_SIZE,
-    SEED_ORIGINAL,
     SEED_OPTIMIZED,
+    SEED_ORIGINAL,
 )
 
 CONNECT_TIMEOUT_S = 10.0
@@ -78,9 +78,7 @@ def parse_seed_binary(message: bytes, recv_s: float) -> FrameRecord:
 def parse_seed_json(message: str, recv_s: float) -> FrameRecord:
     """seed-original: JSON text with base64 JPEG and a float64 timestamp."""
     obj = json.loads(message)
-    return FrameRecord(
-        int(obj["frame_id"]), recv_s, float(obj["timestamp"]), len(message), int(obj["quality"])
-    )
+    return FrameRecord(int(obj["frame_id"]), recv_s, float(obj["timestamp"]), len(message), int(obj["quality"]))
 
 
 def parse_framecast(message: bytes, recv_s: float) -> FrameRecord:
@@ -88,14 +86,10 @@ def parse_framecast(message: bytes, recv_s: float) -> FrameRecord:
     from framecast import protocol  # imported lazily: optional until framecast lands
 
     header = protocol.decode_header(message)
-    return FrameRecord(
-        header.frame_id, recv_s, header.capture_us / 1e6, len(message), header.quality
-    )
+    return FrameRecord(header.frame_id, recv_s, header.capture_us / 1e6, len(message), header.quality)
 
 
-async def _receive_loop(
-    ws: ClientConnection, run: ClientRun, deadline: float, system: str
-) -> None:
+async def _receive_loop(ws: ClientConnection, run: ClientRun, deadline: float, system: str) -> None:
     framecast_protocol: Any = None
     if system == FRAMECAST:
         from framecast import protocol as framecast_protocol

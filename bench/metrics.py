@@ -6,6 +6,7 @@ returns plain numbers; nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def id_gaps(frame_ids: Sequence[int]) -> int:
     """Frames missing between consecutive received ids (never negative)."""
-    return sum(max(0, b - a - 1) for a, b in zip(frame_ids, frame_ids[1:], strict=False))
+    return sum(max(0, b - a - 1) for a, b in itertools.pairwise(frame_ids))
 
 
 def with_captures(frames: Sequence[FrameRecord], captures: dict[int, float]) -> list[FrameRecord]:
@@ -104,21 +105,13 @@ def latency_floor_ms(
     return serialization + rtt_ms / 2.0 + MS / source_fps
 
 
-def rolling_median_ms(
-    frames: Sequence[FrameRecord], at_s: float, window_s: float = ROLLING_WINDOW_S
-) -> float | None:
+def rolling_median_ms(frames: Sequence[FrameRecord], at_s: float, window_s: float = ROLLING_WINDOW_S) -> float | None:
     """Median latency of frames received in (at_s - window_s, at_s]."""
-    values = [
-        lat
-        for f in frames
-        if at_s - window_s < f.recv_s <= at_s and (lat := latency_ms(f)) is not None
-    ]
+    values = [lat for f in frames if at_s - window_s < f.recv_s <= at_s and (lat := latency_ms(f)) is not None]
     return percentile(values, 50)
 
 
-def recovery_time_s(
-    frames: Sequence[FrameRecord], step_s: float, end_s: float, threshold_ms: float
-) -> float | None:
+def recovery_time_s(frames: Sequence[FrameRecord], step_s: float, end_s: float, threshold_ms: float) -> float | None:
     """Seconds after ``step_s`` until the 1-s rolling median latency drops under
     ``threshold_ms`` and stays there until ``end_s``; None if it never does."""
     after = [f for f in frames if step_s <= f.recv_s < end_s]
@@ -127,17 +120,13 @@ def recovery_time_s(
         median = rolling_median_ms(after, f.recv_s)
         if median is None:
             continue
-        if median <= threshold_ms:
-            recovered_at = f.recv_s if recovered_at is None else recovered_at
-        else:
+        if median > threshold_ms:
             recovered_at = None
+        elif recovered_at is None:
+            recovered_at = f.recv_s
     return None if recovered_at is None else recovered_at - step_s
 
 
 def latency_series(frames: Sequence[FrameRecord], origin_s: float) -> list[tuple[float, float]]:
     """(seconds since origin, latency ms) per frame, for plots."""
-    return [
-        (round(f.recv_s - origin_s, 4), round(lat, 2))
-        for f in frames
-        if (lat := latency_ms(f)) is not None
-    ]
+    return [(round(f.recv_s - origin_s, 4), round(lat, 2)) for f in frames if (lat := latency_ms(f)) is not None]

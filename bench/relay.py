@@ -59,9 +59,7 @@ async def _read_side(
         await line.put((release_time(loop.time(), delay_s), b""))
 
 
-async def _write_side(
-    writer: asyncio.StreamWriter, line: asyncio.Queue[tuple[float, bytes]]
-) -> None:
+async def _write_side(writer: asyncio.StreamWriter, line: asyncio.Queue[tuple[float, bytes]]) -> None:
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -79,9 +77,7 @@ async def _write_side(
         pass
 
 
-async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float
-) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float) -> None:
     line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(MAX_CHUNKS_IN_FLIGHT)
     await asyncio.gather(_read_side(reader, line, delay_s), _write_side(writer, line))
 
@@ -93,9 +89,7 @@ async def _handle(
 ) -> None:
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            server_reader, server_writer = await asyncio.open_connection(
-                config.target_host, config.target_port
-            )
+            server_reader, server_writer = await asyncio.open_connection(config.target_host, config.target_port)
     except (OSError, TimeoutError):
         client_writer.close()
         return
@@ -113,9 +107,7 @@ async def _handle(
 
 async def serve(config: RelayConfig) -> None:
     """Accept connections and relay them until ``max_lifetime_s`` elapses."""
-    server = await asyncio.start_server(
-        lambda r, w: _handle(config, r, w), config.listen_host, config.listen_port
-    )
+    server = await asyncio.start_server(lambda r, w: _handle(config, r, w), config.listen_host, config.listen_port)
     port = server.sockets[0].getsockname()[1]
     print(f"{READY_LINE} {port}", flush=True)
     async with server:
@@ -143,9 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         host, port = parse_target(args.target)
     except ValueError as exc:
         sys.exit(str(exc))
-    config = RelayConfig(
-        args.listen_host, args.listen_port, host, port, args.delay_ms / 1e3, args.max_lifetime_s
-    )
+    config = RelayConfig(args.listen_host, args.listen_port, host, port, args.delay_ms / 1e3, args.max_lifetime_s)
     asyncio.run(serve(config))
 
 

@@ -26,10 +26,7 @@ Frame = npt.NDArray[np.uint8]
 
 def _noise_bank(count: int, height: int, width: int) -> list[npt.NDArray[np.int16]]:
     rng = np.random.default_rng(NOISE_SEED)
-    return [
-        rng.normal(0.0, NOISE_SIGMA, size=(height, width, 3)).astype(np.int16)
-        for _ in range(count)
-    ]
+    return [rng.normal(0.0, NOISE_SIGMA, size=(height, width, 3)).astype(np.int16) for _ in range(count)]
 
 
 @dataclass

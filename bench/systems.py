@@ -80,9 +80,7 @@ class RunningSystem:
     def cpu(self) -> CpuReading:
         if self.has_bench_routes:
             stats = _get_json(self.http_url(STATS_PATH))
-            return CpuReading(
-                float(stats["process_cpu_s"]), float(stats["producer_cpu_s"]), int(stats["rss_bytes"])
-            )
+            return CpuReading(float(stats["process_cpu_s"]), float(stats["producer_cpu_s"]), int(stats["rss_bytes"]))
         proc = sample(self.pid)
         return CpuReading(proc.cpu_s, 0.0, proc.rss_bytes)
 

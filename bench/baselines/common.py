@@ -42,9 +42,7 @@ class CaptureLog:
     _times: npt.NDArray[np.float64] = field(
         default_factory=lambda: np.full(CAPTURE_RING_SIZE, np.nan, dtype=np.float64)
     )
-    _ids: npt.NDArray[np.int64] = field(
-        default_factory=lambda: np.full(CAPTURE_RING_SIZE, -1, dtype=np.int64)
-    )
+    _ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.full(CAPTURE_RING_SIZE, -1, dtype=np.int64))
 
     def record(self, frame_id: int, capture_s: float) -> None:
         slot = frame_id % CAPTURE_RING_SIZE

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 

@@ -84,6 +84,7 @@ class WebSocketFrameWriter:
                     return
         logger.info("Frame %d queued for client %s", self.frame_count, self.client_id)
 
+
 def create_app() -> FastAPI:
     producer = FrameProducer()
     counters = {BLOCKED_COUNTER: 0}

@@ -1,0 +1,123 @@
+"""PNG plots of the suites' JSON results (matplotlib, Agg backend, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.constants import ALL_SYSTEMS
+
+STATUS_OK = "ok"
+FIGSIZE_WIDE = (11.0, 4.5)
+DPI = 110
+BAR_GROUP_WIDTH = 0.8
+SERIES_MARKER_SIZE = 3.0
+
+PLOT_FPS_LATENCY = "links_fps_latency.png"
+PLOT_STEP = "step_latency_over_time.png"
+PLOT_FANOUT = "fanout_deliveries_per_cpu_s.png"
+
+
+def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("status") == STATUS_OK]
+
+
+def _grouped_bars(
+    ax: Any, rows: list[dict[str, Any]], scenarios: Sequence[str], systems: Sequence[str], key: str
+) -> None:
+    width = BAR_GROUP_WIDTH / max(len(systems), 1)
+    for index, system in enumerate(systems):
+        values = []
+        for scenario in scenarios:
+            match = [r for r in rows if r["scenario"] == scenario and r["system"] == system]
+            value = match[0].get(key) if match else None
+            values.append(value if value is not None else 0.0)
+        positions = [i + (index - (len(systems) - 1) / 2) * width for i in range(len(scenarios))]
+        ax.bar(positions, values, width, label=system)
+    ax.set_xticks(range(len(scenarios)))
+    ax.set_xticklabels(scenarios, rotation=15)
+
+
+def plot_links(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """FPS and p50/p95 latency per scenario and system; step latency over time."""
+    ok = _ok(rows)
+    if not ok:
+        return []
+    scenarios = list(dict.fromkeys(r["scenario"] for r in ok))
+    systems = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in ok)]
+    fig, axes = plt.subplots(1, 3, figsize=(FIGSIZE_WIDE[0] * 1.4, FIGSIZE_WIDE[1]))
+    for ax, key, title in zip(
+        axes,
+        ("fps", "latency_p50_ms", "latency_p95_ms"),
+        ("delivered FPS", "latency p50 (ms, log)", "latency p95 (ms, log)"),
+        strict=True,
+    ):
+        _grouped_bars(ax, ok, scenarios, systems, key)
+        ax.set_title(title)
+        if key != "fps":
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    paths = [out_dir / PLOT_FPS_LATENCY]
+    fig.savefig(paths[0], dpi=DPI)
+    plt.close(fig)
+    step_rows = [r for r in ok if r.get("step")]
+    if step_rows:
+        paths.append(_plot_step(step_rows, out_dir / PLOT_STEP))
+    return paths
+
+
+def _plot_step(rows: list[dict[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=FIGSIZE_WIDE)
+    for row in rows:
+        series = row["latency_series"]
+        ax.plot(
+            [t for t, _ in series],
+            [lat for _, lat in series],
+            ".",
+            markersize=SERIES_MARKER_SIZE,
+            label=row["system"],
+        )
+    step = rows[0]["step"]
+    ax.axvline(
+        step["step_at_s"],
+        color="black",
+        linestyle="--",
+        label=f"{step['rate_before_mbit']:g} -> {step['rate_after_mbit']:g} Mbit/s",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds since client start")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_title(f"{rows[0]['scenario']}: latency per frame")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_fanout(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Deliveries per server CPU-second against the number of readers."""
+    ok = _ok(rows)
+    if not ok:
+        return []
+    fig, ax = plt.subplots(figsize=FIGSIZE_WIDE)
+    for target in dict.fromkeys(r["target"] for r in ok):
+        points = sorted((r["readers"], r["deliveries_per_cpu_s"]) for r in ok if r["target"] == target)
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=target)
+    ax.set_xscale("log")
+    ax.set_xlabel("readers")
+    ax.set_ylabel("deliveries per server CPU-second")
+    ax.set_title("fan-out of one shared 50 KB payload")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / PLOT_FANOUT
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return [path]

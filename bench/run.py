@@ -1,0 +1,165 @@
+"""Benchmark entry point: ``python -m bench.run [--quick] [--scenarios ...]``.
+
+Runs the link suite (every scenario x every system, link emulation when
+available) and the fan-out suite, writes one JSON file per suite under
+``--out`` (default bench/results) and the PNG plots beside them.  ``--quick``
+is the CI smoke mode: loopback only, about 1-2 s per system, no namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import linkemu
+from bench.constants import (
+    ALL_SYSTEMS,
+    FANOUT_PAYLOAD_BYTES,
+    FANOUT_READER_COUNTS,
+    RESULTS_SCHEMA_VERSION,
+    SUITE_FANOUT,
+    SUITE_LINKS,
+    SystemName,
+)
+from bench.fanout import FanoutResult, run_framecast_fanout, run_raw_fanout
+from bench.linkbench import STATUS_OK, STATUS_SKIPPED, LinkResult, describe, run_one
+from bench.plots import plot_fanout, plot_links
+from bench.scenarios import ALL_SCENARIOS, LINK_SCENARIOS, LOOPBACK_QUICK, Scenario, scaled
+from bench.systems import unavailable_reason
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+WORK_SUBDIR = "tmp"
+QUICK_FANOUT_READERS = (1, 10)
+QUICK_FANOUT_DURATION_S = 0.5
+FULL_FANOUT_DURATION_S = 3.0
+JSON_SUFFIX = ".json"
+MODE_QUICK = "quick"
+MODE_FULL = "full"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from."""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": "none",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def suite_document(suite: str, mode: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "suite": suite,
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "mode": mode,
+        "created_unix_s": time.time(),
+        "machine": machine_info(),
+        **extra,
+        "results": rows,
+    }
+
+
+def run_links(scenarios: list[Scenario], systems: list[SystemName], workdir: Path, log: Any) -> list[dict[str, Any]]:
+    link_reason = linkemu.unavailable_reason() if any(s.link for s in scenarios) else None
+    rows: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        for system in systems:
+            reason = (link_reason if scenario.link else None) or unavailable_reason(system)
+            if reason:
+                row = LinkResult(system, scenario.name, STATUS_SKIPPED, reason)
+                describe(row, scenario)
+            else:
+                row = run_one(system, scenario, workdir)
+            rows.append(row.to_json())
+            print(_one_line(row), file=log, flush=True)
+    return rows
+
+
+def _one_line(row: LinkResult) -> str:
+    if row.status != STATUS_OK:
+        return f"{row.scenario:>22} {row.system:>15}: {row.status} ({row.reason})"
+    return (
+        f"{row.scenario:>22} {row.system:>15}: {row.fps:5.1f} fps  "
+        f"p50 {row.latency_p50_ms:8.0f} ms  p95 {row.latency_p95_ms:8.0f} ms  "
+        f"{(row.bytes_per_frame or 0) / 1e3:5.1f} KB/frame  drops {row.drops}"
+    )
+
+
+def run_fanout_suite(readers: tuple[int, ...], duration_s: float, log: Any) -> list[dict[str, Any]]:
+    rows: list[FanoutResult] = []
+    for count in readers:
+        rows.append(run_raw_fanout(count, duration_s))
+        rows.append(run_framecast_fanout(count, duration_s))
+    for row in rows:
+        print(f"fan-out {row.target:>16} x{row.readers:<4}: {row.status} "
+              f"{row.deliveries_per_cpu_s or 0:,.0f} deliveries/CPU-s {row.reason}", file=log, flush=True)  # fmt: skip
+    return [asdict(r) for r in rows]
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=1))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI smoke mode: loopback only, ~1-2 s per system")
+    parser.add_argument("--scenarios", nargs="+", choices=sorted(ALL_SCENARIOS), help="scenarios to run")
+    parser.add_argument("--systems", nargs="+", choices=list(ALL_SYSTEMS), default=list(ALL_SYSTEMS))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    parser.add_argument("--duration-scale", type=float, default=1.0, help="multiply every duration")
+    parser.add_argument("--no-fanout", action="store_true", help="skip the fan-out suite")
+    parser.add_argument("--no-links", action="store_true", help="skip the link suite")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mode = MODE_QUICK if args.quick else MODE_FULL
+    if args.scenarios:
+        scenarios = [ALL_SCENARIOS[name] for name in args.scenarios]
+    else:
+        scenarios = [LOOPBACK_QUICK] if args.quick else list(LINK_SCENARIOS)
+    scenarios = [scaled(s, args.duration_scale) for s in scenarios]
+    out: Path = args.out
+    workdir = out / WORK_SUBDIR
+    workdir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if not args.no_links:
+        rows = run_links(scenarios, args.systems, workdir, sys.stdout)
+        extra = {"scenarios": [asdict(s) for s in scenarios], "systems": args.systems}
+        path = out / f"{SUITE_LINKS}{JSON_SUFFIX}"
+        write_json(path, suite_document(SUITE_LINKS, mode, rows, extra))
+        written += [path, *plot_links(rows, out)]
+    if not args.no_fanout:
+        readers = QUICK_FANOUT_READERS if args.quick else FANOUT_READER_COUNTS
+        duration = (QUICK_FANOUT_DURATION_S if args.quick else FULL_FANOUT_DURATION_S) * args.duration_scale
+        rows = run_fanout_suite(readers, duration, sys.stdout)
+        path = out / f"{SUITE_FANOUT}{JSON_SUFFIX}"
+        extra = {"readers": list(readers), "duration_s": duration, "payload_bytes": FANOUT_PAYLOAD_BYTES}
+        write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
+        written += [path, *plot_fanout(rows, out)]
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

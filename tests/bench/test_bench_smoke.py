@@ -1,0 +1,69 @@
+"""Smoke test of the benchmark harness: quick mode on loopback, every field present.
+
+No timing assertions: the numbers depend on the machine.  The link scenarios
+need root and network namespaces; where they are unavailable the test that
+touches them is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import linkemu
+from bench.fanout import FanoutResult
+from bench.linkbench import LinkResult
+from bench.metrics import id_gaps, percentile
+from bench.run import main
+from bench.scene import HEIGHT, WIDTH, SceneRenderer, encode_jpeg
+
+BASELINES = ["seed-original", "seed-optimized"]
+LINK_FIELDS = {f.name for f in dataclasses.fields(LinkResult)}
+FANOUT_FIELDS = {f.name for f in dataclasses.fields(FanoutResult)}
+SUITE_FIELDS = {"suite", "schema_version", "mode", "created_unix_s", "machine", "results"}
+
+
+def test_scene_renders_720p_jpeg() -> None:
+    frame = SceneRenderer().render(7)
+    assert frame.shape == (HEIGHT, WIDTH, 3)
+    assert encode_jpeg(frame, 70)[:2] == b"\xff\xd8"
+
+
+def test_pure_metrics() -> None:
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+    assert id_gaps([1, 2, 5, 6, 9]) == 4
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_writes_complete_json(tmp_path: Path) -> None:
+    assert main(["--quick", "--systems", *BASELINES, "--out", str(tmp_path)]) == 0
+    links = json.loads((tmp_path / "links.json").read_text())
+    assert SUITE_FIELDS <= links.keys()
+    assert {(r["system"], r["scenario"]) for r in links["results"]} == {(s, "loopback") for s in BASELINES}
+    for row in links["results"]:
+        assert row.keys() == LINK_FIELDS
+        assert row["status"] == "ok", row["reason"]
+        assert row["frames"] > 0
+    fanout = json.loads((tmp_path / "fanout.json").read_text())
+    assert SUITE_FIELDS <= fanout.keys()
+    for row in fanout["results"]:
+        assert row.keys() == FANOUT_FIELDS
+    assert any(r["status"] == "ok" for r in fanout["results"])
+    assert (tmp_path / "links_fps_latency.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(120)
+def test_link_scenario_or_skip(tmp_path: Path) -> None:
+    reason = linkemu.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    argv = ["--scenarios", "8mbit-50ms", "--systems", "seed-optimized", "--duration-scale", "0.2"]
+    assert main([*argv, "--no-fanout", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "links.json").read_text())["results"]
+    assert row.keys() == LINK_FIELDS
+    assert row["status"] == "ok", row["reason"]
+    assert row["rate_mbit"] == 8.0

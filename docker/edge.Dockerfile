@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# framecast edge: FastAPI/uvicorn fan-out. Installs `.[edge]` only: no torch,
+# no OpenCV, no numpy (tests/deploy checks that the edge never imports them).
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+# a regular (non-editable) install: the runtime stage needs only /opt/venv
+RUN pip install ".[edge]" && pip uninstall -y pip
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 framecast \
+ && useradd --system --uid 10001 --gid framecast --no-create-home --shell /usr/sbin/nologin framecast
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FRAMECAST_HOST=0.0.0.0 \
+    FRAMECAST_PORT=8000
+USER 10001:10001
+EXPOSE 8000
+# liveness only (/healthz never depends on Redis); readiness is /readyz
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "framecast.edge"]

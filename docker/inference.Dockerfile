@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# framecast inference: source -> torch model -> JPEG tiers -> Redis.
+# CPU by default; a CUDA build of PyTorch with --build-arg TORCH_INDEX=cu128
+# (docker-compose.gpu.yml does that). The PyTorch wheels bundle the CUDA
+# runtime, so the same slim base works for both; the host provides the driver.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first, from the index of the wanted variant, so `.[inference]` finds it satisfied
+RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install ".[inference,video]" && pip uninstall -y pip
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 framecast \
+ && useradd --system --uid 10001 --gid framecast --no-create-home --shell /usr/sbin/nologin framecast
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FRAMECAST_METRICS_HOST=0.0.0.0 \
+    FRAMECAST_METRICS_PORT=9101
+USER 10001:10001
+EXPOSE 9101
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9101/metrics', timeout=2)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "framecast.inference"]

@@ -1,0 +1,388 @@
+"""The compose topology, run natively: real Valkey, inference, edge replicas, nginx, Prometheus.
+
+Docker has no engine on the development and CI machines, so tests and the
+dashboard renderer start the same services as processes on loopback ports,
+with configurations rendered from the files compose ships:
+
+- nginx from deploy/nginx/nginx.conf (tools/render_nginx.py),
+- Prometheus from prometheus/prometheus.yml: the same jobs and rule file,
+  the DNS discovery of edge replicas replaced by their static loopback
+  targets, a short scrape interval,
+- Redis metrics from the real redis_exporter binary when one is installed,
+  else from tools/redis_exporter.py (same metric names).
+
+Every process runs in its own session and is stopped (SIGTERM, then SIGKILL
+after a deadline) by the owner; nothing waits with a bare sleep: readiness is
+polled against a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from render_nginx import NGINX_CONF, render_native  # noqa: E402
+
+PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
+ALERTS_YML = ROOT / "prometheus" / "alerts.yml"
+TIMEOUT_FACTOR = float(os.environ.get("FRAMECAST_TEST_TIMEOUT_FACTOR", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIMEOUT_FACTOR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1,
+               alive: Callable[[], str | None] | None = None) -> None:
+    """Poll `check` until it is true; raise TimeoutError naming `what` after `timeout` seconds.
+
+    `alive` returns an error text when something the wait depends on has died (fail fast).
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            if check():
+                return
+        except Exception as exc:  # remembered and reported on timeout
+            last_exc = exc
+        if alive is not None:
+            dead = alive()
+            if dead:
+                raise RuntimeError(f"waiting for {what}: {dead}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {scaled(timeout):.0f}s (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return http_get(url)[0] == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    """One service process with its log file."""
+
+    name: str
+    args: list[str]
+    logdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.logdir / f"{self.name}.log"
+
+    def start(self) -> Proc:
+        env = {**os.environ, **self.env}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, cwd=ROOT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def dead(self) -> str | None:
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"{self.name} exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
+        return None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(scaled(timeout))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+
+# --- configurations rendered from the shipped files --------------------------------------------
+
+
+def render_prometheus(edge_targets: list[str], inference_targets: list[str], redis_targets: list[str],
+                      *, scrape_interval: str = "1s", rules: Path = ALERTS_YML) -> dict[str, Any]:
+    """prometheus/prometheus.yml with static loopback targets in place of Docker DNS discovery."""
+    conf: dict[str, Any] = yaml.safe_load(PROMETHEUS_YML.read_text())
+    conf["global"]["scrape_interval"] = scrape_interval
+    conf["global"]["evaluation_interval"] = scrape_interval
+    conf["global"]["scrape_timeout"] = scrape_interval
+    conf["rule_files"] = [str(rules)]
+    targets = {"edge": edge_targets, "inference": inference_targets, "redis": redis_targets}
+    for job in conf["scrape_configs"]:
+        name = job["job_name"]
+        if name in targets:
+            for key in ("dns_sd_configs", "static_configs"):
+                job.pop(key, None)
+            job["static_configs"] = [{"targets": targets[name]}]
+        elif name == "prometheus":
+            job["static_configs"] = [{"targets": ["PROMETHEUS_SELF"]}]
+    return conf
+
+
+class Prometheus:
+    """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        for job in config["scrape_configs"]:
+            for sc in job.get("static_configs", []):
+                sc["targets"] = [f"127.0.0.1:{self.port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        tsdb = workdir / "tsdb"
+        tsdb.mkdir(exist_ok=True)
+        self.proc = Proc("prometheus", [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
+                                        f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+                                        "--storage.tsdb.retention.time=1h"], workdir)
+
+    def start(self) -> Prometheus:
+        self.proc.start()
+        wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"{self.url}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        status, body = http_get(url, timeout=10)
+        obj = json.loads(body)
+        if status != 200 or obj.get("status") != "success":
+            raise RuntimeError(f"prometheus {path} {params}: HTTP {status}: {obj.get('error', body[:300])}")
+        return obj["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self.api("query", **params)
+        result = data["result"]
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": result}]
+        return list(result)
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step}")
+        return list(data["result"])
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self.api("targets")["activeTargets"])
+
+    def up(self, job: str) -> dict[str, float]:
+        return {r["metric"]["instance"]: float(r["value"][1]) for r in self.query(f'up{{job="{job}"}}')}
+
+
+class Nginx:
+    """Real nginx, configured by rendering deploy/nginx/nginx.conf with static upstreams."""
+
+    def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir / "nginx-root"
+        self.workdir.mkdir(exist_ok=True)
+        os.chmod(workdir, 0o755)  # nginx workers (nobody) need to traverse to their temp dirs
+        os.chmod(self.workdir, 0o755)
+        self.config_path = self.workdir / "nginx.conf"
+        self.config_path.write_text(render_native(NGINX_CONF.read_text(), upstreams, f"127.0.0.1:{self.port}",
+                                                  self.workdir))
+        self.binary = binary
+        self.proc = Proc("nginx", [binary, "-e", "stderr", "-p", str(self.workdir), "-c", str(self.config_path),
+                                   "-g", "daemon off;"], workdir)
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.binary, "-t", "-e", "stderr", "-p", str(self.workdir), "-c",
+                               str(self.config_path)], capture_output=True, text=True, timeout=30)
+
+    def start(self) -> Nginx:
+        self.proc.start()
+        wait_until("nginx up", lambda: http_ok(f"{self.url}/lb-health"), 15, alive=self.proc.dead)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def redis_exporter_binary() -> str | None:
+    for name in ("redis_exporter", "prometheus-redis-exporter"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def start_redis_exporter(redis_url: str, workdir: Path) -> tuple[Proc, int]:
+    """The real redis_exporter if installed, else tools/redis_exporter.py (same metric names)."""
+    port = free_port()
+    binary = redis_exporter_binary()
+    if binary:
+        args = [binary, f"--redis.addr={redis_url}", f"--web.listen-address=127.0.0.1:{port}"]
+    else:
+        args = [sys.executable, str(ROOT / "tools" / "redis_exporter.py"), "--redis-url", redis_url,
+                "--port", str(port)]
+    proc = Proc("redis-exporter", args, workdir).start()
+    wait_until("redis exporter up", lambda: http_ok(f"http://127.0.0.1:{port}/metrics"), 15, alive=proc.dead)
+    return proc, port
+
+
+# --- framecast services -------------------------------------------------------------------------
+
+
+def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", stream: str = "demo",
+                    extra: list[str] | None = None) -> tuple[Proc, int]:
+    port = free_port()
+    args = [sys.executable, "-m", "framecast.inference", "--redis-url", redis_url, "--stream", stream,
+            "--metrics-port", str(port), *(extra or [])]
+    proc = Proc(name, args, workdir).start()
+    wait_until(f"{name} metrics", lambda: http_ok(f"http://127.0.0.1:{port}/metrics"), 60, alive=proc.dead)
+    return proc, port
+
+
+def start_edge(redis_url: str, workdir: Path, *, name: str = "edge", extra: list[str] | None = None,
+               ready: bool = True) -> tuple[Proc, int]:
+    port = free_port()
+    args = [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
+            "--port", str(port), *(extra or [])]
+    proc = Proc(name, args, workdir).start()
+    path = "/readyz" if ready else "/healthz"
+    wait_until(f"{name} {path}", lambda: http_ok(f"http://127.0.0.1:{port}{path}"), 30, alive=proc.dead)
+    return proc, port
+
+
+@dataclass
+class NativeStack:
+    """Valkey + inference + N edges (+ nginx) + redis exporter + Prometheus, all on loopback."""
+
+    edges: int = 1
+    with_nginx: bool = False
+    inference_args: list[str] = field(default_factory=list)
+    edge_args: list[str] = field(default_factory=list)
+    scrape_interval: str = "1s"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="framecast-stack-")))
+    redis: Any = None
+    inference: Proc | None = None
+    inference_port: int = 0
+    edge_procs: list[Proc] = field(default_factory=list)
+    edge_ports: list[int] = field(default_factory=list)
+    exporter: Proc | None = None
+    exporter_port: int = 0
+    nginx: Nginx | None = None
+    prometheus: Prometheus | None = None
+
+    @property
+    def edge_targets(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.edge_ports]
+
+    def start(self) -> NativeStack:
+        from framecast.embedded import EmbeddedRedis
+
+        try:
+            self.redis = EmbeddedRedis(maxmemory="256mb").start()
+            self.exporter, self.exporter_port = start_redis_exporter(self.redis.url, self.workdir)
+            self.inference, self.inference_port = start_inference(self.redis.url, self.workdir,
+                                                                  extra=self.inference_args)
+            for i in range(self.edges):
+                proc, port = start_edge(self.redis.url, self.workdir, name=f"edge{i + 1}", extra=self.edge_args)
+                self.edge_procs.append(proc)
+                self.edge_ports.append(port)
+            if self.with_nginx:
+                self.nginx = Nginx(self.edge_targets, self.workdir).start()
+            conf = render_prometheus(self.edge_targets, [f"127.0.0.1:{self.inference_port}"],
+                                     [f"127.0.0.1:{self.exporter_port}"], scrape_interval=self.scrape_interval)
+            self.prometheus = Prometheus(conf, self.workdir).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.prometheus, self.nginx):
+            if part is not None:
+                part.stop()
+        for proc in [*self.edge_procs, self.inference, self.exporter]:
+            if proc is not None:
+                proc.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def logs(self) -> str:
+        procs = [p for p in (self.inference, *self.edge_procs, self.exporter) if p is not None]
+        if self.nginx:
+            procs.append(self.nginx.proc)
+        if self.prometheus:
+            procs.append(self.prometheus.proc)
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in procs)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> NativeStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def native_stack(**kwargs: Any) -> Iterator[NativeStack]:
+    stack = NativeStack(**kwargs)
+    with stack:
+        yield stack
+    stack.cleanup()

@@ -1,0 +1,108 @@
+"""`python -m framecast.edge`: run the edge on uvicorn, with a bounded drain on SIGTERM.
+
+SIGTERM (or a first Ctrl-C): `/readyz` fails at once, viewers get a "draining"
+status, after `drain_delay_s` they are closed with 1012, and the process exits
+within `drain_timeout_s`. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+from types import FrameType
+
+import uvicorn
+
+from framecast.edge.app import EdgeRuntime, create_app
+from framecast.edge.settings import EdgeSettings
+from framecast.logs import setup_logging
+from framecast.settings import load_settings
+
+log = logging.getLogger("framecast.edge")
+
+
+def uvicorn_config(app: object, settings: EdgeSettings) -> uvicorn.Config:
+    """The uvicorn configuration the edge needs (used by main() and by tests)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # JPEG does not compress; deflate costs ~30x CPU per viewer
+        ws_max_size=settings.max_message_bytes,
+        ws_ping_interval=settings.ping_interval_s or None,
+        ws_ping_timeout=settings.ping_timeout_s,
+        lifespan="on",
+        log_config=None,
+        access_log=settings.access_log,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=2,
+        server_header=False,
+    )
+
+
+class EdgeServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains viewers before stopping."""
+
+    def __init__(self, config: uvicorn.Config, runtime: EdgeRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        self._loop = asyncio.get_running_loop()
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None:
+            self.force_exit = True
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._start_drain, sig)
+
+    def _start_drain(self, sig: int) -> None:
+        if self._drain_task is not None:
+            return
+        log.info("received %s: draining", signal.Signals(sig).name)
+        self._drain_task = asyncio.create_task(self._drain())
+        # the hard bound: whatever happens, stop by drain_timeout_s
+        assert self._loop is not None
+        self._loop.call_later(self.runtime.settings.drain_timeout_s, self._force)
+
+    def _force(self) -> None:
+        self.should_exit = True
+        self.force_exit = True
+
+    async def _drain(self) -> None:
+        try:
+            await self.runtime.drain()
+        finally:
+            self.should_exit = True
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(EdgeSettings, argv, prog="framecast-edge",
+                             description="framecast edge: fan-out of live frames to WebSocket viewers")
+    setup_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    server = EdgeServer(uvicorn_config(app, settings), app.state.runtime)
+    server.run()
+    if server.started is False:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The edge's FastAPI application: the viewer WebSocket, the HTTP surface, and drain on shutdown.
+
+`create_app(settings)` builds the app; its lifespan opens the Redis clients and
+the fan-out hub. `/ws/{stream}` admits a viewer (Origin, limits, auth, known
+stream; each refusal has its close code, see docs/edge.md), sends the server
+hello and a status, then runs the viewer's control loop while its
+`ViewerSession` sender writes frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from framecast import constants as C
+from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client, newest_entry
+from framecast.bus import now_us as wall_us
+from framecast.edge import auth
+from framecast.edge.fanout import FanoutHub, tiers_of
+from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.pacing import TokenBucket
+from framecast.edge.session import ViewerSession, mono_us
+from framecast.edge.settings import EdgeSettings
+from framecast.protocol import (
+    ClientHello,
+    ProtocolError,
+    ServerHello,
+    Status,
+    decode_frame,
+    encode_control,
+    parse_viewer_message,
+)
+
+log = logging.getLogger("framecast.edge")
+
+DEFAULT_STATIC_DIR = Path(__file__).parent / "static"
+TRANSPORT_KEY = "framecast.transport"
+_READY_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_ERRORS)
+
+
+class EdgeRuntime:
+    """The live state of one edge replica (one per app)."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.metrics = EdgeMetrics()
+        self.keys = Keys(settings.key_prefix)
+        self.edge_id = settings.name
+        self.client = async_client(settings.redis_url)
+        self.reader_client = async_client(settings.redis_url, block_ms=settings.block_ms)
+        self.hub = FanoutHub(self.client, self.reader_client, self.keys, self.metrics, edge_id=self.edge_id,
+                             block_ms=settings.block_ms, reader_grace_s=settings.reader_grace_s,
+                             demand_ttl_s=settings.demand_ttl_s, stall_after_s=settings.stall_after_s)
+        self.sessions: set[ViewerSession] = set()
+        self.admitted = 0  # connections past the limit checks (including ones still handshaking)
+        self.per_ip: Counter[str] = Counter()
+        self.draining = False
+        self.drain_started: float | None = None
+        self.metrics_server: Any = None
+        self._known_streams: set[str] = set()
+
+    def viewers_by_stream(self) -> Counter[str]:
+        return Counter(s.stream for s in self.sessions)
+
+    def refresh_viewer_gauges(self) -> None:
+        counts = self.viewers_by_stream()
+        for stream in set(counts) | set(self._known_streams):
+            self.metrics.viewers.labels(stream).set(counts.get(stream, 0))
+        self._known_streams = set(counts) | self._known_streams
+        self.metrics.viewers_total.set(len(self.sessions))
+
+    async def begin_drain(self) -> None:
+        """Readiness fails from now on; viewers are told; new viewers are refused."""
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_started = time.monotonic()
+        self.metrics.draining.set(1)
+        log.info("draining: /readyz fails, viewers closed in %.1fs", self.settings.drain_delay_s)
+        for s in list(self.sessions):
+            s.send_control(encode_control(Status("draining", "server restarting; reconnect soon")))
+
+    async def close_all(self, code: int = C.CLOSE_SERVICE_RESTART, reason: str = "") -> None:
+        sessions = list(self.sessions)
+        await asyncio.gather(*(s.close(code, reason or C.CLOSE_REASONS[code]) for s in sessions),
+                             return_exceptions=True)
+
+    async def drain(self) -> None:
+        """SIGTERM path: fail readiness, wait the drain delay, close viewers 1012, wait for them to go."""
+        await self.begin_drain()
+        await asyncio.sleep(self.settings.drain_delay_s)
+        await self.close_all(C.CLOSE_SERVICE_RESTART, "server restarting, reconnect with jitter")
+        deadline = time.monotonic() + max(0.5, self.settings.drain_timeout_s - self.settings.drain_delay_s - 1.0)
+        while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll of a set
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s.abort()
+
+
+class ExposeTransport:
+    """ASGI middleware: puts uvicorn's transport into the WebSocket scope.
+
+    The sender needs the socket to read its unsent bytes (SIOCOUTQNSD) and to
+    abort viewers that cannot take a close frame; ASGI has no standard way to
+    reach it, uvicorn's `send` is a bound method of its protocol object.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            proto = getattr(send, "__self__", None)
+            transport = getattr(proto, "transport", None)
+            if transport is not None:
+                scope[TRANSPORT_KEY] = (transport, proto)
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: EdgeSettings | None = None) -> FastAPI:
+    settings = settings or EdgeSettings()
+    runtime = EdgeRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.hub.start()
+        runtime.hub.on_tick.append(runtime.refresh_viewer_gauges)
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            runtime.metrics_server = start_http_server(settings.metrics_port, settings.metrics_host,
+                                                       registry=runtime.metrics.registry)
+        log.info("edge %s ready (redis %s)", runtime.edge_id, _redact(settings.redis_url))
+        try:
+            yield
+        finally:
+            if runtime.sessions:
+                await runtime.close_all(C.CLOSE_SERVICE_RESTART)
+            await runtime.hub.close()
+            if runtime.metrics_server is not None:
+                server = runtime.metrics_server[0] if isinstance(runtime.metrics_server, tuple) \
+                    else runtime.metrics_server
+                with contextlib.suppress(Exception):
+                    server.shutdown()
+            await runtime.client.aclose()
+            await runtime.reader_client.aclose()
+
+    app = FastAPI(title="framecast edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    app.add_middleware(ExposeTransport)
+    static_dir = Path(settings.static_dir) if settings.static_dir else DEFAULT_STATIC_DIR
+
+    # --- HTTP ------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "edge": runtime.edge_id, "viewers": len(runtime.sessions)}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if runtime.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        try:
+            await asyncio.wait_for(runtime.client.ping(), timeout=1.0)
+        except _READY_ERRORS as exc:
+            return JSONResponse({"status": "redis unreachable", "error": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if settings.metrics_port:
+            return PlainTextResponse(f"metrics are served on port {settings.metrics_port}\n", status_code=404)
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/streams")
+    async def streams() -> Response:
+        try:
+            scored: list[tuple[Any, float]] = await runtime.client.zrange(  # type: ignore[assignment]
+                runtime.keys.streams_index(), 0, -1, withscores=True)
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n, _ in scored]
+            metas = await runtime.client.mget([runtime.keys.meta(n) for n in names]) if names else []
+        except REDIS_ERRORS as exc:
+            return JSONResponse({"error": f"bus unavailable: {type(exc).__name__}"}, status_code=503)
+        now = wall_us()
+        viewers = runtime.viewers_by_stream()
+        out = []
+        for (name, score), raw in zip(scored, metas, strict=True):
+            stream = name.decode() if isinstance(name, bytes) else str(name)
+            if raw is None:
+                continue  # the meta expired: the source is gone
+            try:
+                info = StreamInfo.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                continue
+            age = (now - int(score)) / 1e6
+            out.append({"stream": stream, "tiers": [t.to_json() for t in tiers_of(info)], "fps": info.fps,
+                        "model": info.model, "device": info.device, "source": info.source,
+                        "last_heartbeat_us": int(score), "live": age <= settings.stall_after_s,
+                        "viewers": viewers.get(stream, 0)})
+        return JSONResponse({"edge": runtime.edge_id, "streams": out})
+
+    @app.get("/snapshot/{stream}.jpg")
+    async def snapshot(stream: str, tier: str | None = Query(None, max_length=32)) -> Response:
+        if not C.STREAM_NAME_RE.match(stream):
+            return PlainTextResponse("unknown stream\n", status_code=404)
+        try:
+            info = await runtime.hub.stream_info(stream)
+        except REDIS_ERRORS:
+            info = runtime.hub.cached_info(stream)
+        if info is None:
+            return PlainTextResponse("unknown stream\n", status_code=404)
+        names = [t.name for t in tiers_of(info)]
+        if not names:
+            return PlainTextResponse("stream has no tiers\n", status_code=404)
+        name = tier or names[0]
+        if name not in names:
+            return PlainTextResponse(f"unknown tier; this stream has {names}\n", status_code=404)
+        cached = runtime.hub.latest(stream, name)
+        data: bytes | None = cached.data if cached is not None else None
+        if data is None:
+            try:
+                newest = await newest_entry(runtime.client, runtime.keys.frames(stream, name))
+            except REDIS_ERRORS:
+                return PlainTextResponse("bus unavailable\n", status_code=503)
+            data = newest[1] if newest else None
+        if data is None:
+            return PlainTextResponse("no frame yet\n", status_code=404)
+        try:
+            frame = decode_frame(data)
+        except ProtocolError:
+            return PlainTextResponse("bad frame on the bus\n", status_code=502)
+        if frame.header.codec != C.CODEC_JPEG:
+            return PlainTextResponse("tier is not JPEG\n", status_code=415)
+        h = frame.header
+        return Response(frame.payload, media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store", "X-Frame-Id": str(h.frame_id),
+                                 "X-Capture-Us": str(h.capture_us), "X-Tier": name})
+
+    @app.get("/", response_model=None)
+    async def index() -> Response:
+        page = static_dir / "index.html"
+        if not page.is_file():
+            return PlainTextResponse("viewer page not installed (no edge/static/index.html); "
+                                     "frames are at /ws/{stream}\n", status_code=503)
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
+
+    # --- the viewer WebSocket --------------------------------------------
+    @app.websocket("/ws/{stream}")
+    async def viewer(ws: WebSocket, stream: str) -> None:
+        await _serve_viewer(runtime, ws, stream)
+
+    return app
+
+
+async def _reject(runtime: EdgeRuntime, ws: WebSocket, code: int, reason: str, why: str,
+                  subprotocol: str | None = None) -> None:
+    """Refuse a viewer with a close code it can read (accept first, then close)."""
+    runtime.metrics.rejected.labels(why).inc()
+    runtime.metrics.closes.labels(str(code)).inc()
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        if ws.application_state == WebSocketState.CONNECTING:
+            await ws.accept(subprotocol=subprotocol)
+        await ws.close(code, reason[:120])
+
+
+async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> None:
+    settings, metrics = runtime.settings, runtime.metrics
+    headers = {k.lower(): v for k, v in ws.headers.items()}
+    # 1. Origin, before the handshake completes: a refused browser gets HTTP 403
+    if not auth.origin_allowed(headers.get("origin"), settings.origins):
+        metrics.rejected.labels("origin").inc()
+        await ws.close(C.CLOSE_POLICY_VIOLATION)
+        return
+    subprotocols = list(ws.scope.get("subprotocols") or [])
+    subprotocol = auth.choose_subprotocol(subprotocols)
+    ip = ws.client.host if ws.client else "?"
+    # 2. limits
+    if runtime.draining:
+        await _reject(runtime, ws, C.CLOSE_SERVICE_RESTART, "server draining, reconnect", "draining", subprotocol)
+        return
+    if runtime.admitted >= settings.max_viewers:
+        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_REASONS[C.CLOSE_TRY_AGAIN_LATER],
+                      "too_many_viewers", subprotocol)
+        return
+    if settings.viewers_per_ip and runtime.per_ip[ip] >= settings.viewers_per_ip:
+        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "too many viewers from this address",
+                      "per_ip_limit", subprotocol)
+        return
+    runtime.admitted += 1
+    runtime.per_ip[ip] += 1
+    session: ViewerSession | None = None
+    try:
+        session = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
+        if session is not None:
+            await _control_loop(runtime, ws, session)
+    finally:
+        runtime.admitted -= 1
+        runtime.per_ip[ip] -= 1
+        if runtime.per_ip[ip] <= 0:
+            del runtime.per_ip[ip]
+        if session is not None:
+            runtime.sessions.discard(session)
+            await session.finish()
+            runtime.refresh_viewer_gauges()
+
+
+async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict[str, str],
+                 subprotocols: list[str], subprotocol: str | None) -> ViewerSession | None:
+    settings, metrics = runtime.settings, runtime.metrics
+    # 3. known stream (a stream is known while its meta key exists)
+    try:
+        info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.match(stream) else None
+    except REDIS_ERRORS:
+        info = runtime.hub.cached_info(stream)
+        if info is None:
+            await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "bus unavailable, try again later",
+                          "too_many_viewers", subprotocol)
+            return None
+    tiers = tiers_of(info) if info is not None else ()
+    if info is None or not tiers:
+        await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}", "unknown_stream",
+                      subprotocol)
+        return None
+    await ws.accept(subprotocol=subprotocol)
+    hello: ClientHello | None = None
+    # 4. auth: a header token now, else the first message must be a hello carrying one
+    if settings.auth_secret:
+        token = auth.token_from_headers(headers, subprotocols)
+        if not token:
+            try:
+                first = await asyncio.wait_for(ws.receive(), timeout=settings.hello_timeout_s)
+            except TimeoutError:
+                await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, "authentication failed: no hello with a token",
+                              "auth")
+                return None
+            if first.get("type") == "websocket.disconnect":
+                return None
+            text = first.get("text")
+            try:
+                msg = parse_viewer_message(text) if isinstance(text, str) else None
+            except ProtocolError:
+                msg = None
+            if not isinstance(msg, ClientHello):
+                await _reject(runtime, ws, C.CLOSE_AUTH_FAILED,
+                              "authentication failed: first message must be a hello with a token", "auth")
+                return None
+            hello = msg
+            token = msg.token
+        try:
+            auth.verify_token(settings.auth_secret, token, stream)
+        except auth.AuthError as exc:
+            await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, f"authentication failed: {exc}", "auth")
+            return None
+    transport, proto = ws.scope.get(TRANSPORT_KEY, (None, None))
+    session = ViewerSession(ws, hub=runtime.hub, settings=settings, metrics=metrics, stream=stream, tiers=tiers,
+                            source_fps=info.fps, transport=transport, protocol=proto)
+    try:
+        if hello is not None:
+            session.apply_hello(hello)
+    except ProtocolError as exc:
+        await _reject(runtime, ws, C.CLOSE_BAD_MESSAGE, str(exc), "auth")
+        return None
+    # 5. hello first, then the stream's state; frames follow from the sender task
+    await ws.send_text(encode_control(ServerHello(stream=stream, tiers=tiers, tier=session.feed_tier,
+                                                  server=runtime.edge_id, fps=info.fps, ack=True)))
+    live = runtime.hub.live.get(stream)
+    if live is None:
+        live = await _is_live(runtime, stream)
+        runtime.hub.live.setdefault(stream, live)
+    session.on_stream_state(live, "" if live else "source is not publishing")
+    if runtime.draining:
+        session.send_control(encode_control(Status("draining", "server restarting; reconnect soon")))
+    runtime.sessions.add(session)
+    session.start()
+    runtime.refresh_viewer_gauges()
+    return session
+
+
+async def _is_live(runtime: EdgeRuntime, stream: str) -> bool:
+    try:
+        raw = await runtime.client.get(runtime.keys.heartbeat(stream))
+    except REDIS_ERRORS:
+        return False
+    return raw is not None and raw.isdigit() and wall_us() - int(raw) <= runtime.settings.stall_after_s * 1e6
+
+
+async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSession) -> None:
+    settings, metrics = runtime.settings, runtime.metrics
+    bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, mono_us())
+    while not session.closed:
+        event = await ws.receive()
+        kind = event.get("type")
+        if kind == "websocket.disconnect":
+            if not session.closed:
+                session.closed = True
+                metrics.closes.labels(str(event.get("code", 1005))).inc()
+            return
+        if kind != "websocket.receive":
+            continue
+        text = event.get("text")
+        if text is None:
+            await session.close(C.CLOSE_UNSUPPORTED_DATA, C.CLOSE_REASONS[C.CLOSE_UNSUPPORTED_DATA])
+            return
+        if len(text) > settings.max_message_bytes:
+            await session.close(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
+            return
+        if not bucket.take(mono_us()):
+            await session.close(C.CLOSE_POLICY_VIOLATION, "too many control messages")
+            return
+        try:
+            session.on_message(parse_viewer_message(text))
+        except ProtocolError as exc:
+            await session.close(C.CLOSE_BAD_MESSAGE, f"malformed control message: {exc}")
+            return
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,283 @@
+"""Fan-out of bus frames to viewer sessions: one reader per (stream, tier) per replica.
+
+A `TierReader` follows one frames stream with `framecast.bus.read_frames` and
+hands each wire message, as the very bytes object Redis returned, to every
+subscribed viewer with a non-blocking `offer` (the viewer's queue drops its
+oldest frame when full); it never awaits a viewer. It starts with the first
+subscriber, keeps the newest frame for instant first frames and snapshots,
+refreshes the demand key that asks the inference service to publish its tier,
+and stops `reader_grace_s` after its last subscriber left.
+
+The hub's housekeeping loop (once a second) refreshes demand keys, watches
+every watched stream's heartbeat (live/stalled status for viewers) and runs
+the viewers' timeout checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, read_frames
+from framecast.bus import now_us as wall_us
+from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.pacing import RateMeter
+from framecast.logs import RateLimitedLog
+from framecast.protocol import ProtocolError, TierInfo, decode_header
+
+log = logging.getLogger("framecast.edge.fanout")
+
+
+@dataclass(frozen=True, slots=True)
+class BusFrame:
+    """One frame as read from the bus; `data` is shared by every viewer, never copied."""
+
+    data: bytes
+    frame_id: int
+    capture_us: int
+    tier_index: int
+    read_us: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+
+class Subscriber(Protocol):
+    def offer(self, tier: str, frame: BusFrame) -> None: ...
+
+
+class StreamWatcher(Protocol):
+    stream: str
+
+    def on_stream_state(self, live: bool, detail: str) -> None: ...
+
+    def check(self, now_mono: float) -> None: ...
+
+
+def tiers_of(info: StreamInfo) -> tuple[TierInfo, ...]:
+    """The announced ladder of a stream, tolerant of missing optional fields."""
+    out = []
+    for t in info.tiers:
+        if isinstance(t, dict) and isinstance(t.get("name"), str):
+            out.append(TierInfo(name=t["name"], width=int(t.get("width", 0) or 0),
+                                height=int(t.get("height", 0) or 0), quality=int(t.get("quality", 0) or 0),
+                                codec=str(t.get("codec", "jpeg"))))
+    return tuple(out)
+
+
+@dataclass
+class TierReader:
+    stream: str
+    tier: str
+    key: str
+    subscribers: set[Subscriber] = field(default_factory=set)
+    latest: BusFrame | None = None
+    task: asyncio.Task[None] | None = None
+    idle_since: float | None = None  # monotonic time the last subscriber left
+    arrivals: RateMeter = field(default_factory=RateMeter)
+    mean_bytes: float | None = None
+    frames: int = 0
+
+    def fps(self, now: int) -> float:
+        return self.arrivals.rate(now)
+
+
+class FanoutHub:
+    """Owns the bus readers of this replica and the per-stream state viewers share."""
+
+    def __init__(self, client: aioredis.Redis, reader_client: aioredis.Redis, keys: Keys, metrics: EdgeMetrics,
+                 *, edge_id: str, block_ms: int = 1000, reader_grace_s: float = 5.0, demand_ttl_s: int = 5,
+                 stall_after_s: float = 2.0, info_cache_s: float = 1.0) -> None:
+        self.client, self.reader_client, self.keys, self.metrics = client, reader_client, keys, metrics
+        self.edge_id = edge_id
+        self.block_ms, self.reader_grace_s, self.demand_ttl_s = block_ms, reader_grace_s, demand_ttl_s
+        self.stall_after_us = int(stall_after_s * 1e6)
+        self.info_cache_s = info_cache_s
+        self.readers: dict[tuple[str, str], TierReader] = {}
+        self.watchers: dict[str, set[StreamWatcher]] = {}
+        self.live: dict[str, bool] = {}
+        self._info: dict[str, tuple[float, StreamInfo | None]] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._bad_frames = RateLimitedLog(log, "bad frames on the bus")
+        self._bus_errors = RateLimitedLog(log, "bus read errors")
+        self.on_tick: list[Callable[[], None]] = []
+
+    # --- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="edge-housekeeping")
+
+    async def close(self) -> None:
+        tasks = [r.task for r in self.readers.values() if r.task is not None]
+        if self._housekeeping is not None:
+            tasks.append(self._housekeeping)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.readers.clear()
+        self.metrics.bus_readers.set(0)
+
+    # --- stream metadata -------------------------------------------------
+    async def stream_info(self, stream: str, *, fresh: bool = False) -> StreamInfo | None:
+        """The stream's meta (None: unknown stream); cached briefly so a join storm costs one GET."""
+        now = time.monotonic()
+        cached = self._info.get(stream)
+        if cached is not None and not fresh and now - cached[0] < self.info_cache_s:
+            return cached[1]
+        raw = await self.client.get(self.keys.meta(stream))
+        info: StreamInfo | None = None
+        if raw is not None:
+            try:
+                info = StreamInfo.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                log.warning("stream %s has unreadable meta", stream)
+        if info is None and cached is not None and cached[1] is not None and stream in self.watchers:
+            info = cached[1]  # meta expired while viewers watch (source stalled): keep the last ladder
+        self._info[stream] = (now, info)
+        return info
+
+    def cached_info(self, stream: str) -> StreamInfo | None:
+        cached = self._info.get(stream)
+        return cached[1] if cached else None
+
+    # --- subscriptions ---------------------------------------------------
+    def subscribe(self, stream: str, tier: str, sub: Subscriber) -> BusFrame | None:
+        """Feed `sub` from the (stream, tier) reader, starting it if needed; returns its newest frame."""
+        reader = self.readers.get((stream, tier))
+        if reader is None:
+            reader = TierReader(stream, tier, self.keys.frames(stream, tier))
+            self.readers[(stream, tier)] = reader
+            self.metrics.tier_seen(tier)
+        reader.subscribers.add(sub)
+        reader.idle_since = None
+        if reader.task is None or reader.task.done():
+            reader.task = asyncio.create_task(self._run_reader(reader), name=f"reader-{stream}-{tier}")
+            self.metrics.bus_readers.set(sum(1 for r in self.readers.values() if r.task is not None))
+        return reader.latest
+
+    def unsubscribe(self, stream: str, tier: str, sub: Subscriber) -> None:
+        reader = self.readers.get((stream, tier))
+        if reader is None:
+            return
+        reader.subscribers.discard(sub)
+        if not reader.subscribers:
+            reader.idle_since = time.monotonic()
+
+    def latest(self, stream: str, tier: str) -> BusFrame | None:
+        reader = self.readers.get((stream, tier))
+        return reader.latest if reader else None
+
+    def reader(self, stream: str, tier: str) -> TierReader | None:
+        return self.readers.get((stream, tier))
+
+    def watch(self, watcher: StreamWatcher) -> None:
+        self.watchers.setdefault(watcher.stream, set()).add(watcher)
+
+    def unwatch(self, watcher: StreamWatcher) -> None:
+        group = self.watchers.get(watcher.stream)
+        if group is not None:
+            group.discard(watcher)
+            if not group:
+                del self.watchers[watcher.stream]
+                self.live.pop(watcher.stream, None)
+
+    # --- the reader ------------------------------------------------------
+    async def _run_reader(self, reader: TierReader) -> None:
+        metrics = self.metrics
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._set_demand([reader])  # ask inference for this tier before the first XREAD
+        lag = metrics.reader_lag
+
+        def on_error(exc: BaseException) -> None:
+            metrics.bus_reconnects.inc()
+            self._bus_errors.event(type(exc).__name__)
+
+        try:
+            async for data in read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error):
+                try:
+                    header = decode_header(data)
+                except ProtocolError as exc:
+                    self._bad_frames.event(str(exc)[:60])
+                    continue
+                now = wall_us()
+                frame = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+                reader.latest = frame
+                reader.frames += 1
+                reader.arrivals.add(now, len(data))
+                size = float(len(data))
+                reader.mean_bytes = size if reader.mean_bytes is None else reader.mean_bytes * 0.9 + size * 0.1
+                lag.observe(max(0, now - header.capture_us) / 1e6)
+                for sub in tuple(reader.subscribers):
+                    sub.offer(reader.tier, frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not kill fan-out silently
+            log.exception("bus reader %s/%s failed", reader.stream, reader.tier)
+
+    # --- housekeeping ----------------------------------------------------
+    async def _set_demand(self, readers: list[TierReader]) -> None:
+        if not readers:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for r in readers:
+            pipe.set(self.keys.demand(r.stream, r.tier), self.edge_id, ex=self.demand_ttl_s)
+        await pipe.execute()
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as exc:
+                self._bus_errors.event(type(exc).__name__)
+            except Exception:
+                log.exception("edge housekeeping failed")
+
+    async def tick(self) -> None:
+        now_mono = time.monotonic()
+        for group in list(self.watchers.values()):
+            for w in list(group):
+                w.check(now_mono)
+        for cb in self.on_tick:
+            cb()
+        # stop readers nobody needed for the grace period
+        for key, reader in list(self.readers.items()):
+            if not reader.subscribers and reader.idle_since is not None \
+                    and now_mono - reader.idle_since >= self.reader_grace_s:
+                if reader.task is not None:
+                    reader.task.cancel()
+                del self.readers[key]
+        self.metrics.bus_readers.set(sum(1 for r in self.readers.values() if r.task is not None))
+        await self._set_demand([r for r in self.readers.values() if r.subscribers])
+        await self._check_heartbeats()
+
+    async def _check_heartbeats(self) -> None:
+        streams = list(self.watchers)
+        if not streams:
+            return
+        values = await self.client.mget([self.keys.heartbeat(s) for s in streams])
+        now = wall_us()
+        for stream, raw in zip(streams, values, strict=True):
+            beat = int(raw) if raw is not None and raw.isdigit() else None
+            live = beat is not None and now - beat <= self.stall_after_us
+            self.set_live(stream, live, "" if live else
+                          ("no heartbeat from the source" if beat is None else
+                           f"no frame for {(now - beat) / 1e6:.1f}s"))
+
+    def set_live(self, stream: str, live: bool, detail: str = "") -> None:
+        before = self.live.get(stream)
+        self.live[stream] = live
+        if before is None or before != live:
+            for w in list(self.watchers.get(stream, ())):
+                w.on_stream_state(live, detail)

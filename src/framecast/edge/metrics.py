@@ -1,0 +1,79 @@
+"""Every Prometheus metric of the edge, in one registry per app (no per-viewer labels).
+
+Series with known label values are created at zero so that dashboards and
+alerts see them before the first event. Tier-labelled series appear when a
+stream's ladder is first read.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from framecast import constants as C
+
+DROP_REASONS = ("queue_full", "stale", "tier_switch")
+REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining")
+CLOSE_CODES = (C.CLOSE_NORMAL, C.CLOSE_GOING_AWAY, C.CLOSE_PROTOCOL_ERROR, C.CLOSE_UNSUPPORTED_DATA,
+               C.CLOSE_POLICY_VIOLATION, C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_INTERNAL_ERROR, C.CLOSE_SERVICE_RESTART,
+               C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_AUTH_FAILED, C.CLOSE_UNKNOWN_STREAM, C.CLOSE_VIEWER_TIMEOUT,
+               C.CLOSE_BAD_MESSAGE, 1005, 1006)
+CONTROL_TYPES = ("hello", "ack", "set", "stats")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class EdgeMetrics:
+    """The edge's metric objects, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.viewers = Gauge("framecast_edge_viewers", "Connected viewers by stream", ["stream"], registry=r)
+        self.viewers_total = Gauge("framecast_edge_viewers_total", "Connected viewers on this replica", registry=r)
+        self.frames_sent = Counter("framecast_edge_frames_sent_total", "Frames written to viewers by tier",
+                                   ["tier"], registry=r)
+        self.bytes_sent = Counter("framecast_edge_bytes_sent_total", "Frame bytes written to viewers", registry=r)
+        self.drops = Counter("framecast_edge_frames_dropped_total",
+                             "Frames a viewer did not get, by reason (queue_full: its queue overflowed; "
+                             "stale: a newer frame replaced it while the window was closed; tier_switch)",
+                             ["reason"], registry=r)
+        self.glass_to_glass = Histogram(
+            "framecast_edge_glass_to_glass_seconds",
+            "Capture to viewer ack (ack arrival on the edge clock minus capture_us; includes the ack's way back)",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.frame_delay = Histogram("framecast_edge_frame_delay_seconds",
+                                     "Edge send to viewer ack of a frame", buckets=_LATENCY_BUCKETS, registry=r)
+        self.inflight = Histogram("framecast_edge_inflight_frames", "Unacknowledged frames when a frame is sent",
+                                  buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32), registry=r)
+        self.tier_switches = Counter("framecast_edge_tier_switches_total", "Viewer tier changes",
+                                     ["direction"], registry=r)
+        self.reader_lag = Histogram("framecast_edge_bus_reader_lag_seconds",
+                                    "Time from capture to the edge reading the frame from the bus",
+                                    buckets=_LAG_BUCKETS, registry=r)
+        self.bus_reconnects = Counter("framecast_edge_bus_errors_total",
+                                      "Failed bus reads (each followed by a jittered reconnect)", registry=r)
+        self.bus_readers = Gauge("framecast_edge_bus_readers", "Running bus readers (stream x tier)", registry=r)
+        self.closes = Counter("framecast_edge_closes_total", "Viewer connections closed, by close code", ["code"],
+                              registry=r)
+        self.rejected = Counter("framecast_edge_rejected_viewers_total", "Viewers refused, by reason", ["reason"],
+                                registry=r)
+        self.control = Counter("framecast_edge_control_messages_total", "Control messages from viewers",
+                               ["type"], registry=r)
+        self.draining = Gauge("framecast_edge_draining", "1 while the replica drains after SIGTERM", registry=r)
+        self.first_frame = Histogram("framecast_edge_first_frame_seconds",
+                                     "Accept to first frame written, per viewer", buckets=_LATENCY_BUCKETS,
+                                     registry=r)
+        for d in ("up", "down"):
+            self.tier_switches.labels(d)
+        for reason in DROP_REASONS:
+            self.drops.labels(reason)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for code in CLOSE_CODES:
+            self.closes.labels(str(code))
+        for kind in CONTROL_TYPES:
+            self.control.labels(kind)
+
+    def tier_seen(self, tier: str) -> None:
+        self.frames_sent.labels(tier)

@@ -1,0 +1,351 @@
+"""Pure pacing and quality policy for one viewer: what to send, when, and at which tier.
+
+Nothing here does I/O or reads a clock: every method takes `now` in integer
+microseconds, so unit tests drive the policies with a fake clock.
+
+* `InflightWindow` keeps at most a window of unacknowledged frames in flight.
+  It is a delay-based controller: each ack gives a frame delay sample (send ->
+  ack); while the sample stays under `base delay + latency target` the window
+  grows by one frame per window of acks, and when queueing exceeds the target
+  it shrinks multiplicatively (at most once per round trip). By Little's law the
+  window settles at `delivery rate x (base delay + latency target)`, always at
+  least one frame, so the newest frame waits for the link, never in a queue.
+* `SocketBudget` is the second, local gate: the kernel's unsent bytes plus the
+  transport buffer must be under a small budget before the next frame is
+  written. Viewers that never ack are paced by this gate alone.
+* `TierPolicy` picks the tier from delivered FPS and acked bytes/s, with
+  hysteresis (hold times, margins) and periodic probing up with exponential
+  back-off after failed probes.
+* `FpsCap` limits a viewer's frame rate when it asks for fewer frames.
+* `TokenBucket` bounds the control messages a viewer may send.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+US = 1_000_000
+
+
+@dataclass(slots=True)
+class InFlight:
+    frame_id: int
+    nbytes: int
+    sent_us: int
+    capture_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """What one ack told us: the frame's delay and its capture time."""
+
+    frame_id: int
+    delay_us: int  # send -> ack on the edge's clock
+    capture_us: int
+    acked_frames: int  # frames this ack released (earlier unacked frames count as delivered too)
+    acked_bytes: int
+
+
+@dataclass(slots=True)
+class RateMeter:
+    """Events and bytes over a sliding time window (for delivered FPS and bytes/s)."""
+
+    window_us: int = 2 * US
+    _events: deque[tuple[int, int]] = field(default_factory=deque)
+    _bytes: int = 0
+    _first_us: int | None = None
+
+    def add(self, now: int, nbytes: int, count: int = 1) -> None:
+        if self._first_us is None:
+            self._first_us = now
+        for _ in range(count):
+            self._events.append((now, nbytes // max(count, 1)))
+        self._bytes += nbytes
+        self._trim(now)
+
+    def _trim(self, now: int) -> None:
+        limit = now - self.window_us
+        while self._events and self._events[0][0] < limit:
+            self._bytes -= self._events.popleft()[1]
+
+    def span_us(self, now: int) -> int:
+        """The time the window actually covers (shorter right after the start)."""
+        if self._first_us is None:
+            return 0
+        return max(1, min(self.window_us, now - self._first_us))
+
+    def rate(self, now: int) -> float:
+        """Events per second."""
+        self._trim(now)
+        span = self.span_us(now)
+        return len(self._events) * US / span if span else 0.0
+
+    def bytes_per_s(self, now: int) -> float:
+        self._trim(now)
+        span = self.span_us(now)
+        return self._bytes * US / span if span else 0.0
+
+    def reset(self, now: int) -> None:
+        self._events.clear()
+        self._bytes = 0
+        self._first_us = now
+
+
+class InflightWindow:
+    """Delay-based window of unacknowledged frames (see the module docstring)."""
+
+    def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
+                 initial_frames: float = 2.0, base_window_us: int = 10 * US, decrease: float = 0.7) -> None:
+        if latency_target_us <= 0 or min_frames < 1 or max_frames < min_frames:
+            raise ValueError("need latency_target_us > 0 and 1 <= min_frames <= max_frames")
+        self.latency_target_us = latency_target_us
+        self.min_frames, self.max_frames = min_frames, max_frames
+        self.window = min(max(initial_frames, min_frames), max_frames)
+        self.decrease = decrease
+        self.base_window_us = base_window_us
+        self.inflight: deque[InFlight] = deque()
+        self.inflight_bytes = 0
+        self.last_ack_us: int | None = None
+        self.acks = 0
+        # windowed minimum of delay samples: (time, delay), increasing delays
+        self._mins: deque[tuple[int, int]] = deque()
+        self._sent_seq = 0
+        self._decrease_seq = -1
+        self._seq_of: dict[int, int] = {}
+
+    # --- queries ---------------------------------------------------------
+    @property
+    def inflight_frames(self) -> int:
+        return len(self.inflight)
+
+    def base_delay_us(self) -> int | None:
+        return self._mins[0][1] if self._mins else None
+
+    def can_send(self) -> bool:
+        """May one more frame go out now? Always when nothing is in flight."""
+        return len(self.inflight) < max(self.min_frames, int(self.window))
+
+    def oldest_unacked_us(self) -> int | None:
+        return self.inflight[0].sent_us if self.inflight else None
+
+    # --- events ----------------------------------------------------------
+    def on_send(self, frame_id: int, nbytes: int, capture_us: int, now: int) -> None:
+        self.inflight.append(InFlight(frame_id, nbytes, now, capture_us))
+        self.inflight_bytes += nbytes
+        self._sent_seq += 1
+        self._seq_of[frame_id] = self._sent_seq
+
+    def on_ack(self, frame_id: int, now: int) -> AckResult | None:
+        """Release `frame_id` and every frame sent before it (TCP delivers in order).
+
+        Unknown ids (duplicates, or frames of a previous connection) are ignored.
+        """
+        if not any(f.frame_id == frame_id for f in self.inflight):
+            return None
+        released = 0
+        released_bytes = 0
+        while self.inflight:
+            f = self.inflight.popleft()
+            self.inflight_bytes -= f.nbytes
+            released += 1
+            released_bytes += f.nbytes
+            seq = self._seq_of.pop(f.frame_id, 0)
+            if f.frame_id == frame_id:
+                break
+        delay = max(0, now - f.sent_us)
+        self.last_ack_us = now
+        self.acks += 1
+        self._add_delay_sample(now, delay)
+        base = self.base_delay_us() or delay
+        if delay - base > self.latency_target_us:
+            if seq > self._decrease_seq:
+                # one multiplicative decrease per round trip: later acks of frames sent before it are not news
+                self.window = max(float(self.min_frames), self.window * self.decrease)
+                self._decrease_seq = self._sent_seq
+        else:
+            self.window = min(float(self.max_frames), self.window + released / max(self.window, 1.0))
+        return AckResult(frame_id, delay, f.capture_us, released, released_bytes)
+
+    def _add_delay_sample(self, now: int, delay: int) -> None:
+        while self._mins and self._mins[-1][1] >= delay:
+            self._mins.pop()
+        self._mins.append((now, delay))
+        while self._mins and self._mins[0][0] < now - self.base_window_us:
+            self._mins.popleft()
+
+    def reset(self) -> None:
+        """Forget the frames in flight (after a tier switch the base delay changes too)."""
+        self.inflight.clear()
+        self.inflight_bytes = 0
+        self._seq_of.clear()
+        self._mins.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class SocketBudget:
+    """Gate on bytes written but not yet sent by the kernel (plus the transport's buffer)."""
+
+    budget_bytes: int
+
+    def allows(self, unsent_bytes: int) -> bool:
+        return unsent_bytes <= self.budget_bytes
+
+
+class FpsCap:
+    """At most `max_fps` frames per second (0 = uncapped)."""
+
+    def __init__(self, max_fps: float = 0.0) -> None:
+        self.max_fps = 0.0
+        self.interval_us = 0
+        self._next_us = 0
+        self.set(max_fps)
+
+    def set(self, max_fps: float) -> None:
+        self.max_fps = max(0.0, max_fps)
+        # 5 % slack so a cap equal to the source rate does not beat against it
+        self.interval_us = int(US / self.max_fps * 0.95) if self.max_fps > 0 else 0
+        self._next_us = 0
+
+    def wait_us(self, now: int) -> int:
+        """How long until the next frame may go (0 = now)."""
+        return max(0, self._next_us - now) if self.interval_us else 0
+
+    def on_send(self, now: int) -> None:
+        if self.interval_us:
+            # keep the cadence, but never accumulate credit after a pause
+            self._next_us = max(self._next_us + self.interval_us, now + self.interval_us // 2) \
+                if self._next_us and now - self._next_us < self.interval_us else now + self.interval_us
+
+
+@dataclass(frozen=True, slots=True)
+class TierConfig:
+    down_fps_ratio: float = 0.8  # below this share of the target FPS the tier is too heavy
+    up_fps_ratio: float = 0.95  # at or above this the viewer is healthy enough to probe up
+    down_hold_us: int = 1_500_000  # sustained shortfall before switching down
+    up_hold_us: int = 3 * US  # healthy time at a tier before the first probe up
+    probe_interval_us: int = 4 * US  # first probe delay; doubles after each failed probe
+    probe_interval_max_us: int = 60 * US
+    probe_duration_us: int = 3 * US  # a probe that survives this long succeeded
+    capacity_margin: float = 0.9  # switch down to a tier needing at most this share of the measured rate
+    min_target_fps: float = 1.0  # below this (stalled source) no decisions are taken
+
+
+@dataclass(frozen=True, slots=True)
+class TierDecision:
+    tier: int
+    reason: str
+
+
+class TierPolicy:
+    """Per-viewer tier choice: 0 is the best tier, higher indices are lighter."""
+
+    def __init__(self, n_tiers: int, start_tier: int, now: int, config: TierConfig | None = None) -> None:
+        if n_tiers < 1 or not 0 <= start_tier < n_tiers:
+            raise ValueError("start_tier must index the ladder")
+        self.n = n_tiers
+        self.cfg = config or TierConfig()
+        self.tier = start_tier
+        self.pinned: int | None = None
+        self.since_us = now  # time of the last switch
+        self.bad_since_us: int | None = None
+        self.good_since_us: int | None = None
+        self.probe_from: int | None = None  # tier we probed up from, while probing
+        self.probe_started_us = 0
+        self.probe_interval_us = self.cfg.probe_interval_us
+        self.next_probe_us = now + self.cfg.up_hold_us
+        self.failed_probes = 0
+
+    def pin(self, tier: int | None, now: int) -> TierDecision | None:
+        """Pin a tier (a viewer's `set{tier}`), or return to automatic choice with None."""
+        self.pinned = tier
+        self.probe_from = None
+        self.bad_since_us = self.good_since_us = None
+        if tier is not None and tier != self.tier:
+            return self._switch(tier, now, "pinned")
+        return None
+
+    def update(self, now: int, *, delivered_fps: float, target_fps: float, acked_bytes_per_s: float,
+               need_bytes_per_frame: list[float | None], measure_span_us: int) -> TierDecision | None:
+        """Feed the latest measurements; returns a decision when the tier should change.
+
+        `need_bytes_per_frame[i]` is the recent mean frame size of tier i (None if unknown).
+        `measure_span_us` is how long the FPS measurement has been accumulating at this tier.
+        """
+        cfg = self.cfg
+        if self.pinned is not None or target_fps < cfg.min_target_fps:
+            self.bad_since_us = self.good_since_us = None
+            return None
+        settled = measure_span_us >= min(cfg.down_hold_us, cfg.probe_duration_us) // 2
+        ratio = delivered_fps / target_fps if settled else 1.0
+        # --- too heavy: delivered FPS fell below the target
+        if ratio < cfg.down_fps_ratio:
+            self.good_since_us = None
+            if self.bad_since_us is None:
+                self.bad_since_us = now
+            hold = cfg.down_hold_us // 2 if self.probe_from is not None else cfg.down_hold_us
+            if now - self.bad_since_us >= hold and self.tier < self.n - 1:
+                if self.probe_from is not None:
+                    # failed probe: back to where we came from, probe again later and less often
+                    target = self.probe_from
+                    self.failed_probes += 1
+                    self.probe_interval_us = min(self.probe_interval_us * 2, cfg.probe_interval_max_us)
+                    self.probe_from = None
+                    self.next_probe_us = now + self.probe_interval_us
+                    return self._switch(max(target, self.tier + 1), now, "probe failed")
+                target = self._fit(acked_bytes_per_s, target_fps, need_bytes_per_frame)
+                self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
+                return self._switch(target, now, "link too slow")
+            return None
+        self.bad_since_us = None
+        if ratio >= cfg.up_fps_ratio:
+            if self.good_since_us is None:
+                self.good_since_us = now
+        else:
+            self.good_since_us = None
+        # --- a probe that held long enough succeeded
+        if self.probe_from is not None and now - self.probe_started_us >= cfg.probe_duration_us:
+            self.probe_from = None
+            self.probe_interval_us = cfg.probe_interval_us
+            self.next_probe_us = now + cfg.up_hold_us
+        # --- healthy for long enough: probe one tier up
+        if (self.probe_from is None and self.tier > 0 and self.good_since_us is not None
+                and now - self.good_since_us >= cfg.up_hold_us and now >= self.next_probe_us):
+            self.probe_from = self.tier
+            self.probe_started_us = now
+            return self._switch(self.tier - 1, now, "probing up")
+        return None
+
+    def _fit(self, bytes_per_s: float, fps: float, need: list[float | None]) -> int:
+        """The best tier below the current one whose frames fit the measured rate at `fps`."""
+        budget = bytes_per_s * self.cfg.capacity_margin
+        for i in range(self.tier + 1, self.n):
+            size = need[i] if i < len(need) else None
+            if size is not None and size * fps <= budget:
+                return i
+        # nothing known fits: one step down at a time
+        return min(self.tier + 1, self.n - 1) if all(n is None for n in need[self.tier + 1:]) else self.n - 1
+
+    def _switch(self, tier: int, now: int, reason: str) -> TierDecision:
+        self.tier = tier
+        self.since_us = now
+        self.bad_since_us = None
+        self.good_since_us = None
+        return TierDecision(tier, reason)
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved; one token per control message."""
+
+    def __init__(self, rate: float, burst: float, now: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self._last = now
+
+    def take(self, now: int) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate / US)
+        self._last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False

@@ -1,0 +1,399 @@
+"""One connected viewer: its bounded queue, its own sender task, its pacing and tier state.
+
+The bus reader calls `offer()` (never awaits): the frame goes into a queue of
+1-3 frames that drops its oldest entry when full. The sender task writes the
+newest queued frame when the viewer's window of unacknowledged frames has room
+and the socket's unsent bytes are under budget (see `pacing.py`), and yields
+to the event loop between frames. Acks from the viewer feed the window, the
+glass-to-glass histogram and the tier policy.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import fcntl
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from framecast import constants as C
+from framecast.bus import now_us as wall_us
+from framecast.edge.fanout import BusFrame, FanoutHub
+from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.pacing import FpsCap, InflightWindow, RateMeter, TierConfig, TierPolicy
+from framecast.edge.settings import EdgeSettings
+from framecast.logs import RateLimitedLog
+from framecast.protocol import (
+    AUTO,
+    Ack,
+    ClientHello,
+    ClientStats,
+    ProtocolError,
+    SetPreferences,
+    Status,
+    TierChanged,
+    TierInfo,
+    ViewerMessage,
+    encode_control,
+)
+
+log = logging.getLogger("framecast.edge.session")
+_drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
+
+SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
+_ADAPT_EVERY_US = 200_000
+_LEGACY_POLL_S = (0.002, 0.05)
+CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
+
+
+def mono_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+class UnsentProbe:
+    """Bytes written by the app but not yet sent: transport buffer + kernel send queue (Linux)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self._fd = -1
+        self._buf = array.array("i", [0])
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                fd = sock.fileno()
+                fcntl.ioctl(fd, SIOCOUTQNSD, self._buf, True)
+                self._fd = fd
+
+    @property
+    def kernel_visible(self) -> bool:
+        return self._fd >= 0
+
+    def unsent(self) -> int:
+        t = self.transport
+        if t is None:
+            return 0
+        n: int = t.get_write_buffer_size()
+        if self._fd >= 0 and not t.is_closing():
+            try:
+                fcntl.ioctl(self._fd, SIOCOUTQNSD, self._buf, True)
+                n += self._buf[0]
+            except OSError:
+                self._fd = -1
+        return n
+
+
+class ViewerSession:
+    """State and sender task of one viewer of one stream."""
+
+    def __init__(self, ws: WebSocket, *, hub: FanoutHub, settings: EdgeSettings, metrics: EdgeMetrics,
+                 stream: str, tiers: tuple[TierInfo, ...], source_fps: float, transport: Any = None,
+                 protocol: Any = None, hello: ClientHello | None = None) -> None:
+        self.ws, self.hub, self.settings, self.metrics = ws, hub, settings, metrics
+        self.stream, self.tiers, self.source_fps = stream, tiers, source_fps
+        self.tier_names = [t.name for t in tiers]
+        self.transport, self.protocol = transport, protocol
+        self.probe = UnsentProbe(transport)
+        now = mono_us()
+        self.started_us = now
+        self.queue: deque[BusFrame] = deque()
+        self.controls: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.window = InflightWindow(int(settings.latency_target_ms * 1000), max_frames=settings.max_inflight_frames)
+        self.cap = FpsCap(0.0)
+        self.policy = TierPolicy(len(tiers), 0, now, TierConfig())
+        self.delivered = RateMeter()
+        self.delivered.reset(now)
+        self.feed_tier: str = self.tier_names[0]
+        self.pending_tier: str | None = None
+        self.acking = False
+        self.last_ack_us: int | None = None
+        self.blocked_since_us: int | None = None  # legacy viewer: socket over budget with a frame waiting
+        self.send_started_us: int | None = None
+        self.last_sent_capture_us = -1
+        self.frames_sent = 0
+        self.bytes_sent = 0
+        self.client_id = ""
+        self.closed = False
+        self.close_code: int | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self._next_adapt_us = 0
+        self._live: bool | None = None
+        self.on_close: Callable[[ViewerSession], None] | None = None
+        if hello is not None:
+            self.apply_hello(hello)
+
+    # --- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        self.hub.watch(self)
+        latest = self.hub.subscribe(self.stream, self.feed_tier, self)
+        if latest is not None:
+            self.offer(self.feed_tier, latest)
+        self.sender = asyncio.create_task(self._send_loop(), name=f"viewer-{self.stream}")
+
+    async def finish(self) -> None:
+        """Stop the sender and leave the readers (the WebSocket is already closed or lost)."""
+        self.closed = True
+        self.wake.set()
+        self.hub.unwatch(self)
+        self.hub.unsubscribe(self.stream, self.feed_tier, self)
+        if self.pending_tier is not None:
+            self.hub.unsubscribe(self.stream, self.pending_tier, self)
+        self.queue.clear()
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.sender
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with `code` (once); a viewer that cannot take the close frame is aborted."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self.metrics.closes.labels(str(code)).inc()
+        self.wake.set()
+        reason = (reason or C.CLOSE_REASONS.get(code, ""))[:120]
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), timeout=1.0)
+        except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+            self.abort()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._abort_if_stuck)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _abort_if_stuck(self) -> None:
+        lost = getattr(self.protocol, "disconnected", None)
+        if lost is False or (lost is None and self.transport is not None
+                             and (not self.transport.is_closing() or self.transport.get_write_buffer_size())):
+            self.abort()
+
+    # --- from the bus reader (must never block) ---------------------------
+    def offer(self, tier: str, frame: BusFrame) -> None:
+        if self.closed:
+            return
+        if tier != self.feed_tier:
+            if tier != self.pending_tier:
+                return
+            self._complete_switch()
+        q = self.queue
+        if len(q) >= self.settings.queue_size:
+            q.popleft()
+            self.metrics.drops.labels("queue_full").inc()
+            _drop_log.event("queue_full")
+        q.append(frame)
+        self.wake.set()
+
+    # --- control messages ------------------------------------------------
+    def apply_hello(self, hello: ClientHello) -> None:
+        self.client_id = hello.client_id
+        self.apply_set(SetPreferences(tier=hello.tier, max_fps=hello.max_fps))
+
+    def apply_set(self, msg: SetPreferences) -> None:
+        now = mono_us()
+        if msg.max_fps is not None:
+            self.cap.set(msg.max_fps)
+        if msg.tier is not None:
+            if msg.tier == AUTO:
+                self.policy.pin(None, now)
+            else:
+                if msg.tier not in self.tier_names:
+                    raise ProtocolError(f"unknown tier {msg.tier!r}; this stream has {self.tier_names}")
+                decision = self.policy.pin(self.tier_names.index(msg.tier), now)
+                if decision is not None:
+                    self._switch_to(decision.tier, decision.reason)
+
+    def on_message(self, msg: ViewerMessage) -> None:
+        """Handle a parsed control message; raises ProtocolError for a bad one."""
+        if isinstance(msg, Ack):
+            self.metrics.control.labels("ack").inc()
+            self.on_ack(msg.frame_id)
+        elif isinstance(msg, SetPreferences):
+            self.metrics.control.labels("set").inc()
+            self.apply_set(msg)
+        elif isinstance(msg, ClientHello):
+            self.metrics.control.labels("hello").inc()
+            self.apply_hello(msg)
+        elif isinstance(msg, ClientStats):
+            self.metrics.control.labels("stats").inc()
+
+    def on_ack(self, frame_id: int) -> None:
+        now = mono_us()
+        if not self.acking:
+            self.acking = True  # from now on frames are tracked in the window
+            self.last_ack_us = now
+            return
+        result = self.window.on_ack(frame_id, now)
+        if result is None:
+            return
+        self.last_ack_us = now
+        self.delivered.add(now, result.acked_bytes, result.acked_frames)
+        g2g = wall_us() - result.capture_us
+        if g2g >= 0:
+            self.metrics.glass_to_glass.observe(g2g / 1e6)
+        self.metrics.frame_delay.observe(result.delay_us / 1e6)
+        self.wake.set()
+        self._maybe_adapt(now)
+
+    # --- stream state and timeouts (from the hub's housekeeping) ----------
+    def on_stream_state(self, live: bool, detail: str) -> None:
+        if live == self._live:
+            return
+        self._live = live
+        self.send_control(encode_control(Status("live" if live else "stalled", detail)))
+
+    def send_control(self, text: str) -> None:
+        if not self.closed:
+            self.controls.append(text)
+            self.wake.set()
+
+    def check(self, now_mono: float) -> None:
+        """Close viewers that stopped acking or reading for `ack_timeout_s` (4008)."""
+        if self.closed:
+            return
+        now = mono_us()
+        timeout = int(self.settings.ack_timeout_s * 1e6)
+        stuck_since: int | None = None
+        if self.send_started_us is not None:
+            stuck_since = self.send_started_us  # blocked in a write: the transport is over its high-water mark
+        if self.acking and self.window.inflight:
+            oldest = self.window.oldest_unacked_us() or now
+            since = max(oldest, self.last_ack_us or oldest)
+            stuck_since = since if stuck_since is None else min(stuck_since, since)
+        elif not self.acking and self.blocked_since_us is not None:
+            stuck_since = self.blocked_since_us if stuck_since is None else min(stuck_since, self.blocked_since_us)
+        if stuck_since is not None and now - stuck_since > timeout:
+            what = "acks" if self.acking else "reads"
+            task = asyncio.create_task(self.close(C.CLOSE_VIEWER_TIMEOUT, f"viewer timed out: no {what} for "
+                                                  f"{self.settings.ack_timeout_s:g}s"))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        else:
+            self._maybe_adapt(now)
+
+    # --- tier switching --------------------------------------------------
+    def _switch_to(self, index: int, reason: str) -> None:
+        name = self.tier_names[index]
+        if name == self.feed_tier and self.pending_tier is None:
+            return
+        if self.pending_tier is not None and self.pending_tier != name:
+            self.hub.unsubscribe(self.stream, self.pending_tier, self)
+            self.pending_tier = None
+        if name == self.feed_tier:
+            return
+        direction = "up" if index < self.tier_names.index(self.feed_tier) else "down"
+        self.metrics.tier_switches.labels(direction).inc()
+        self._switch_reason = reason
+        self.pending_tier = name
+        latest = self.hub.subscribe(self.stream, name, self)
+        # make before break: keep the old tier until the new one has a frame at least as new
+        if latest is not None and latest.capture_us >= self.last_sent_capture_us:
+            self.offer(name, latest)
+
+    def _complete_switch(self) -> None:
+        old, new = self.feed_tier, self.pending_tier
+        assert new is not None
+        self.feed_tier, self.pending_tier = new, None
+        self.hub.unsubscribe(self.stream, old, self)
+        if self.queue:
+            self.metrics.drops.labels("tier_switch").inc(len(self.queue))
+            self.queue.clear()
+        self.delivered.reset(mono_us())
+        self.send_control(encode_control(TierChanged(new, getattr(self, "_switch_reason", ""))))
+
+    def _maybe_adapt(self, now: int) -> None:
+        if not self.settings.adapt or now < self._next_adapt_us or len(self.tiers) < 2:
+            return
+        self._next_adapt_us = now + _ADAPT_EVERY_US
+        wall = wall_us()
+        reader = self.hub.reader(self.stream, self.feed_tier)
+        source_fps = reader.fps(wall) if reader is not None and reader.frames >= 10 else self.source_fps
+        target = min(source_fps, self.cap.max_fps) if self.cap.max_fps > 0 else source_fps
+        need: list[float | None] = []
+        for name in self.tier_names:
+            r = self.hub.reader(self.stream, name)
+            need.append(r.mean_bytes if r is not None else None)
+        decision = self.policy.update(now, delivered_fps=self.delivered.rate(now), target_fps=target,
+                                      acked_bytes_per_s=self.delivered.bytes_per_s(now),
+                                      need_bytes_per_frame=need, measure_span_us=self.delivered.span_us(now))
+        if decision is not None:
+            self._switch_to(decision.tier, decision.reason)
+
+    # --- the sender ------------------------------------------------------
+    async def _wait(self, delay: float | None) -> None:
+        """Sleep until woken (frame, ack, control, close) or for at most `delay` seconds."""
+        self.wake.clear()
+        if delay is None:
+            await self.wake.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
+    async def _send_loop(self) -> None:
+        ws, metrics, window = self.ws, self.metrics, self.window
+        frames_sent = metrics.frames_sent
+        unsent_budget, legacy_budget = self.settings.unsent_budget_bytes, self.settings.legacy_budget_bytes
+        poll = _LEGACY_POLL_S[0]
+        try:
+            while not self.closed:
+                if self.controls:
+                    await ws.send_text(self.controls.popleft())
+                    continue
+                if not self.queue:
+                    await self._wait(None)
+                    continue
+                now = mono_us()
+                wait = self.cap.wait_us(now)
+                if wait:
+                    await self._wait(wait / 1e6)
+                    continue
+                if self.acking and not window.can_send():
+                    await self._wait(0.25)  # an ack wakes us; the timeout re-checks the rest
+                    continue
+                unsent = self.probe.unsent()
+                if unsent > (unsent_budget if self.acking else legacy_budget):
+                    if self.blocked_since_us is None:
+                        self.blocked_since_us = now
+                    await asyncio.sleep(poll)  # the kernel gives no event for "unsent bytes fell"
+                    poll = min(poll * 2, _LEGACY_POLL_S[1])
+                    continue
+                poll = _LEGACY_POLL_S[0]
+                self.blocked_since_us = None
+                frame = self.queue.pop()
+                if self.queue:
+                    metrics.drops.labels("stale").inc(len(self.queue))
+                    self.queue.clear()
+                if frame.capture_us < self.last_sent_capture_us:
+                    continue  # never go back in time (after a tier switch)
+                self.send_started_us = now
+                await ws.send_bytes(frame.data)
+                self.send_started_us = None
+                self.last_sent_capture_us = frame.capture_us
+                if self.acking:
+                    metrics.inflight.observe(window.inflight_frames)
+                    window.on_send(frame.frame_id, frame.nbytes, frame.capture_us, now)
+                else:
+                    self.delivered.add(now, frame.nbytes)
+                self.cap.on_send(now)
+                if self.frames_sent == 0:
+                    metrics.first_frame.observe((mono_us() - self.started_us) / 1e6)
+                self.frames_sent += 1
+                self.bytes_sent += frame.nbytes
+                frames_sent.labels(self.feed_tier).inc()
+                metrics.bytes_sent.inc(frame.nbytes)
+                if not self.acking:
+                    self._maybe_adapt(now)
+                await asyncio.sleep(0)  # yield between frames: a send loop that never waits starves accept()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.closed = True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("viewer sender failed")
+            self.closed = True

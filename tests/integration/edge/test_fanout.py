@@ -1,0 +1,51 @@
+"""Fan-out through a real edge process: hello, frames, many viewers, first frame."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+
+from framecast.bus import now_us
+from framecast.protocol import decode_frame
+
+from .conftest import EdgeProcess, Publisher, ViewerClient
+
+
+async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publisher: Publisher) -> None:
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async with connect(edge.ws(), compression=None, max_size=2**25) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello" and hello["stream"] == "demo" and hello["protocol"] == 1
+        assert [t["name"] for t in hello["tiers"]] == ["high", "medium", "low"]
+        assert hello["ack"] is True
+        status = json.loads(await ws.recv())
+        assert status == {"type": "status", "state": "live", "detail": ""}
+        ids = []
+        while len(ids) < 30:
+            msg = await asyncio.wait_for(ws.recv(), 5)
+            if isinstance(msg, str):
+                continue
+            frame = decode_frame(msg)
+            ids.append(frame.header.frame_id)
+            tier = hello["tiers"][frame.header.tier]
+            img = cv2.imdecode(np.frombuffer(frame.payload, np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape[:2] == (tier["height"], tier["width"])
+            assert 0 <= now_us() - frame.header.capture_us < 2_000_000
+            await ws.send(json.dumps({"type": "ack", "id": frame.header.frame_id}))
+    assert all(b > a for a, b in zip(ids, ids[1:], strict=False)), ids
+
+
+async def test_twenty_viewers_get_the_same_frames(edge: EdgeProcess, publisher: Publisher) -> None:
+    viewers = [ViewerClient(edge.ws(), hello={"tier": "medium"}) for _ in range(20)]
+    await asyncio.gather(*(v.run(3.0) for v in viewers))
+    sets = [{f[0] for f in v.frames} for v in viewers]
+    for s in sets:
+        assert len(s) >= 45, [len(x) for x in sets]
+    common = set.intersection(*sets)
+    union = set.union(*sets)
+    assert len(common) >= 0.8 * len(union), (len(common), len(union))

@@ -262,7 +262,10 @@ async def _probe(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: argparse already printed its one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     runner = {"watch": _watch, "probe": _probe}[args.command]
     try:
         return asyncio.run(runner(args))

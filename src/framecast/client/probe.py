@@ -71,9 +71,16 @@ class _Http:
         self.prefix = "/" + self.prefix if self.prefix else ""
 
     def get(self, path: str) -> tuple[int, bytes]:
-        self.conn.request("GET", self.prefix + path, headers={"Connection": "keep-alive"})
-        response = self.conn.getresponse()
-        return response.status, response.read()
+        for attempt in (0, 1):
+            try:
+                self.conn.request("GET", self.prefix + path, headers={"Connection": "keep-alive"})
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()  # the server closed a kept-alive connection: open a new one once
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         self.conn.close()

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.unit.client.framecast_fake_edge import FakeEdge
+
+
+@pytest.fixture
+async def fake_edge() -> AsyncIterator[FakeEdge]:
+    async with FakeEdge() as edge:
+        yield edge
+
+
+@pytest.fixture
+def threaded_fake_edge() -> Iterator[FakeEdge]:
+    """A fake edge on its own event loop thread, for code that runs `asyncio.run` itself (the CLI)."""
+    loop = asyncio.new_event_loop()
+    edge = FakeEdge()
+    loop.run_until_complete(edge.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield edge
+    finally:
+        asyncio.run_coroutine_threadsafe(edge.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

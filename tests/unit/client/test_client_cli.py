@@ -1,0 +1,76 @@
+"""The CLI in-process against the fake edge: --json summary, --save, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from framecast.cli import main
+from tests.unit.client.framecast_fake_edge import FakeEdge
+
+
+def test_watch_json_summary(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["watch", threaded_fake_edge.url, "--stream", "demo", "--client-id", "cli-1", "--duration", "1",
+               "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out)  # exactly one JSON document on stdout
+    assert summary["stream"] == "demo" and summary["client_id"] == "cli-1"
+    assert summary["frames"] > 20 and summary["fps"] > 20
+    assert 0 <= summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["p99"]
+    assert summary["kbit_s"] > 0 and summary["dropped"] == 0 and summary["tier"] == "high"
+    assert summary["tiers"] == ["high", "low"] and (summary["width"], summary["height"]) == (64, 48)
+    assert summary["first_frame_ms"] is not None
+    assert threaded_fake_edge.hellos[0]["client_id"] == "cli-1"
+
+
+def test_watch_save_frames_and_tier(threaded_fake_edge: FakeEdge, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["watch", threaded_fake_edge.url.replace("http://", "ws://"), "--tier", "low", "--frames", "5",
+               "--save", str(tmp_path / "jpegs")])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    files = sorted((tmp_path / "jpegs").glob("demo-*.jpg"))
+    assert len(files) == 5 and files[0].read_bytes()[:2] == b"\xff\xd8"
+    assert "5 frames" in out.splitlines()[-1]
+    assert threaded_fake_edge.hellos[0]["tier"] == "low"
+
+
+def test_probe_json(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["probe", threaded_fake_edge.url, "--seconds-per-tier", "0.3", "--burst-seconds", "0.3", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["recommended_tier"] == "high" and result["recommended_fps"] > 10
+    assert result["throughput_mbit_s"] > 1
+
+
+def test_probe_human_output(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", threaded_fake_edge.url, "--seconds-per-tier", "0.2", "--burst-seconds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "RTT" in out and "this link carries tier high" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "rc", "message"),
+    [
+        (["watch", "ftp://127.0.0.1:1"], 1, "unsupported URL scheme 'ftp'"),
+        (["watch", "http://127.0.0.1:1", "--duration", "1"], 1, "cannot reach 127.0.0.1:1"),
+        (["probe", "http://127.0.0.1:1"], 1, "cannot reach 127.0.0.1:1"),
+        (["watch", "--duration", "0"], 2, "must be positive"),
+        (["watch", "http://127.0.0.1:1", "--tier", "Best!"], 1, "invalid tier"),
+        (["launch"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line(argv: list[str], rc: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == rc
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_stream(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", threaded_fake_edge.url, "--stream", "nope", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown stream 'nope'" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,126 @@
+"""`python -m framecast.inference`: run the inference service for one stream until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from framecast import constants as C
+from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, now_us, sync_client
+from framecast.inference.settings import InferenceSettings
+from framecast.logs import setup_logging
+from framecast.settings import load_settings
+
+PROG = "framecast-inference"
+log = logging.getLogger("framecast.inference")
+
+
+def fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return C.EXIT_BAD_SETTING
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings(InferenceSettings, argv, prog=PROG,
+                             description="Run a torch model on a frame source and publish JPEG tiers to Redis.")
+    setup_logging(settings.log_level, settings.log_format)
+
+    import cv2  # after settings: a bad flag should not wait for heavy imports
+
+    from framecast.inference import metrics as M
+    from framecast.inference.encode import TierEncoder, make_encoder
+    from framecast.inference.pipeline import Pipeline
+    from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
+    from framecast.inference.sources import SourceError, open_source
+
+    cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
+    ladder = settings.ladder
+    try:
+        source = open_source(settings.source, settings.width, settings.height, fps=settings.fps, loop=settings.loop)
+    except SourceError as exc:
+        return fail(str(exc))
+
+    from framecast.inference.model import ModelError, load_engine  # imports torch (~1 s)
+
+    try:
+        engine = load_engine(settings.model, settings.device, settings.width, settings.height, fp16=settings.fp16,
+                             compile=settings.compile, torch_threads=settings.torch_threads)
+    except ModelError as exc:
+        source.close()
+        return fail(str(exc))
+
+    names = [t.name for t in ladder]
+    M.init_series(names)
+    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, settings.source,
+                  settings.encoder).set(1)
+    M.TARGET_FPS.set(source.fps)
+    try:
+        server, _, port = M.serve(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        source.close()
+        return fail(f"invalid setting FRAMECAST_METRICS_PORT (--metrics-port): cannot listen on "
+                    f"{settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}")
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+
+    client = sync_client(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    first_id, synced = 1, False
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            newest = newest_frame_id(client, keys, settings.stream, names)
+            first_id, synced = (newest + 1 if newest is not None else 1), True
+            break
+        except REDIS_ERRORS as exc:
+            if time.monotonic() > deadline:
+                log.warning("redis %s not reachable (%s); starting anyway, frames are dropped until it is",
+                            settings.redis_url, exc)
+                break
+            time.sleep(0.2)
+
+    info = StreamInfo(stream=settings.stream, tiers=[t.describe(settings.width, settings.height) for t in ladder],
+                      fps=source.fps, model=engine.info.model, device=engine.info.device, source=settings.source,
+                      started_us=now_us())
+    policy = DemandPolicy(len(ladder), idle_fps=settings.idle_fps, publish_all=settings.demand == "all")
+
+    def gpu_tick() -> None:
+        allocated, reserved = engine.gpu_memory()
+        M.GPU_MEMORY.labels("allocated").set(allocated)
+        M.GPU_MEMORY.labels("reserved").set(reserved)
+
+    encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
+                          settings.encode_threads)
+    publisher = FramePublisher(client, settings.stream, keys, ladder, maxlen=settings.maxlen, ids_synced=synced)
+    watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
+                            poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick)
+    stop = threading.Event()
+    pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pipeline.start()
+    log.info("stream %s: %s -> %s on %s (%s) -> tiers %s via %s, first frame id %d, demand %s", settings.stream,
+             source.description, engine.info.model, engine.info.device, engine.info.dtype, settings.tiers,
+             settings.encoder, first_id, settings.demand)
+    while not stop.wait(0.5):
+        pass
+    if not pipeline.join(1.5):
+        log.warning("some stages did not stop within 1.5 s; exiting anyway")
+    server.shutdown()
+    encoder.close()
+    source.close()
+    client.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

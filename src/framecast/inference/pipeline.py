@@ -1,0 +1,212 @@
+"""The frame pipeline: capture -> model -> encode (tiers in parallel) -> publish, one thread per stage.
+
+Stages hand frames over through one-item slots where the newest frame wins:
+a stage that is still busy never builds a queue behind it (which would only
+add latency); the frame it did not take is dropped and counted under the name
+of the stage it never reached. A control thread reads demand and refreshes the
+stream's meta and heartbeat, so no demand look-up ever sits on the frame path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from framecast.bus import Backoff
+from framecast.inference import metrics as M
+from framecast.inference.encode import TierEncoder
+from framecast.inference.publish import DemandPolicy, DemandWatcher, EncodedFrame, FramePublisher
+from framecast.inference.sources import Pacer, Source, SourceEnded, SourceLost
+from framecast.logs import RateLimitedLog
+
+log = logging.getLogger("framecast.inference.pipeline")
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A one-item hand-off between two threads; `put` never blocks and returns the item it displaced."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+
+    def put(self, item: T) -> T | None:
+        with self._cond:
+            displaced, self._item = self._item, item
+            self._cond.notify()
+        return displaced
+
+    def get(self, timeout: float) -> T | None:
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+        return item
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+@dataclass(slots=True)
+class PipelineFrame:
+    frame_id: int
+    capture_us: int
+    image: np.ndarray
+    tiers: list[int] = field(default_factory=list)
+
+
+Model = Callable[[np.ndarray], np.ndarray]
+
+
+class Pipeline:
+    """Owns the stage threads; `stop` (an Event) ends them all."""
+
+    def __init__(self, source: Source, model: Model, encoder: TierEncoder, policy: DemandPolicy,
+                 publisher: FramePublisher, watcher: DemandWatcher, *, first_frame_id: int,
+                 stop: threading.Event | None = None) -> None:
+        self.source, self.model, self.encoder, self.policy = source, model, encoder, policy
+        self.publisher, self.watcher = publisher, watcher
+        self.next_frame_id = first_frame_id
+        self.stop = stop or threading.Event()
+        self.ended = False  # a file source without --loop reached its end
+        self._to_model: LatestSlot[PipelineFrame] = LatestSlot()
+        self._to_encode: LatestSlot[PipelineFrame] = LatestSlot()
+        self._to_publish: LatestSlot[EncodedFrame] = LatestSlot()
+        self._threads: list[threading.Thread] = []
+        self._source_errors = RateLimitedLog(log, "source failures", interval=5.0)
+        self._stage_errors = RateLimitedLog(log, "frames failed in a stage", interval=5.0)
+
+    def start(self) -> None:
+        for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
+                             ("encode", self._encode_loop), ("publish", self._publish_loop),
+                             ("control", self._control_loop)):
+            thread = threading.Thread(target=self._guard(name, target), name=f"framecast-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            while not self.stop.is_set():
+                try:
+                    target()
+                    return
+                except Exception:  # never let a stage die: log, pause, go on
+                    log.exception("%s stage failed unexpectedly; restarting it", name)
+                    self.stop.wait(0.5)
+        return run
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the stages to finish (after `stop` is set); False if some did not in time."""
+        for slot in (self._to_model, self._to_encode, self._to_publish):
+            slot.wake()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    # --- stages ------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        pacer = Pacer(self.source.fps) if self.source.paced else None
+        backoff = Backoff(base=0.5, cap=10.0)
+        while not self.stop.is_set():
+            if pacer is not None:
+                wait = pacer.wait_time(time.monotonic())
+                if wait > 0 and self.stop.wait(wait):
+                    return
+                pacer.mark(time.monotonic())
+            start = time.perf_counter()
+            try:
+                captured = self.source.read(self.next_frame_id)
+            except SourceEnded as exc:
+                log.info("%s: stopping", exc)
+                self.ended = True
+                self.stop.set()
+                return
+            except SourceLost as exc:
+                M.SOURCE_ERRORS.labels("read").inc()
+                M.FRAMES.labels("capture", "error").inc()
+                log.warning("%s; reopening with back-off", exc)
+                self._reopen(backoff)
+                continue
+            M.STAGE_SECONDS.labels("capture").observe(time.perf_counter() - start)
+            M.FRAMES.labels("capture", "ok").inc()
+            frame = PipelineFrame(self.next_frame_id, captured.capture_us, captured.image)
+            self.next_frame_id += 1
+            if self._to_model.put(frame) is not None:
+                M.drop("inference_busy", "inference")
+
+    def _reopen(self, backoff: Backoff) -> None:
+        while not self.stop.wait(backoff.next_delay()):
+            try:
+                self.source.reopen()
+            except SourceLost as exc:
+                M.SOURCE_ERRORS.labels("reopen").inc()
+                self._source_errors.event(str(exc))
+                continue
+            log.info("source %s reopened", self.source.description)
+            backoff.reset()
+            return
+
+    def _inference_loop(self) -> None:
+        while not self.stop.is_set():
+            frame = self._to_model.get(0.1)
+            if frame is None:
+                continue
+            # decide the tiers before the model runs: with nobody watching, skip the model as well
+            frame.tiers = self.policy.select(time.monotonic())
+            if not frame.tiers:
+                M.drop("no_demand", "inference")
+                continue
+            start = time.perf_counter()
+            try:
+                frame.image = self.model(frame.image)
+            except Exception as exc:  # a plug-in model may fail on one frame: count it, keep going
+                M.DROPPED.labels("inference_error").inc()
+                M.FRAMES.labels("inference", "error").inc()
+                self._stage_errors.event(f"inference {type(exc).__name__}: {exc}")
+                continue
+            M.STAGE_SECONDS.labels("inference").observe(time.perf_counter() - start)
+            M.FRAMES.labels("inference", "ok").inc()
+            if self._to_encode.put(frame) is not None:
+                M.drop("encode_busy", "encode")
+
+    def _encode_loop(self) -> None:
+        while not self.stop.is_set():
+            frame = self._to_encode.get(0.1)
+            if frame is None:
+                continue
+            start = time.perf_counter()
+            try:
+                tiers = self.encoder.encode(frame.image, frame.tiers)
+            except Exception as exc:
+                M.DROPPED.labels("encode_error").inc()
+                M.FRAMES.labels("encode", "error").inc()
+                self._stage_errors.event(f"encode {type(exc).__name__}: {exc}")
+                continue
+            M.STAGE_SECONDS.labels("encode").observe(time.perf_counter() - start)
+            M.FRAMES.labels("encode", "ok").inc()
+            for t in tiers:
+                M.ENCODE_SECONDS.labels(t.tier.name).observe(t.seconds)
+                M.ENCODED_BYTES.labels(t.tier.name).observe(len(t.payload))
+            if self._to_publish.put(EncodedFrame(frame.frame_id, frame.capture_us, tiers)) is not None:
+                M.drop("publish_busy", "publish")
+
+    def _publish_loop(self) -> None:
+        while not self.stop.is_set():
+            frame = self._to_publish.get(0.1)
+            if frame is not None:
+                self.publisher.publish(frame)
+
+    def _control_loop(self) -> None:
+        while not self.stop.is_set():
+            delay = self.watcher.tick()
+            self.stop.wait(delay)

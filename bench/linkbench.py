@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ STATUS_SKIPPED = "skipped"
 STATUS_ERROR = "error"
 MB = 1e6
 MS = 1e3
+MBIT = 1e6
+BITS_PER_BYTE = 8
 RELAY_LIFETIME_MARGIN_S = 60.0
 
 
@@ -46,6 +49,7 @@ class StepResult:
     """Before/after a mid-run rate step, and how long latency took to recover."""
 
     step_at_s: float
+    wire_bytes_per_frame_after: float | None
     rate_before_mbit: float
     rate_after_mbit: float
     before: dict[str, Any]
@@ -73,7 +77,9 @@ class LinkResult:
     latency_p99_ms: float | None = None
     latency_max_ms: float | None = None
     bytes_per_frame: float | None = None
+    wire_bytes_per_frame: float | None = None
     goodput_mbit: float | None = None
+    wire_mbit: float | None = None
     drops: int | None = None
     frames_produced: int | None = None
     server_counters: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +92,7 @@ class LinkResult:
     process_cpu_s: float | None = None
     producer_cpu_s: float | None = None
     rss_mb: float | None = None
+    host_loadavg_1m: float | None = None
     step: StepResult | None = None
     latency_series: list[tuple[float, float]] = field(default_factory=list)
 
@@ -158,7 +165,7 @@ def _run_one(system_name: SystemName, scenario: Scenario, workdir: Path, row: Li
             t0 = time.time()
             client = subprocess.Popen(argv, cwd=_repo_root(), stderr=subprocess.PIPE)
             try:
-                cpu0, cpu1 = _timeline(scenario, t0, system, link)
+                samples = _timeline(scenario, t0, system, link)
                 _, stderr = client.communicate(timeout=scenario.duration_s + CLIENT_GRACE_S)
             finally:
                 stop_process(client)
@@ -170,21 +177,36 @@ def _run_one(system_name: SystemName, scenario: Scenario, workdir: Path, row: Li
                 ids = [f.frame_id for f in frames]
                 frames = with_captures(frames, system.captures(min(ids), max(ids)))
             counters = system.counters()
-    _fill(row, scenario, run, frames, t0, cpu0, cpu1, counters)
+    _fill(row, scenario, run, frames, t0, samples, counters)
     return row
 
 
-def _timeline(
-    scenario: Scenario, t0: float, system: RunningSystem, link: EmulatedLink | None
-) -> tuple[CpuReading, CpuReading]:
+@dataclass(frozen=True)
+class Samples:
+    """Server CPU and bottleneck byte counters at the window edges (and the step)."""
+
+    cpu_start: CpuReading
+    cpu_end: CpuReading
+    wire_start: int | None
+    wire_step: int | None
+    wire_end: int | None
+
+
+def _wire(link: EmulatedLink | None) -> int | None:
+    return None if link is None else link.sent_bytes()
+
+
+def _timeline(scenario: Scenario, t0: float, system: RunningSystem, link: EmulatedLink | None) -> Samples:
     _sleep_until(t0 + scenario.warmup_s)
-    cpu0 = system.cpu()
+    cpu_start, wire_start = system.cpu(), _wire(link)
+    wire_step = None
     if scenario.is_step and link is not None:
         assert scenario.step_at_s is not None and scenario.step_to_mbit is not None
         _sleep_until(t0 + scenario.step_at_s)
+        wire_step = _wire(link)
         link.set_rate(scenario.step_to_mbit)
     _sleep_until(t0 + scenario.duration_s)
-    return cpu0, system.cpu()
+    return Samples(cpu_start, system.cpu(), wire_start, wire_step, _wire(link))
 
 
 def _fill(
@@ -193,8 +215,7 @@ def _fill(
     run: ClientRun,
     frames: list[Any],
     t0: float,
-    cpu0: CpuReading,
-    cpu1: CpuReading,
+    samples: Samples,
     counters: dict[str, Any],
 ) -> None:
     start, end = t0 + scenario.warmup_s, t0 + scenario.duration_s
@@ -210,27 +231,35 @@ def _fill(
         row.time_to_first_frame_ms = (frames[0].recv_s - run.connect_s) * MS
     rate = scenario.link.rate_mbit if scenario.link else None
     rtt = scenario.link.rtt_ms if scenario.link else None
+    if samples.wire_start is not None and samples.wire_end is not None:
+        wire = samples.wire_end - samples.wire_start
+        row.wire_mbit = wire * BITS_PER_BYTE / stats.window_s / MBIT
+        row.wire_bytes_per_frame = wire / stats.frames if stats.frames else None
     if scenario.is_step:
         rate = scenario.step_to_mbit
-        row.step = _step_result(scenario, frames, t0, end)
+        row.step = _step_result(scenario, frames, t0, end, samples)
     if rate is not None and rtt is not None:
         # For the step scenario the targets apply to the post-step link.
         measured = row.step.after if row.step else asdict(stats)
-        bpf = measured["bytes_per_frame"]
+        wire_bpf = row.step.wire_bytes_per_frame_after if row.step else row.wire_bytes_per_frame
+        # Wire bytes per frame when known: permessage-deflate makes messages smaller on the wire.
+        bpf = wire_bpf or measured["bytes_per_frame"]
         row.link_capacity_fps = link_capacity_fps(rate, bpf)
         row.latency_floor_ms = latency_floor_ms(rate, rtt, bpf)
         if row.link_capacity_fps:
             row.fps_vs_capacity = measured["fps"] / row.link_capacity_fps
         if row.latency_floor_ms and measured["latency_p50_ms"] is not None:
             row.p50_vs_floor = measured["latency_p50_ms"] / row.latency_floor_ms
+    cpu0, cpu1 = samples.cpu_start, samples.cpu_end
     row.process_cpu_s = cpu1.process_cpu_s - cpu0.process_cpu_s
     row.producer_cpu_s = cpu1.producer_cpu_s - cpu0.producer_cpu_s
     row.serving_cpu_s = cpu1.serving_cpu_s - cpu0.serving_cpu_s
     row.rss_mb = cpu1.rss_bytes / MB
+    row.host_loadavg_1m = os.getloadavg()[0]
     row.latency_series = latency_series(frames, t0)
 
 
-def _step_result(scenario: Scenario, frames: list[Any], t0: float, end: float) -> StepResult:
+def _step_result(scenario: Scenario, frames: list[Any], t0: float, end: float, samples: Samples) -> StepResult:
     from bench.metrics import recovery_time_s
 
     assert scenario.link is not None and scenario.step_at_s is not None
@@ -238,11 +267,15 @@ def _step_result(scenario: Scenario, frames: list[Any], t0: float, end: float) -
     step_s = t0 + scenario.step_at_s
     before: FrameStats = summarize(frames, t0 + scenario.warmup_s, step_s)
     after: FrameStats = summarize(frames, step_s, end)
-    floor = latency_floor_ms(scenario.step_to_mbit, scenario.link.rtt_ms, after.bytes_per_frame)
+    wire_after = None
+    if samples.wire_step is not None and samples.wire_end is not None and after.frames:
+        wire_after = (samples.wire_end - samples.wire_step) / after.frames
+    floor = latency_floor_ms(scenario.step_to_mbit, scenario.link.rtt_ms, wire_after or after.bytes_per_frame)
     threshold = None if floor is None else floor * RECOVERY_FLOOR_FACTOR
     recovery = None if threshold is None else recovery_time_s(frames, step_s, end, threshold)
     return StepResult(
         scenario.step_at_s,
+        wire_after,
         scenario.link.rate_mbit,
         scenario.step_to_mbit,
         asdict(before),

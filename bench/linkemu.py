@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ MBIT = "mbit"
 REQUIRED_TOOLS = ("ip", "tc")
 
 _counter = itertools.count()
+_SENT_RE = re.compile(r"Sent (\d+) bytes")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,14 @@ def tbf_args(device: str, rate_mbit: float, verb: str) -> list[str]:
         "tc", "qdisc", verb, "dev", device, "root", "tbf",
         "rate", f"{rate_mbit:g}{MBIT}", "burst", TBF_BURST, "latency", TBF_LATENCY,
     ]  # fmt: skip
+
+
+def parse_tc_sent_bytes(text: str) -> int:
+    """The ``Sent N bytes`` counter of ``tc -s qdisc show`` output."""
+    match = _SENT_RE.search(text)
+    if match is None:
+        raise LinkUnavailable(f"no 'Sent N bytes' in tc output: {text[:200]!r}")
+    return int(match.group(1))
 
 
 def link_names(pid: int, index: int) -> tuple[str, str, str]:
@@ -161,6 +171,15 @@ class EmulatedLink:
         """Change the bottleneck rate mid-run (tc qdisc change)."""
         _run(tbf_args(self.host_dev, rate_mbit, "change"))
         self.rate_mbit = rate_mbit
+
+    def sent_bytes(self) -> int:
+        """Bytes the bottleneck qdisc has sent so far (wire bytes, headers included)."""
+        argv = ["tc", "-s", "qdisc", "show", "dev", self.host_dev, "root"]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise LinkUnavailable(f"{' '.join(argv)}: {exc}") from exc
+        return parse_tc_sent_bytes(result.stdout)
 
     def ns_argv(self, argv: list[str]) -> list[str]:
         """Prefix ``argv`` so that it runs inside the link's namespace."""

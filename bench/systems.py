@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ BASELINE_MODULES: dict[str, str] = {
     SEED_ORIGINAL: "bench.baselines.seed_original",
     SEED_OPTIMIZED: "bench.baselines.seed_optimized",
 }
-FRAMECAST_REQUIRED_MODULES = ("framecast.protocol", "framecast.edge", "framecast.inference")
+FRAMECAST_REQUIRED_MODULES = ("framecast.protocol", "framecast.edge.__main__", "framecast.inference.__main__")
 
 
 class SystemUnavailable(RuntimeError):
@@ -69,6 +71,7 @@ class RunningSystem:
     ws_path: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     has_bench_routes: bool = True
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -96,6 +99,10 @@ class RunningSystem:
     def stop(self) -> None:
         for proc in reversed(self.processes):
             stop_process(proc)
+        self.processes.clear()
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+        self.cleanups.clear()
 
 
 def free_port(host: str) -> int:
@@ -141,11 +148,18 @@ def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem
 
 
 # --- FRAMECAST INTEGRATION ------------------------------------------------------
-# framecast is being built alongside this harness.  When its edge and inference
-# services exist, start_framecast() starts (1) Redis/Valkey, (2) the inference
-# service with the synthetic source at 1280x720/30 fps, (3) the edge bound to
-# ``host`` with its defaults, and returns a RunningSystem whose pid is the edge
-# (has_bench_routes=False: CPU from /proc, capture time from the wire header).
+# start_framecast() starts, for one run: (1) an embedded Valkey
+# (framecast.embedded), (2) the inference service at 1280x720/30 fps whose
+# "model" emits the bench scene (bench.framecast_scene_model, so all systems
+# stream the same pictures), (3) one edge bound to ``host`` with its defaults.
+# The RunningSystem's pid is the edge: CPU comes from /proc of the edge process,
+# capture times from the wire header (u64 µs), so has_bench_routes=False.
+
+FRAMECAST_STREAM = "demo"
+FRAMECAST_WS_PATH = f"/ws/{FRAMECAST_STREAM}"
+FRAMECAST_READY_PATH = "/readyz"
+FRAMECAST_REDIS_ENV = "FRAMECAST_REDIS_URL"
+FRAMECAST_SCENE_MODEL = "bench.framecast_scene_model:factory"
 
 
 def framecast_unavailable_reason() -> str | None:
@@ -153,13 +167,36 @@ def framecast_unavailable_reason() -> str | None:
     missing = [m for m in FRAMECAST_REQUIRED_MODULES if not _module_exists(m)]
     if missing:
         return f"framecast not available yet: missing {', '.join(missing)}"
-    return "framecast launcher not wired into the bench yet (bench/systems.py start_framecast)"
+    return None
 
 
 def start_framecast(host: str, log_path: Path) -> RunningSystem:
-    """Start Redis + inference + edge for one run (see the note above)."""
+    """Start Valkey + inference + edge for one run and wait until the edge is ready."""
     reason = framecast_unavailable_reason()
-    raise SystemUnavailable(reason or "framecast launcher not implemented")
+    if reason:
+        raise SystemUnavailable(reason)
+    from framecast.embedded import EmbeddedRedis
+
+    redis_server = EmbeddedRedis().start()
+    env = {**os.environ, FRAMECAST_REDIS_ENV: redis_server.url}
+    port = free_port(host)
+    inference_argv = [
+        sys.executable, "-m", "framecast.inference", "--stream", FRAMECAST_STREAM,
+        "--model", FRAMECAST_SCENE_MODEL, "--metrics-port", "0",
+    ]  # fmt: skip
+    edge_argv = [sys.executable, "-m", "framecast.edge", "--host", host, "--port", str(port)]
+    system = RunningSystem(FRAMECAST, host, port, FRAMECAST_WS_PATH, has_bench_routes=False)
+    system.cleanups.append(redis_server.stop)
+    try:
+        with log_path.open("wb") as log:
+            for argv in (inference_argv, edge_argv):
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=_repo_root(), env=env)
+                system.processes.append(proc)
+        _wait_ready(system.http_url(FRAMECAST_READY_PATH), system.processes[-1], log_path)
+    except BaseException:
+        system.stop()
+        raise
+    return system
 
 
 def _module_exists(name: str) -> bool:

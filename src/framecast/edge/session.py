@@ -106,7 +106,10 @@ class ViewerSession:
         self.wake = asyncio.Event()
         self.window = InflightWindow(int(settings.latency_target_ms * 1000), max_frames=settings.max_inflight_frames)
         self.cap = FpsCap(0.0)
-        self.policy = TierPolicy(len(tiers), 0, now, TierConfig())
+        self.policy = TierPolicy(len(tiers), 0, now, TierConfig(
+            down_hold_us=int(settings.tier_down_hold_s * 1e6), up_hold_us=int(settings.tier_up_hold_s * 1e6),
+            probe_interval_us=int(settings.tier_probe_interval_s * 1e6),
+            probe_duration_us=max(int(settings.tier_up_hold_s * 1e6), int(settings.tier_down_hold_s * 2e6))))
         self.delivered = RateMeter()
         self.delivered.reset(now)
         self.feed_tier: str = self.tier_names[0]
@@ -315,15 +318,27 @@ class ViewerSession:
         reader = self.hub.reader(self.stream, self.feed_tier)
         source_fps = reader.fps(wall) if reader is not None and reader.frames >= 10 else self.source_fps
         target = min(source_fps, self.cap.max_fps) if self.cap.max_fps > 0 else source_fps
-        need: list[float | None] = []
-        for name in self.tier_names:
-            r = self.hub.reader(self.stream, name)
-            need.append(r.mean_bytes if r is not None else None)
+        need = self._frame_sizes()
         decision = self.policy.update(now, delivered_fps=self.delivered.rate(now), target_fps=target,
                                       acked_bytes_per_s=self.delivered.bytes_per_s(now),
                                       need_bytes_per_frame=need, measure_span_us=self.delivered.span_us(now))
         if decision is not None:
             self._switch_to(decision.tier, decision.reason)
+
+    def _frame_sizes(self) -> list[float | None]:
+        """Mean frame size per tier: measured where a reader runs, else scaled from a measured tier by area."""
+        sizes: list[float | None] = []
+        for name in self.tier_names:
+            r = self.hub.reader(self.stream, name)
+            sizes.append(r.mean_bytes if r is not None else None)
+        known = [(i, s) for i, s in enumerate(sizes) if s is not None]
+        if known:
+            i0, s0 = known[0]
+            area0 = max(1, self.tiers[i0].width * self.tiers[i0].height)
+            for i, s in enumerate(sizes):
+                if s is None and self.tiers[i].width and self.tiers[i].height:
+                    sizes[i] = s0 * self.tiers[i].width * self.tiers[i].height / area0
+        return sizes
 
     # --- the sender ------------------------------------------------------
     async def _wait(self, delay: float | None) -> None:

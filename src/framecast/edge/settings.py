@@ -45,6 +45,10 @@ class EdgeSettings(CommonSettings):
     legacy_budget_bytes: int = Field(65536, ge=0,
                                      description="unsent bytes allowed for viewers that never ack")
     adapt: bool = Field(True, description="adapt each viewer's tier to its measured delivery rate")
+    tier_down_hold_s: float = Field(1.5, gt=0, description="FPS shortfall time before a tier switch down")
+    tier_up_hold_s: float = Field(3.0, gt=0, description="healthy time at a tier before probing up")
+    tier_probe_interval_s: float = Field(4.0, gt=0,
+                                         description="first delay between probes up (doubles after a failed one)")
 
     # --- bus
     reader_grace_s: float = Field(5.0, ge=0, description="keep a tier's bus reader this long after its last viewer")

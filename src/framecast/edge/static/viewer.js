@@ -1,0 +1,462 @@
+// framecast browser viewer: one WebSocket per stream, newest frame wins, ack after draw.
+//
+// Wire format (docs/protocol.md): each binary message is a 40-byte little-endian header
+// (magic "FC", version, header_len, codec, tier, flags, quality, width u16, height u16,
+// payload_len u32, frame_id u64, capture_us u64, publish_us u64) followed by the JPEG.
+// Control messages are JSON text. JPEGs are decoded with createImageBitmap (off the main
+// thread in Chromium); only the newest decoded frame is drawn, and it is acknowledged once
+// drawn, so the edge's glass-to-glass latency and its in-flight window follow this screen.
+//
+// Latency shown here = Date.now() at draw - capture_us: it assumes this computer's clock
+// agrees with the inference host's (true on one host; otherwise off by the clock offset).
+"use strict";
+
+(() => {
+  const HEADER_SIZE = 40;
+  const PROTOCOL_VERSION = 1;
+  const CODEC_JPEG = 1;
+  const WINDOW_MS = 5000; // stats window for fps, latency percentiles and kbit/s
+  const STALL_MS = 3000; // no frame for this long while "live" shows "stalled"
+  const CLOSE = { NORMAL: 1000, PROTOCOL: 1002, RESTART: 1012, TRY_LATER: 1013, AUTH: 4001, UNKNOWN_STREAM: 4004 };
+  // retrying cannot fix these: a bug or a refusal; a person must act
+  const FATAL = new Set([1002, 1003, 1008, 1009, 4001, 4400]);
+
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("view");
+  const ctx = canvas.getContext("2d", { alpha: false });
+  const ui = {
+    stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), state: $("state"), stage: $("stage"),
+    overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
+    tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
+  };
+
+  const params = new URLSearchParams(location.search);
+  const session = {
+    stream: params.get("stream") || "demo",
+    tierChoice: params.get("tier") || "auto",
+    clientId: loadClientId(),
+    ws: null,
+    hello: null,
+    tiers: [],
+    tier: null,
+    state: "connecting",
+    serverState: null, // last status message: live | stalled | draining
+    attempt: 0,
+    reconnectTimer: null,
+    closeCode: null,
+    closeReason: "",
+    reconnects: 0,
+    everOpened: false,
+    connectedAt: 0,
+  };
+  const counters = newCounters();
+  let received = []; // {t, bytes} per received frame (window)
+  let drawn = []; // {t, latencyMs} per drawn frame (window)
+  let pending = null; // newest received, not yet decoded: {header, blob}
+  let decoding = false;
+
+  function newCounters() {
+    return {
+      framesReceived: 0, framesDrawn: 0, bytes: 0, dropped: 0, skipped: 0, acksSent: 0, decodeErrors: 0,
+      lastId: null, lastFrameAt: 0, firstFrameMs: null, width: 0, height: 0,
+    };
+  }
+
+  function loadClientId() {
+    try {
+      let id = sessionStorage.getItem("framecast.clientId");
+      if (!id) {
+        id = "web-" + Math.random().toString(36).slice(2, 10);
+        sessionStorage.setItem("framecast.clientId", id);
+      }
+      return id;
+    } catch (e) {
+      return "web-" + Math.random().toString(36).slice(2, 10);
+    }
+  }
+
+  // --- wire format -----------------------------------------------------------------------
+  function parseHeader(buf) {
+    if (buf.byteLength < HEADER_SIZE) throw new Error(`frame too short: ${buf.byteLength} bytes`);
+    const v = new DataView(buf);
+    if (v.getUint8(0) !== 0x46 || v.getUint8(1) !== 0x43) throw new Error("bad magic");
+    const version = v.getUint8(2);
+    if (version !== PROTOCOL_VERSION) throw new Error(`unsupported protocol version ${version}`);
+    const headerLen = v.getUint8(3);
+    const payloadLen = v.getUint32(12, true);
+    if (headerLen < HEADER_SIZE || headerLen + payloadLen !== buf.byteLength) throw new Error("length mismatch");
+    return {
+      codec: v.getUint8(4), tier: v.getUint8(5), flags: v.getUint8(6), quality: v.getUint8(7),
+      width: v.getUint16(8, true), height: v.getUint16(10, true), headerLen, payloadLen,
+      id: Number(v.getBigUint64(16, true)), captureUs: Number(v.getBigUint64(24, true)),
+      publishUs: Number(v.getBigUint64(32, true)),
+    };
+  }
+
+  function send(obj) {
+    const ws = session.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  }
+
+  // --- connection --------------------------------------------------------------------------
+  function wsUrl(stream) {
+    const url = new URL("ws/" + encodeURIComponent(stream), location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    url.search = "";
+    url.hash = "";
+    return url.toString();
+  }
+
+  function connect() {
+    clearTimeout(session.reconnectTimer);
+    session.reconnectTimer = null;
+    setState(session.everOpened ? "reconnecting" : "connecting");
+    const ws = new WebSocket(wsUrl(session.stream));
+    ws.binaryType = "arraybuffer";
+    session.ws = ws;
+    session.connectedAt = performance.now();
+    ws.onopen = () => {
+      if (ws !== session.ws) return;
+      const hello = { type: "hello", client_id: session.clientId, tier: session.tierChoice, max_fps: 0,
+                      codecs: ["jpeg"] };
+      try {
+        const token = sessionStorage.getItem("framecast.token"); // never in the URL: URLs end up in logs
+        if (token) hello.token = token;
+      } catch (e) { /* storage disabled */ }
+      ws.send(JSON.stringify(hello));
+      if (session.everOpened) session.reconnects += 1;
+      session.everOpened = true;
+      counters.lastId = null; // ids missed while away are not drops
+      setState("live");
+      hideBanner();
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== session.ws) return;
+      if (typeof ev.data === "string") onControl(ev.data);
+      else onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== session.ws) return;
+      session.ws = null;
+      session.closeCode = ev.code;
+      session.closeReason = ev.reason || "";
+      scheduleReconnect(ev.code, ev.reason);
+    };
+    ws.onerror = () => { /* onclose follows with the code */ };
+  }
+
+  function reconnectDelay(code, attempt) {
+    // jittered exponential back-off; 1012 = restarting (come back soon), 1013 = full (wait longer)
+    let ceiling;
+    if (code === CLOSE.RESTART && attempt === 0) return 100 + Math.random() * 900;
+    if (code === CLOSE.TRY_LATER) ceiling = Math.min(30000, 2000 * 2 ** attempt);
+    else if (code === CLOSE.UNKNOWN_STREAM) ceiling = Math.min(30000, 2000 * 2 ** attempt);
+    else ceiling = Math.min(10000, 250 * 2 ** attempt);
+    return ceiling / 2 + Math.random() * ceiling / 2;
+  }
+
+  function scheduleReconnect(code, reason) {
+    if (FATAL.has(code)) {
+      setState("error");
+      showBanner(code === CLOSE.AUTH ? `not allowed to watch '${session.stream}' (${code} ${reason})`
+                                     : `connection refused: ${code} ${reason || ""} — reload to retry`);
+      return;
+    }
+    const delay = reconnectDelay(code, session.attempt);
+    session.attempt += 1;
+    setState("reconnecting");
+    if (code === CLOSE.UNKNOWN_STREAM) {
+      showBanner(`unknown stream '${session.stream}' — retrying in ${(delay / 1000).toFixed(1)} s`, "info");
+    } else if (code === CLOSE.TRY_LATER) {
+      showBanner(`edge is full — retrying in ${(delay / 1000).toFixed(1)} s`, "info");
+    } else if (code !== CLOSE.RESTART) {
+      showBanner(`connection lost (${code}${reason ? " " + reason : ""}) — retrying in ${(delay / 1000).toFixed(1)} s`,
+                 "info");
+    }
+    session.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function switchStream(name) {
+    if (name === session.stream) return;
+    session.stream = name;
+    const url = new URL(location.href);
+    url.searchParams.set("stream", name);
+    history.replaceState(null, "", url);
+    const ws = session.ws;
+    session.ws = null;
+    if (ws) ws.close(CLOSE.NORMAL, "switching stream");
+    resetStats();
+    session.hello = null;
+    session.everOpened = false;
+    session.attempt = 0;
+    connect();
+  }
+
+  function resetStats() {
+    Object.assign(counters, newCounters());
+    received = [];
+    drawn = [];
+    pending = null;
+  }
+
+  // --- edge -> viewer ------------------------------------------------------------------------
+  function onControl(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch (e) {
+      protocolError("control message is not JSON");
+      return;
+    }
+    switch (msg.type) {
+      case "hello":
+        if (msg.protocol !== PROTOCOL_VERSION) {
+          protocolError(`edge speaks protocol ${msg.protocol}, this page ${PROTOCOL_VERSION}`);
+          return;
+        }
+        session.hello = msg;
+        session.tiers = Array.isArray(msg.tiers) ? msg.tiers : [];
+        session.tier = msg.tier;
+        fillTierSelect();
+        break;
+      case "status":
+        session.serverState = msg.state;
+        if (msg.state === "stalled") setState("stalled");
+        else if (msg.state === "draining") setState("draining");
+        else setState("live");
+        break;
+      case "tier":
+        session.tier = msg.tier;
+        break;
+      case "error":
+        showBanner(`edge error ${msg.code}: ${msg.message}`);
+        break;
+      default:
+        break; // newer message types are ignored (forward compatible)
+    }
+  }
+
+  function protocolError(why) {
+    console.error("framecast protocol error:", why);
+    showBanner(`protocol error: ${why}`);
+    const ws = session.ws;
+    if (ws) ws.close(CLOSE.PROTOCOL, "protocol error");
+  }
+
+  function onFrame(buf) {
+    let h;
+    try {
+      h = parseHeader(buf);
+    } catch (e) {
+      protocolError(e.message);
+      return;
+    }
+    const now = performance.now();
+    counters.framesReceived += 1;
+    counters.bytes += buf.byteLength;
+    received.push({ t: now, bytes: buf.byteLength });
+    if (counters.lastId !== null && h.id > counters.lastId + 1) counters.dropped += h.id - counters.lastId - 1;
+    counters.lastId = h.id;
+    counters.lastFrameAt = now;
+    if (counters.firstFrameMs === null) counters.firstFrameMs = Math.round(now - session.connectedAt);
+    session.attempt = 0; // frames flow: the next failure starts the back-off afresh
+    if (session.state === "stalled" || session.state === "reconnecting" || session.state === "connecting") {
+      setState("live");
+    }
+    if (h.codec !== CODEC_JPEG) {
+      send({ type: "ack", id: h.id }); // not drawable here (video tiers need WebCodecs); do not stall the edge
+      return;
+    }
+    if (pending) counters.skipped += 1; // superseded before it was decoded: newest frame wins
+    pending = { h, blob: new Blob([new Uint8Array(buf, h.headerLen, h.payloadLen)], { type: "image/jpeg" }) };
+    if (!decoding) pump();
+  }
+
+  async function pump() {
+    decoding = true;
+    while (pending) {
+      const { h, blob } = pending;
+      pending = null;
+      const ws = session.ws;
+      let bitmap;
+      try {
+        bitmap = await createImageBitmap(blob); // decoded off the main thread
+      } catch (e) {
+        counters.decodeErrors += 1;
+        if (ws === session.ws) send({ type: "ack", id: h.id });
+        continue;
+      }
+      if (ws !== session.ws) { bitmap.close(); continue; } // a frame of a connection we left
+      if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+        canvas.width = bitmap.width;
+        canvas.height = bitmap.height;
+      }
+      ctx.drawImage(bitmap, 0, 0);
+      bitmap.close();
+      const latencyMs = Date.now() - h.captureUs / 1000;
+      counters.framesDrawn += 1;
+      counters.width = h.width;
+      counters.height = h.height;
+      drawn.push({ t: performance.now(), latencyMs });
+      session.tier = session.tiers[h.tier] ? session.tiers[h.tier].name : session.tier;
+      // acks are cumulative: this one also releases frames skipped before it
+      send({ type: "ack", id: h.id });
+      counters.acksSent += 1;
+    }
+    decoding = false;
+  }
+
+  // --- stats and overlay -------------------------------------------------------------------
+  function percentile(sorted, p) {
+    if (!sorted.length) return 0;
+    const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+    return sorted[Math.min(rank, sorted.length) - 1];
+  }
+
+  function computeStats() {
+    const now = performance.now();
+    const horizon = now - WINDOW_MS;
+    while (received.length && received[0].t <= horizon) received.shift();
+    while (drawn.length && drawn[0].t <= horizon) drawn.shift();
+    const span = Math.max(1, Math.min(WINDOW_MS, now - session.connectedAt)) / 1000;
+    const lat = drawn.map((d) => d.latencyMs).sort((a, b) => a - b);
+    const bytes = received.reduce((sum, r) => sum + r.bytes, 0);
+    const live = session.ws !== null && session.ws.readyState === WebSocket.OPEN;
+    const stalled = session.serverState === "stalled" ||
+      (live && counters.framesReceived > 0 && now - counters.lastFrameAt > STALL_MS);
+    return {
+      stream: session.stream,
+      state: session.state,
+      connected: live,
+      stalled,
+      fps: round(drawn.length / span, 1),
+      receivedFps: round(received.length / span, 1),
+      latencyP50Ms: round(percentile(lat, 50), 1),
+      latencyP95Ms: round(percentile(lat, 95), 1),
+      kbps: round((bytes * 8) / 1000 / span, 0),
+      tier: session.tier,
+      tierChoice: session.tierChoice,
+      tiers: session.tiers.map((t) => t.name),
+      dropped: counters.dropped,
+      skipped: counters.skipped,
+      framesReceived: counters.framesReceived,
+      framesDrawn: counters.framesDrawn,
+      acksSent: counters.acksSent,
+      decodeErrors: counters.decodeErrors,
+      lastFrameId: counters.lastId,
+      width: counters.width,
+      height: counters.height,
+      firstFrameMs: counters.firstFrameMs,
+      reconnects: session.reconnects,
+      closeCode: session.closeCode,
+      server: session.hello ? session.hello.server : null,
+      windowMs: WINDOW_MS,
+    };
+  }
+
+  function round(x, digits) {
+    const f = 10 ** digits;
+    return Math.round(x * f) / f;
+  }
+
+  function render() {
+    const s = computeStats();
+    window.framecastStats = s; // for tests and curious people
+    ui.fps.textContent = s.fps.toFixed(1);
+    ui.lat.textContent = s.fps > 0 || s.latencyP50Ms ? `${s.latencyP50Ms.toFixed(0)} / ${s.latencyP95Ms.toFixed(0)} ms`
+                                                     : "-";
+    ui.kbps.textContent = s.kbps.toLocaleString();
+    ui.tierOut.textContent = s.tier ? `${s.tier}${s.tierChoice === "auto" ? " (auto)" : ""}` +
+                                      (s.width ? ` ${s.width}x${s.height}` : "") : "-";
+    ui.drop.textContent = `${s.dropped}` + (s.skipped ? ` (+${s.skipped} not drawn)` : "");
+    const shown = s.stalled && session.state === "live" ? "stalled" : session.state;
+    ui.conn.textContent = shown + (s.reconnects ? ` · ${s.reconnects} reconnects` : "");
+    ui.state.textContent = shown;
+    ui.state.dataset.state = shown;
+    ui.overlay.classList.toggle("stalled", s.stalled);
+  }
+
+  function setState(state) {
+    session.state = state;
+  }
+
+  function showBanner(text, kind) {
+    ui.banner.textContent = text;
+    ui.banner.className = "banner" + (kind ? " " + kind : "");
+    ui.banner.hidden = false;
+  }
+
+  function hideBanner() {
+    ui.banner.hidden = true;
+  }
+
+  // --- controls ------------------------------------------------------------------------------
+  function fillTierSelect() {
+    const names = session.tiers.map((t) => t.name);
+    const options = ["auto", ...names];
+    const current = Array.from(ui.tier.options).map((o) => o.value);
+    if (current.join() !== options.join()) {
+      ui.tier.replaceChildren(...options.map((name) => {
+        const opt = document.createElement("option");
+        opt.value = name;
+        const t = session.tiers.find((x) => x.name === name);
+        opt.textContent = t ? `${name} (${t.width}x${t.height} q${t.quality})` : name;
+        return opt;
+      }));
+    }
+    ui.tier.value = options.includes(session.tierChoice) ? session.tierChoice : "auto";
+  }
+
+  ui.tier.addEventListener("change", () => {
+    session.tierChoice = ui.tier.value;
+    send({ type: "set", tier: session.tierChoice });
+    const url = new URL(location.href);
+    if (session.tierChoice === "auto") url.searchParams.delete("tier");
+    else url.searchParams.set("tier", session.tierChoice);
+    history.replaceState(null, "", url);
+  });
+
+  ui.stream.addEventListener("change", () => switchStream(ui.stream.value));
+
+  function toggleFullscreen() {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (ui.stage.requestFullscreen) ui.stage.requestFullscreen().catch(() => {});
+  }
+  ui.fullscreen.addEventListener("click", toggleFullscreen);
+  canvas.addEventListener("dblclick", toggleFullscreen);
+
+  function streamNames(body) {
+    // GET /streams answers {"streams": [{"stream": name, ...}]}; accept plain lists of names too
+    const list = Array.isArray(body) ? body : (body && Array.isArray(body.streams) ? body.streams : []);
+    return list.map((s) => (typeof s === "string" ? { name: s } : { name: s.stream || s.name, live: s.live }))
+      .filter((s) => typeof s.name === "string" && s.name);
+  }
+
+  async function refreshStreams() {
+    let entries = [];
+    try {
+      const resp = await fetch("streams", { cache: "no-store" });
+      if (resp.ok) entries = streamNames(await resp.json());
+    } catch (e) { /* the edge may be restarting; keep the current list */ }
+    if (!entries.some((s) => s.name === session.stream)) entries.unshift({ name: session.stream });
+    const labels = entries.map((s) => s.name + (s.live === false ? " (stalled)" : ""));
+    const current = Array.from(ui.stream.options).map((o) => o.textContent);
+    if (current.join() !== labels.join()) {
+      ui.stream.replaceChildren(...entries.map((s, i) => {
+        const opt = document.createElement("option");
+        opt.value = s.name;
+        opt.textContent = labels[i];
+        return opt;
+      }));
+    }
+    ui.stream.value = session.stream;
+  }
+
+  window.framecastViewer = { session, switchStream, computeStats }; // for tests and debugging
+  fillTierSelect();
+  refreshStreams();
+  setInterval(refreshStreams, 10000);
+  setInterval(render, 250);
+  render();
+  connect();
+})();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publishe
             assert img.shape[:2] == (tier["height"], tier["width"])
             assert 0 <= now_us() - frame.header.capture_us < 2_000_000
             await ws.send(json.dumps({"type": "ack", "id": frame.header.frame_id}))
-    assert all(b > a for a, b in zip(ids, ids[1:], strict=False)), ids
+    assert all(b > a for a, b in itertools.pairwise(ids)), ids
 
 
 async def test_twenty_viewers_get_the_same_frames(edge: EdgeProcess, publisher: Publisher) -> None:

@@ -5,8 +5,8 @@ output (checked in, provisioned by Grafana, compared with this script's output
 by tests/deploy). Every query is evaluated against a live Prometheus in
 tests/deploy/test_dashboard.py; one that returns nothing fails the test.
 
-    .venv/bin/python tools/build_dashboard.py            # rewrite the JSON
-    .venv/bin/python tools/build_dashboard.py --check    # exit 1 if it is stale
+    .venv/bin/python -m tools.build_dashboard            # rewrite the JSON
+    .venv/bin/python -m tools.build_dashboard --check    # exit 1 if it is stale
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render()
     if args.check:
         if DASHBOARD_JSON.read_text() != text:
-            print(f"{DASHBOARD_JSON} is stale: run tools/build_dashboard.py", file=sys.stderr)
+            print(f"{DASHBOARD_JSON} is stale: run .venv/bin/python -m tools.build_dashboard", file=sys.stderr)
             return 1
         return 0
     DASHBOARD_JSON.write_text(text)

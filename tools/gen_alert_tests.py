@@ -5,7 +5,7 @@ is not firing before its `for` has elapsed. Expected annotations are copied
 from alerts.yml with the template values filled in here by hand, so a changed
 annotation needs this script rerun (and a look at the diff):
 
-    .venv/bin/python tools/gen_alert_tests.py && promtool test rules prometheus/alerts_test.yml
+    .venv/bin/python -m tools.gen_alert_tests && promtool test rules prometheus/alerts_test.yml
 """
 
 from __future__ import annotations

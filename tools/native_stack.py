@@ -38,10 +38,9 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+from tools.render_nginx import NGINX_CONF, render_native
 
-from render_nginx import NGINX_CONF, render_native  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
 ALERTS_YML = ROOT / "prometheus" / "alerts.yml"
@@ -174,30 +173,11 @@ def render_prometheus(edge_targets: list[str], inference_targets: list[str], red
     return conf
 
 
-class Prometheus:
-    """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
+class PrometheusAPI:
+    """Prometheus' HTTP API (queries, targets), for a local process or any URL."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        for job in config["scrape_configs"]:
-            for sc in job.get("static_configs", []):
-                sc["targets"] = [f"127.0.0.1:{self.port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
-        self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        tsdb = workdir / "tsdb"
-        tsdb.mkdir(exist_ok=True)
-        self.proc = Proc("prometheus", [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
-                                        f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-                                        "--storage.tsdb.retention.time=1h"], workdir)
-
-    def start(self) -> Prometheus:
-        self.proc.start()
-        wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}"
@@ -228,6 +208,32 @@ class Prometheus:
 
     def up(self, job: str) -> dict[str, float]:
         return {r["metric"]["instance"]: float(r["value"][1]) for r in self.query(f'up{{job="{job}"}}')}
+
+
+class Prometheus(PrometheusAPI):
+    """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
+        for job in config["scrape_configs"]:
+            for sc in job.get("static_configs", []):
+                sc["targets"] = [f"127.0.0.1:{self.port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        tsdb = workdir / "tsdb"
+        tsdb.mkdir(exist_ok=True)
+        self.proc = Proc("prometheus", [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
+                                        f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+                                        "--storage.tsdb.retention.time=1h"], workdir)
+
+    def start(self) -> Prometheus:
+        self.proc.start()
+        wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
 
 
 class Nginx:
@@ -299,7 +305,7 @@ def start_edge(redis_url: str, workdir: Path, *, name: str = "edge", extra: list
                ready: bool = True) -> tuple[Proc, int]:
     port = free_port()
     args = [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
-            "--port", str(port), *(extra or [])]
+            "--port", str(port), "--edge-id", name, *(extra or [])]
     proc = Proc(name, args, workdir).start()
     path = "/readyz" if ready else "/healthz"
     wait_until(f"{name} {path}", lambda: http_ok(f"http://127.0.0.1:{port}{path}"), 30, alive=proc.dead)

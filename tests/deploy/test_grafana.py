@@ -35,7 +35,7 @@ def test_dashboard_provider_points_at_the_mounted_folder() -> None:
 
 
 def test_dashboard_json_is_generated_from_tools_build_dashboard() -> None:
-    assert DASHBOARD_JSON.read_text() == render(), "run: .venv/bin/python tools/build_dashboard.py"
+    assert DASHBOARD_JSON.read_text() == render(), "run: .venv/bin/python -m tools.build_dashboard"
 
 
 def test_every_panel_uses_the_provisioned_datasource() -> None:

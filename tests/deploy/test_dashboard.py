@@ -1,0 +1,130 @@
+"""Every Grafana panel query returns data from a real Prometheus scraping the real services.
+
+Valkey + inference + 2 edge replicas + nginx + redis exporter + Prometheus
+(1 s scrape, the shipped jobs and alert rules) run natively; acking viewers
+watch through nginx; then one replica is SIGKILLed so an alert is pending.
+Each panel target, with the dashboard variables substituted, is run as a
+range query over the traffic window: a query with no finite point fails.
+The panels are drawn to tests/artifacts/dashboard.png with the results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from tools.native_stack import ALERTS_YML, NativeStack, scaled, wait_until
+from tools.render_dashboard import QueryResult, evaluate, plot, summary, variable_values
+from tools.viewers import ViewerPool
+
+from tests.deploy.conftest import ROOT
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+TRAFFIC_S = 15.0
+# Panels whose data needs a change outside deploy/ (named here, reported to the lead). The test
+# fails as soon as such a panel returns data, so an entry cannot outlive its reason.
+AWAITING_UPSTREAM = {
+    "Deliveries per edge CPU-second": "framecast.edge.metrics.EdgeMetrics registers no ProcessCollector, so "
+                                      'process_cpu_seconds_total{job="edge"} is not exported',
+}
+
+
+@dataclass
+class DashboardRun:
+    stack: NativeStack
+    results: list[QueryResult]
+    variables: dict[str, list[str]]
+    rules: list[dict[str, Any]]
+    metric_names: set[str]
+
+
+@pytest.fixture(scope="module")
+def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
+    stack = NativeStack(edges=2, with_nginx=True,
+                        inference_args=["--width", "640", "--height", "360", "--fps", "15"])
+    stack.start()
+    try:
+        assert stack.nginx is not None and stack.prometheus is not None
+        prom = stack.prometheus
+        start = time.time()
+        url = f"ws://127.0.0.1:{stack.nginx.port}/ws/demo"
+        with ViewerPool(url, 6) as auto, ViewerPool(url, 2, tier="low") as low:
+            wait_until("8 viewers receiving frames", lambda: len(auto.connected()) + len(low.connected()) == 8, 30,
+                       alive=stack.inference.dead if stack.inference else None)
+            # traffic for the rate windows ($__rate_interval = 10s): poll until enough has been scraped
+            wait_until("edge traffic scraped", lambda: time.time() - start > TRAFFIC_S and float(prom.query(
+                "sum(increase(framecast_edge_frames_sent_total[10s]))")[0]["value"][1]) > 0, 60)
+            # a replica crash: its viewers move to the other replica, its alert goes pending
+            stack.edge_procs[1].kill()
+            wait_until("an alert pending or firing", lambda: bool(prom.query("ALERTS")), 30)
+            wait_until("viewers back on the remaining replica",
+                       lambda: len(auto.connected()) + len(low.connected()) == 8, 30)
+        end = time.time()
+        results = evaluate(prom, start, end, step=1.0)
+        variables = variable_values(prom)
+        rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
+        names = set(prom.api("label/__name__/values"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        plot(results, ARTIFACTS / "dashboard.png")
+        (ARTIFACTS / "dashboard.json").write_text(json.dumps(summary(results), indent=1))
+        yield DashboardRun(stack, results, variables, rules, names)
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        stack.cleanup()
+
+
+@pytest.mark.timeout(scaled(180))
+def test_every_panel_query_returns_data(run: DashboardRun) -> None:
+    empty = [f"{r.panel} [{r.ref}]: {r.expr}" for r in run.results
+             if r.finite_points() == 0 and r.panel not in AWAITING_UPSTREAM]
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    assert len(run.results) >= 40
+    fixed = [r.panel for r in run.results if r.panel in AWAITING_UPSTREAM and r.finite_points() > 0]
+    assert not fixed, f"{fixed} return data now: remove them from AWAITING_UPSTREAM"
+
+
+def test_panel_values_are_plausible(run: DashboardRun) -> None:
+    by_panel = {(r.panel, r.ref): r for r in run.results}
+    assert max(by_panel[("Publish FPS by stream", "A")].last_values().values()) > 5  # 15 fps source
+    assert set(by_panel[("Delivered FPS by tier (all streams)", "A")].last_values()) >= {"high", "low"}
+    viewers = by_panel[("Viewers", "A")].series[0]["values"]
+    assert max(float(v) for _, v in viewers) == 8
+    p95 = by_panel[("Glass-to-glass latency", "B")].last_values()
+    assert 0 < min(p95.values()) < 1.0  # loopback: well under a second
+    assert by_panel[("Redis memory", "B")].last_values()["maxmemory"] == 256 * 1024 * 1024
+    states = {r.label(s["metric"]) for r in [by_panel[("Alert states", "A")]] for s in r.series}
+    assert states, "the killed replica should show as a pending/firing alert"
+
+
+def test_variables_list_stream_and_replicas(run: DashboardRun) -> None:
+    assert "demo" in run.variables["stream"]
+    assert set(run.variables["replica"]) == set(run.stack.edge_targets)
+
+
+def test_alert_rules_are_healthy_on_live_data(run: DashboardRun) -> None:
+    names = {r["name"] for r in run.rules}
+    rules = yaml.safe_load(ALERTS_YML.read_text())["groups"]
+    assert names == {r["alert"] for g in rules for r in g["rules"]}
+    for rule in run.rules:
+        assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+    down = [r for r in run.rules if r["name"] == "FramecastEdgeReplicaDown"]
+    assert down and down[0]["state"] in ("pending", "firing")
+
+
+def test_alerts_and_panels_use_metrics_the_services_export(run: DashboardRun) -> None:
+    """Catch renamed metrics: every framecast_/redis_ name in a rule or query is exported now."""
+    exprs = [r["query"] for r in run.rules] + [r.expr for r in run.results]
+    used = {m for e in exprs for m in re.findall(r"\b((?:framecast|redis|process)_[a-z_]+)", e)}
+    exported = set(run.metric_names)
+    # histogram queries use the _bucket/_sum/_count series of a histogram
+    missing = sorted(m for m in used if m not in exported)
+    assert not missing, f"used but not exported: {missing}"

@@ -1,0 +1,101 @@
+"""Scale-out, natively: Valkey + inference + 3 edge replicas behind real nginx + Prometheus.
+
+The compose topology (`docker compose up --scale edge=3`) as processes:
+viewers connect through nginx (least_conn) and spread over the replicas;
+each replica runs its own bus readers; Prometheus scrapes all three
+directly. Then one replica is SIGKILLed: only its viewers drop, and they
+reconnect through nginx to the survivors while the others never notice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from tools.native_stack import NativeStack, http_get, scaled, wait_until
+from tools.viewers import ViewerPool, ViewerState
+
+VIEWERS = 12
+
+
+def _viewers_by_instance(stack: NativeStack) -> dict[str, float]:
+    assert stack.prometheus is not None
+    rows = stack.prometheus.query('sum by (instance) (framecast_edge_viewers{job="edge"})')
+    return {r["metric"]["instance"]: float(r["value"][1]) for r in rows}
+
+
+def _scraped_value(port: int, name: str) -> float:
+    """Sum of a metric's samples read straight from one replica's /metrics."""
+    _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.timeout(scaled(240))
+def test_three_replicas_behind_nginx_survive_losing_one(prometheus_bin: str, nginx_bin: str) -> None:
+    stack = NativeStack(edges=3, with_nginx=True,
+                        inference_args=["--width", "640", "--height", "360", "--fps", "15"])
+    stack.start()
+    try:
+        assert stack.nginx is not None and stack.prometheus is not None
+        prom = stack.prometheus
+        names = [p.name for p in stack.edge_procs]
+        with ViewerPool(f"ws://127.0.0.1:{stack.nginx.port}/ws/demo", VIEWERS) as pool:
+            wait_until("all viewers receiving", lambda: len(pool.connected()) == VIEWERS, 40)
+
+            # --- spread: nginx least_conn puts viewers on every replica ----------------------
+            spread = Counter(s.server for s in pool.states)
+            assert set(spread) == set(names), spread
+            assert min(spread.values()) >= VIEWERS // 3 - 2, f"uneven spread {spread}"
+            # the replicas' own gauges agree with what the viewers were told in hello
+            for name, port in zip(names, stack.edge_ports, strict=True):
+                assert _scraped_value(port, "framecast_edge_viewers") == spread[name]
+                assert _scraped_value(port, "framecast_edge_bus_readers") >= 1, f"{name} runs no bus reader"
+            # --- Prometheus scrapes every replica itself, and sees the same spread -----------
+            wait_until("prometheus sees 3 edges up",
+                       lambda: prom.up("edge") == {t: 1.0 for t in stack.edge_targets}, 20)
+            wait_until("prometheus viewer gauges match",
+                       lambda: sum(_viewers_by_instance(stack).values()) == VIEWERS, 20)
+            per_instance = _viewers_by_instance(stack)
+            assert all(per_instance[t] == spread[n] for t, n in zip(stack.edge_targets, names, strict=True))
+
+            # --- SIGKILL one replica ----------------------------------------------------------
+            victim = max(spread, key=lambda n: spread[n])
+            index = names.index(victim)
+            on_victim = [s for s in pool.states if s.server == victim]
+            others = [s for s in pool.states if s.server != victim]
+            frames_before = {s.index: s.frames for s in others}
+            stack.edge_procs[index].kill()
+            t_kill = time.monotonic()
+
+            def moved(s: ViewerState) -> bool:
+                return s.connects >= 2 and s.server in names and s.server != victim and s.frames_since_connect > 0
+
+            wait_until("the victim's viewers reconnect through nginx to the survivors",
+                       lambda: all(moved(s) for s in on_victim), 30)
+            reconnect_s = time.monotonic() - t_kill
+            # the others never noticed: one connection each, still receiving
+            wait_until("the other viewers keep receiving",
+                       lambda: all(s.frames > frames_before[s.index] + 5 for s in others), 20)
+            assert all(s.connects == 1 for s in others), [(s.index, s.connects, s.last_error) for s in others]
+            assert all(s.servers[-1] != victim for s in on_victim)
+
+            # --- Prometheus: the victim is down, the survivors carry every viewer -------------
+            victim_target = stack.edge_targets[index]
+            wait_until("prometheus sees the victim down", lambda: prom.up("edge").get(victim_target) == 0.0, 20)
+            survivors = [t for t in stack.edge_targets if t != victim_target]
+            wait_until("survivors carry all viewers",
+                       lambda: sum(v for t, v in _viewers_by_instance(stack).items() if t in survivors) == VIEWERS,
+                       20)
+            print(f"spread {dict(spread)}; killed {victim} with {len(on_victim)} viewers; "
+                  f"all reconnected within {reconnect_s:.2f}s")
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        stack.cleanup()

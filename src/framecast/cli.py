@@ -225,7 +225,7 @@ def _print_probe(result: ProbeResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # pipes get 120 columns, not 80
     rtt = result.rtt_ms
     console.print(f"[bold]framecast probe[/] {result.url} stream [bold]{result.stream}[/]")
     console.print(f"RTT (HTTP, {rtt['samples']:.0f} samples): min {rtt['min']:.2f} ms, p50 {rtt['p50']:.2f} ms; "

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 _RATIO = 1.01
+# A gap in frame ids counts as drops only between frames captured close together: a joining
+# viewer's first frame may be an old cached one, and ids skipped across a stall are not losses.
+RESYNC_GAP_US = 2_000_000
 _LOG_RATIO = math.log(_RATIO)
 
 
@@ -100,6 +103,7 @@ class StatsSummary:
     latency_ms: dict[str, float]  # p50, p95, p99, max, mean
     dropped: int
     out_of_order: int
+    resyncs: int  # id jumps across more than RESYNC_GAP_US of capture time (not counted as drops)
     first_frame_ms: float | None  # from start (connect) to the first frame
     clock_skew_samples: int  # frames whose capture time was after their arrival
 
@@ -126,7 +130,9 @@ class StatsWindow:
         self.out_of_order = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.resyncs = 0
         self._last_id: int | None = None
+        self._last_capture_us = 0
 
     def record(self, now: float, frame_id: int, capture_us: int, received_us: int, size: int) -> None:
         latency_us = float(received_us - capture_us)
@@ -139,10 +145,14 @@ class StatsWindow:
         self.last_at = now
         if self._last_id is not None:
             if frame_id > self._last_id + 1:
-                self.dropped += frame_id - self._last_id - 1
+                if capture_us - self._last_capture_us < RESYNC_GAP_US:
+                    self.dropped += frame_id - self._last_id - 1
+                else:
+                    self.resyncs += 1
             elif frame_id <= self._last_id:
                 self.out_of_order += 1  # a restarted source counts here, not as a huge gap
         self._last_id = frame_id
+        self._last_capture_us = capture_us
 
     def connection_reset(self) -> None:
         """After a reconnect, frames missed while away are not counted as drops."""
@@ -190,6 +200,7 @@ class StatsWindow:
             },
             dropped=self.dropped,
             out_of_order=self.out_of_order,
+            resyncs=self.resyncs,
             first_frame_ms=None if self.first_at is None else round((self.first_at - self.started) * 1000.0, 1),
             clock_skew_samples=h.negative,
         )

@@ -36,6 +36,8 @@ def test_window_counts_id_gaps_but_not_reconnects_or_restarts() -> None:
     stats.record(7.0, 3, 0, 1000, 1)  # the source restarted: out of order, not a drop
     assert stats.dropped == 5
     assert stats.out_of_order == 1
+    stats.record(8.0, 50, 5_000_000, 5_001_000, 1)  # captured 5 s later: a resync (old first frame, stall)
+    assert stats.dropped == 5 and stats.resyncs == 1
 
 
 def test_summary_fps_excludes_connect_time_and_reports_first_frame() -> None:

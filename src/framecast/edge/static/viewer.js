@@ -16,7 +16,8 @@
   const PROTOCOL_VERSION = 1;
   const CODEC_JPEG = 1;
   const WINDOW_MS = 5000; // stats window for fps, latency percentiles and kbit/s
-  const STALL_MS = 3000; // no frame for this long while "live" shows "stalled"
+  const STALL_MS = 3000;
+  const RESYNC_GAP_US = 2000000; // a joining viewer's first frame may be an old cached one // no frame for this long while "live" shows "stalled"
   const CLOSE = { NORMAL: 1000, PROTOCOL: 1002, RESTART: 1012, TRY_LATER: 1013, AUTH: 4001, UNKNOWN_STREAM: 4004 };
   // retrying cannot fix these: a bug or a refusal; a person must act
   const FATAL = new Set([1002, 1003, 1008, 1009, 4001, 4400]);
@@ -58,7 +59,7 @@
   function newCounters() {
     return {
       framesReceived: 0, framesDrawn: 0, bytes: 0, dropped: 0, skipped: 0, acksSent: 0, decodeErrors: 0,
-      lastId: null, lastFrameAt: 0, firstFrameMs: null, width: 0, height: 0,
+      lastId: null, lastCaptureUs: 0, lastFrameAt: 0, firstFrameMs: null, width: 0, height: 0,
     };
   }
 
@@ -255,8 +256,12 @@
     counters.framesReceived += 1;
     counters.bytes += buf.byteLength;
     received.push({ t: now, bytes: buf.byteLength });
-    if (counters.lastId !== null && h.id > counters.lastId + 1) counters.dropped += h.id - counters.lastId - 1;
+    // an id gap is a drop only between frames captured close together (see RESYNC_GAP_US)
+    if (counters.lastId !== null && h.id > counters.lastId + 1 && h.captureUs - counters.lastCaptureUs < RESYNC_GAP_US) {
+      counters.dropped += h.id - counters.lastId - 1;
+    }
     counters.lastId = h.id;
+    counters.lastCaptureUs = h.captureUs;
     counters.lastFrameAt = now;
     if (counters.firstFrameMs === null) counters.firstFrameMs = Math.round(now - session.connectedAt);
     session.attempt = 0; // frames flow: the next failure starts the back-off afresh
@@ -279,6 +284,7 @@
       pending = null;
       const ws = session.ws;
       let bitmap;
+      const t0 = performance.now();
       try {
         bitmap = await createImageBitmap(blob); // decoded off the main thread
       } catch (e) {
@@ -297,7 +303,8 @@
       counters.framesDrawn += 1;
       counters.width = h.width;
       counters.height = h.height;
-      drawn.push({ t: performance.now(), latencyMs });
+      const t1 = performance.now();
+      drawn.push({ t: t1, latencyMs, decodeMs: t1 - t0 });
       session.tier = session.tiers[h.tier] ? session.tiers[h.tier].name : session.tier;
       // acks are cumulative: this one also releases frames skipped before it
       send({ type: "ack", id: h.id });
@@ -320,6 +327,7 @@
     while (drawn.length && drawn[0].t <= horizon) drawn.shift();
     const span = Math.max(1, Math.min(WINDOW_MS, now - session.connectedAt)) / 1000;
     const lat = drawn.map((d) => d.latencyMs).sort((a, b) => a - b);
+    const dec = drawn.map((d) => d.decodeMs).sort((a, b) => a - b);
     const bytes = received.reduce((sum, r) => sum + r.bytes, 0);
     const live = session.ws !== null && session.ws.readyState === WebSocket.OPEN;
     const stalled = session.serverState === "stalled" ||
@@ -333,6 +341,7 @@
       receivedFps: round(received.length / span, 1),
       latencyP50Ms: round(percentile(lat, 50), 1),
       latencyP95Ms: round(percentile(lat, 95), 1),
+      decodeDrawP50Ms: round(percentile(dec, 50), 1), // receive-side cost: decode + draw
       kbps: round((bytes * 8) / 1000 / span, 0),
       tier: session.tier,
       tierChoice: session.tierChoice,

@@ -1,0 +1,109 @@
+"""A real framecast stack for viewer tests: embedded Valkey + inference + edge as processes.
+
+Shared by the client integration tests and the Chromium e2e tests. Readiness is
+polled with deadlines (scaled by FRAMECAST_TEST_TIMEOUT_FACTOR), never slept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from framecast import constants as C
+from framecast.embedded import EmbeddedRedis, free_port
+from tests.conftest import scaled
+from tests.procs import Service, edge_service, inference_service, running, service_port, wait_http
+
+GLASS_TO_GLASS_METRIC = "framecast_edge_glass_to_glass_seconds"  # from framecast.edge.metrics
+# a drain short enough for restart tests; a small source keeps this 2-core machine responsive
+EDGE_ARGS = ("--drain-delay-s", "0.2", "--drain-timeout-s", "5")
+
+
+def require_services() -> None:
+    for module in ("framecast.edge.__main__", "framecast.inference.__main__"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not there yet")
+
+
+@dataclass
+class Stack:
+    redis: EmbeddedRedis
+    inference: Service
+    edge: Service
+    log_dir: Path
+
+    @property
+    def port(self) -> int:
+        return service_port(self.edge)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_edge(self, port: int = 0, name: str = "edge") -> Service:
+        edge = edge_service(self.redis.url, *EDGE_ARGS, port=port or free_port(), name=name).start(self.log_dir)
+        wait_ready(f"http://127.0.0.1:{service_port(edge)}", edge, self.inference)
+        return edge
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name}\n{s.log()[-2000:]}" for s in (self.inference, self.edge))
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def wait_ready(base: str, edge: Service, inference: Service, stream: str = C.DEFAULT_STREAM) -> None:
+    """The edge answers and lists `stream` as live (the inference service is publishing)."""
+    wait_http(base + "/healthz", 60, edge)
+    deadline = time.monotonic() + scaled(120)
+    last: object = None
+    while time.monotonic() < deadline:
+        for svc in (edge, inference):
+            if not svc.alive():
+                raise AssertionError(f"{svc.name} exited early:\n{svc.log()[-3000:]}")
+        try:
+            body = get_json(base + "/streams")
+            streams = body.get("streams", []) if isinstance(body, dict) else []
+            if any(s.get("stream") == stream and s.get("live") for s in streams):
+                return
+            last = body
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"stream {stream!r} not live at {base} (last: {last})\n{inference.log()[-3000:]}")
+
+
+def metric_value(base: str, name: str) -> float:
+    """Sum of a metric's samples (all label sets) from the edge's /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$")
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            total += float(m.group(1))
+    return total
+
+
+@contextlib.contextmanager
+def client_stack(log_dir: Path) -> Iterator[Stack]:
+    require_services()
+    with EmbeddedRedis(maxmemory="128mb") as redis:
+        inference = inference_service(redis.url)
+        edge = edge_service(redis.url, *EDGE_ARGS)
+        with running(inference, edge, log_dir=log_dir):
+            stack = Stack(redis, inference, edge, log_dir)
+            wait_ready(stack.url, edge, inference)
+            yield stack

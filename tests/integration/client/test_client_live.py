@@ -1,0 +1,143 @@
+"""The client library and CLI against a real edge, real Valkey and a real inference service."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from framecast import constants as C
+from framecast.client import ConnectError, Subscription, connect, connect_sync
+from tests.conftest import scaled
+from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack, metric_value
+from tests.procs import REPO
+
+
+async def test_frames_decode_and_acks_reach_the_edge(stack: Stack) -> None:
+    acked_before = metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count")
+    frames = []
+    async with connect(stack.url, stream="demo", client_id="it-frames") as sub:
+        assert sub.hello is not None and [t.name for t in sub.tiers]
+        async with asyncio.timeout(scaled(30)):
+            async for frame in sub:
+                frames.append(frame)
+                if len(frames) == 40:
+                    break
+        acks = sub.acks_sent
+    ids = [f.frame_id for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(ids)), ids
+    for frame in frames[::10]:
+        image = frame.image()
+        assert image.shape == (frame.height, frame.width, 3)
+        assert frame.tier_name in [t.name for t in sub.tiers]
+    live = [f.latency_ms for f in frames[5:]]
+    assert min(live) >= 0 and sorted(live)[len(live) // 2] < 2000
+    assert acks >= 39
+    deadline = time.monotonic() + scaled(10)
+    while metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count") < acked_before + 30:
+        assert time.monotonic() < deadline, "the edge did not count the acks"
+        await asyncio.sleep(0.1)
+
+
+def test_sync_client(stack: Stack) -> None:
+    with connect_sync(stack.url, client_id="it-sync") as sub:
+        frame = sub.next(timeout=scaled(20))
+        assert frame is not None and frame.width > 0
+        assert sub.state == "live"
+
+
+async def test_unknown_stream_is_refused(stack: Stack) -> None:
+    with pytest.raises(ConnectError, match="unknown stream 'nope'") as info:
+        async with connect(stack.url, stream="nope"):
+            pass
+    assert info.value.close_code == C.CLOSE_UNKNOWN_STREAM
+
+
+async def test_pinned_tier(stack: Stack) -> None:
+    async with connect(stack.url, client_id="it-tier") as sub:
+        last = sub.tiers[-1]
+        await sub.set(tier=last.name)
+        async with asyncio.timeout(scaled(20)):
+            async for frame in sub:
+                if frame.tier_name == last.name:
+                    break
+        assert (frame.width, frame.height) == (last.width, last.height)
+
+
+async def test_reconnects_after_the_edge_restarts(stack: Stack) -> None:
+    edge = stack.start_edge(name="edge-restart")  # a second edge of its own, restarted on the same port
+    port = int(edge.env["FRAMECAST_TEST_PORT"])
+    url = f"http://127.0.0.1:{port}"
+    sub = Subscription(url, client_id="it-restart")
+    try:
+        await sub.open()
+        seen = []
+        async with asyncio.timeout(scaled(20)):
+            while len(seen) < 10:
+                frame = await sub.next()
+                assert frame is not None
+                seen.append(frame.frame_id)
+        await asyncio.to_thread(edge.stop)  # SIGTERM: the edge drains and closes viewers with 1012
+        edge = await asyncio.to_thread(stack.start_edge, port, "edge-restarted")
+        async with asyncio.timeout(scaled(60)):
+            while sub.reconnects < 1 or len(seen) < 20:
+                frame = await sub.next()
+                assert frame is not None
+                seen.append(frame.frame_id)
+        assert sub.reconnects >= 1
+        assert sub.close_code in (C.CLOSE_SERVICE_RESTART, C.CLOSE_GOING_AWAY, 1006)
+        assert seen[-1] > seen[9]
+    finally:
+        await sub.close()
+        await asyncio.to_thread(edge.stop)
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "framecast", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=scaled(timeout))
+
+
+def test_cli_watch_json(stack: Stack) -> None:
+    done = _cli("watch", stack.url, "--stream", "demo", "--client-id", "it-cli", "--duration", "4", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    print("watch summary:", done.stdout)
+    assert summary["stream"] == "demo" and summary["client_id"] == "it-cli"
+    assert summary["frames"] >= 20 and summary["fps"] > 5
+    lat = summary["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] < 5000
+    assert summary["kbit_s"] > 100 and summary["tier"] in summary["tiers"]
+    assert summary["width"] > 0 and summary["first_frame_ms"] < 5000
+    assert summary["acks_sent"] >= summary["frames"] - 1
+
+
+def test_cli_probe_on_loopback(stack: Stack) -> None:
+    done = _cli("probe", stack.url, "--seconds-per-tier", "1.5", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    print("probe result:", done.stdout)
+    assert result["rtt_ms"]["min"] < 50
+    assert result["throughput_method"] == "snapshot-burst"
+    assert result["throughput_mbit_s"] > 50  # loopback carries far more than any tier needs
+    assert result["recommended_tier"] in [t["name"] for t in result["tiers"]]
+    assert result["recommended_fps"] > 5
+    assert all(t["frames"] > 2 for t in result["tiers"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("watch", "{url}", "--stream", "nope", "--duration", "2"), "unknown stream 'nope'"),
+        (("watch", "gopher://127.0.0.1:1"), "unsupported URL scheme"),
+        (("probe", "http://127.0.0.1:1"), "cannot reach"),
+    ],
+)
+def test_cli_bad_input(stack: Stack, args: tuple[str, ...], message: str) -> None:
+    done = _cli(*(a.format(url=stack.url) for a in args))
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

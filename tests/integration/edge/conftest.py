@@ -37,7 +37,7 @@ def make_jpegs(width: int, height: int, quality: int, n: int = 4, seed: int = 0)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        img = np.zeros((height, width, 3), np.uint8)
+        img: Any = np.zeros((height, width, 3), np.uint8)
         img[:] = (40 + 30 * i, 80, 160)
         noise = rng.integers(0, 60, (height // 8, width // 8, 3), dtype=np.uint8)
         img = cv2.add(img, cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR))
@@ -213,8 +213,8 @@ def edge(redis_server: EmbeddedRedis, publisher: Publisher, tmp_path_factory: An
     proc.stop()
 
 
-async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + scaled(timeout)
+async def wait_for(predicate: Any, within: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + scaled(within)
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -50,6 +50,7 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
     log: list[tuple[float, int, float]] = []  # (delivered at, tier, latency s)
     tiers_seen: list[tuple[float, str]] = []
     loop = asyncio.get_running_loop()
+    acks: set[asyncio.Future[None]] = set()
     t0 = time.monotonic()
     phases = [(8e6, 2.5), (0.45e6, 7.0), (8e6, 8.0)]  # rate bytes/s, seconds
 
@@ -57,7 +58,8 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
 
         def delivered(frame_id: int, tier: int, capture_us: int) -> None:
             log.append((time.monotonic() - t0, tier, (now_us() - capture_us) / 1e6))
-            asyncio.ensure_future(ws.send(json.dumps({"type": "ack", "id": frame_id})))
+            acks.add(t := asyncio.ensure_future(ws.send(json.dumps({"type": "ack", "id": frame_id}))))
+            t.add_done_callback(acks.discard)
 
         async def receive() -> None:
             async for msg in ws:

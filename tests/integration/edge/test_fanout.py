@@ -26,7 +26,7 @@ async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publishe
         assert hello["ack"] is True
         status = json.loads(await ws.recv())
         assert status == {"type": "status", "state": "live", "detail": ""}
-        ids = []
+        ids: list[int] = []
         while len(ids) < 30:
             msg = await asyncio.wait_for(ws.recv(), 5)
             if isinstance(msg, str):
@@ -35,7 +35,7 @@ async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publishe
             ids.append(frame.header.frame_id)
             tier = hello["tiers"][frame.header.tier]
             img = cv2.imdecode(np.frombuffer(frame.payload, np.uint8), cv2.IMREAD_COLOR)
-            assert img.shape[:2] == (tier["height"], tier["width"])
+            assert img is not None and img.shape[:2] == (tier["height"], tier["width"])
             assert 0 <= now_us() - frame.header.capture_us < 2_000_000
             await ws.send(json.dumps({"type": "ack", "id": frame.header.frame_id}))
     assert all(b > a for a, b in itertools.pairwise(ids)), ids

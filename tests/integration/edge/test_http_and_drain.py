@@ -34,7 +34,7 @@ def test_snapshot(edge: EdgeProcess, publisher: Publisher) -> None:
         r = httpx.get(edge.base + f"/snapshot/demo.jpg?tier={tier}")
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
-        assert img.shape[:2] == (h, w)
+        assert img is not None and img.shape[:2] == (h, w)
         assert int(r.headers["x-frame-id"]) > 0
     assert httpx.get(edge.base + "/snapshot/nosuch.jpg").status_code == 404
     assert httpx.get(edge.base + "/snapshot/demo.jpg?tier=ultra").status_code == 404

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value, scaled, wait_for
 

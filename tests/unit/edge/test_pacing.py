@@ -1,0 +1,238 @@
+"""Pacing and tier policy on a fake clock (integer microseconds, no sleeps)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from framecast.edge.pacing import (
+    US,
+    FpsCap,
+    InflightWindow,
+    RateMeter,
+    SocketBudget,
+    TierConfig,
+    TierPolicy,
+    TokenBucket,
+)
+
+MS = 1000
+
+
+# --- window ------------------------------------------------------------------
+def test_window_always_allows_one_frame() -> None:
+    w = InflightWindow(100 * MS, initial_frames=1, max_frames=4)
+    assert w.can_send()
+    w.on_send(1, 50_000, 0, now=0)
+    assert not w.can_send()
+    assert w.on_ack(1, now=10 * MS) is not None
+    assert w.can_send() and w.inflight_frames == 0
+
+
+def test_window_grows_while_delay_stays_under_target() -> None:
+    w = InflightWindow(100 * MS, initial_frames=1, max_frames=4)
+    t, fid = 0, 0
+    for _ in range(40):
+        while w.can_send():
+            fid += 1
+            w.on_send(fid, 10_000, t, t)
+        t += 5 * MS  # fast link: every ack comes back in 5 ms
+        w.on_ack(fid, t)
+    assert w.window == 4
+
+
+def test_window_shrinks_when_queueing_exceeds_target_and_never_below_one() -> None:
+    w = InflightWindow(50 * MS, initial_frames=4, max_frames=4)
+    t, fid = 0, 0
+    # first a quick sample sets the base delay at 10 ms
+    fid += 1
+    w.on_send(fid, 1000, t, t)
+    t += 10 * MS
+    w.on_ack(fid, t)
+    # then every frame takes 300 ms: queueing 290 ms > 50 ms target
+    for _ in range(30):
+        sent = []
+        while w.can_send():
+            fid += 1
+            w.on_send(fid, 60_000, t, t)
+            sent.append(fid)
+        t += 300 * MS
+        for f in sent:
+            w.on_ack(f, t)
+    assert w.window == 1.0
+    assert w.can_send()  # one frame may always be in flight
+
+
+def test_one_decrease_per_round_trip() -> None:
+    w = InflightWindow(50 * MS, initial_frames=4, max_frames=4)
+    w.on_send(1, 100, 0, 0)
+    w.on_ack(1, 5 * MS)  # base 5 ms
+    for fid in range(2, 6):
+        w.on_send(fid, 100, 0, 10 * MS)
+    for fid in range(2, 6):  # all four late: the window shrinks once, not four times
+        w.on_ack(fid, 500 * MS)
+    assert w.window == pytest.approx(4 * 0.7)
+
+
+def test_ack_releases_earlier_frames_and_ignores_unknown_ids() -> None:
+    w = InflightWindow(100 * MS, initial_frames=4)
+    for fid in (10, 11, 12):
+        w.on_send(fid, 1000, fid * 100, 0)
+    assert w.on_ack(99, 1 * MS) is None
+    res = w.on_ack(11, 2 * MS)
+    assert res is not None and res.acked_frames == 2 and res.acked_bytes == 2000 and res.capture_us == 1100
+    assert [f.frame_id for f in w.inflight] == [12]
+    assert w.on_ack(11, 3 * MS) is None  # duplicate
+
+
+def test_frame_ids_restarting_after_a_source_restart() -> None:
+    w = InflightWindow(100 * MS, initial_frames=4)
+    w.on_send(5000, 1000, 0, 0)
+    w.on_send(1, 1000, 0, 1 * MS)  # source restarted: ids start over
+    res = w.on_ack(1, 2 * MS)
+    assert res is not None and res.acked_frames == 2 and w.inflight_frames == 0
+
+
+def test_socket_budget() -> None:
+    b = SocketBudget(16384)
+    assert b.allows(0) and b.allows(16384) and not b.allows(16385)
+
+
+# --- rates -------------------------------------------------------------------
+def test_rate_meter() -> None:
+    m = RateMeter(window_us=1 * US)
+    m.reset(0)
+    for i in range(1, 31):
+        m.add(i * US // 30, 1000)
+    assert m.rate(US) == pytest.approx(30, rel=0.05)
+    assert m.bytes_per_s(US) == pytest.approx(30_000, rel=0.05)
+    assert m.rate(3 * US) == 0
+
+
+# --- fps cap -----------------------------------------------------------------
+def test_fps_cap_limits_rate_without_building_credit() -> None:
+    cap = FpsCap(10)
+    sent = 0
+    t = 0
+    while t < 2 * US:  # frames offered at 100 fps
+        if cap.wait_us(t) == 0:
+            cap.on_send(t)
+            sent += 1
+        t += 10 * MS
+    assert 19 <= sent <= 22
+    # after a long pause, no burst
+    t += 5 * US
+    burst = 0
+    for _ in range(10):
+        if cap.wait_us(t) == 0:
+            cap.on_send(t)
+            burst += 1
+        t += 1 * MS
+    assert burst == 1
+    cap.set(0)
+    assert cap.wait_us(t) == 0
+
+
+# --- tier policy ---------------------------------------------------------------
+SIZES: list[float | None] = [64_000.0, 20_000.0, 5_000.0]
+CFG = TierConfig(down_hold_us=1 * US, up_hold_us=2 * US, probe_interval_us=3 * US, probe_duration_us=2 * US,
+                 probe_interval_max_us=20 * US)
+
+
+def drive(p: TierPolicy, start: int, seconds: float, fps_at: dict[int, float], rate: float,
+          span_us: int = 5 * US) -> list[tuple[int, int, str]]:
+    """Feed the policy every 100 ms; delivered fps depends on the tier (a link of `rate` bytes/s)."""
+    out = []
+    t = start
+    since = start
+    while t < start + int(seconds * US):
+        fps = fps_at.get(p.tier, min(30.0, rate / SIZES[p.tier]))  # type: ignore[operator]
+        d = p.update(t, delivered_fps=fps, target_fps=30.0, acked_bytes_per_s=fps * SIZES[p.tier],  # type: ignore[operator]
+                     need_bytes_per_frame=SIZES, measure_span_us=min(span_us, t - since))
+        if d is not None:
+            out.append((t, d.tier, d.reason))
+            since = t
+        t += 100 * MS
+    return out
+
+
+def test_stays_on_best_tier_when_link_is_fast() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    assert drive(p, 0, 20, {}, rate=10e6) == []
+
+
+def test_moves_down_to_the_tier_that_fits() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    events = drive(p, 0, 3, {}, rate=450_000)  # high gets 7 fps, medium 22, low 30
+    assert events and events[0][1] == 2 and events[0][2] == "link too slow"
+    assert 1 * US <= events[0][0] <= 2 * US  # after the hold time, not at the first bad sample
+
+
+def test_hysteresis_brief_dip_does_not_switch() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    t = 0
+    for i in range(50):
+        fps = 10.0 if i % 8 == 0 else 30.0  # one bad sample in eight
+        assert p.update(t, delivered_fps=fps, target_fps=30, acked_bytes_per_s=fps * 64000,
+                        need_bytes_per_frame=SIZES, measure_span_us=5 * US) is None
+        t += 100 * MS
+
+
+def test_probe_up_fails_back_and_backs_off() -> None:
+    p = TierPolicy(3, 2, 0, CFG)
+    events = drive(p, 0, 40, {}, rate=450_000)  # medium (22 fps) is never good enough
+    ups = [e for e in events if e[2] == "probing up"]
+    fails = [e for e in events if e[2] == "probe failed"]
+    assert ups and len(fails) in (len(ups), len(ups) - 1)
+    assert all(e[1] == 2 for e in fails)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(ups)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # probes get rarer
+    assert p.failed_probes >= 2
+
+
+def test_probe_up_succeeds_and_climbs_when_link_recovers() -> None:
+    p = TierPolicy(3, 2, 0, CFG)
+    events = drive(p, 0, 20, {}, rate=10e6)
+    assert [e[1] for e in events] == [1, 0]
+    assert p.tier == 0 and p.probe_interval_us == CFG.probe_interval_us
+
+
+def test_pin_and_unpin() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    d = p.pin(2, 0)
+    assert d is not None and d.tier == 2 and d.reason == "pinned"
+    assert drive(p, 0, 10, {}, rate=10e6) == []  # pinned: no probing
+    assert p.pin(None, 10 * US) is None
+    assert drive(p, 10 * US, 10, {}, rate=10e6)  # automatic again: climbs
+
+
+def test_no_decisions_while_source_is_stalled() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    for t in range(0, 10 * US, 100 * MS):
+        assert p.update(t, delivered_fps=0, target_fps=0, acked_bytes_per_s=0, need_bytes_per_frame=SIZES,
+                        measure_span_us=5 * US) is None
+
+
+def test_unknown_sizes_step_down_one_tier() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    t = 0
+    d = None
+    while d is None:
+        d = p.update(t, delivered_fps=5, target_fps=30, acked_bytes_per_s=300_000,
+                     need_bytes_per_frame=[60_000, None, None], measure_span_us=5 * US)
+        t += 100 * MS
+    assert d.tier == 1
+
+
+def test_token_bucket() -> None:
+    b = TokenBucket(rate=10, burst=5, now=0)
+    assert sum(b.take(0) for _ in range(20)) == 5
+    assert b.take(100 * MS) and not b.take(100 * MS)
+
+
+def test_window_rejects_bad_config() -> None:
+    with pytest.raises(ValueError):
+        InflightWindow(0)
+    with pytest.raises(ValueError):
+        TierPolicy(0, 0, 0)

@@ -26,7 +26,7 @@
   const canvas = $("view");
   const ctx = canvas.getContext("2d", { alpha: false });
   const ui = {
-    stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), state: $("state"), stage: $("stage"),
+    stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), statsToggle: $("stats"), state: $("state"), stage: $("stage"),
     overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
     tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
   };
@@ -433,6 +433,13 @@
   }
   ui.fullscreen.addEventListener("click", toggleFullscreen);
   canvas.addEventListener("dblclick", toggleFullscreen);
+  const toggleStats = () => { ui.overlay.hidden = !ui.overlay.hidden; };
+  ui.statsToggle.addEventListener("click", toggleStats);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target instanceof HTMLSelectElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "f") toggleFullscreen();
+    else if (ev.key === "s") toggleStats();
+  });
 
   function streamNames(body) {
     // GET /streams answers {"streams": [{"stream": name, ...}]}; accept plain lists of names too

@@ -305,9 +305,12 @@ class TierPolicy:
             self.good_since_us = None
         # --- a probe that held long enough succeeded
         if self.probe_from is not None and now - self.probe_started_us >= cfg.probe_duration_us:
+            # the probe held for probe_duration: that is proof enough to try the next tier up at once
             self.probe_from = None
             self.probe_interval_us = cfg.probe_interval_us
-            self.next_probe_us = now + cfg.up_hold_us
+            self.next_probe_us = now
+            if self.good_since_us is not None:  # the probe's healthy time counts toward the up hold
+                self.good_since_us = min(self.good_since_us, now - cfg.up_hold_us)
         # --- healthy for long enough: probe one tier up
         if (self.probe_from is None and self.tier > 0 and self.good_since_us is not None
                 and now - self.good_since_us >= cfg.up_hold_us and now >= self.next_probe_us):

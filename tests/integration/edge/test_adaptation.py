@@ -52,7 +52,7 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
     loop = asyncio.get_running_loop()
     acks: set[asyncio.Future[None]] = set()
     t0 = time.monotonic()
-    phases = [(8e6, 2.5), (0.45e6, 7.0), (8e6, 8.0)]  # rate bytes/s, seconds
+    phases = [(8e6, 2.5), (0.45e6, 7.0), (8e6, 9.0)]  # rate bytes/s, seconds
 
     async with connect(adapt_edge.ws(), compression=None, max_size=2**25) as ws:
 
@@ -87,7 +87,7 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
 
     fast1, slow, fast2 = marks[0], marks[1], marks[2]
     slow_tail = window(slow + scaled(3.5), fast2)
-    end_tail = window(end - scaled(2.0), end)
+    end_tail = window(end - scaled(1.5), end)
     print("tier changes:", [(round(t, 1), n) for t, n in tiers_seen])
     if slow_tail:
         lat = sorted(x[2] for x in slow_tail)

@@ -35,6 +35,10 @@ from bench.constants import (
 CONNECT_TIMEOUT_S = 10.0
 RECV_POLL_S = 0.5
 NO_CAPTURE = -1.0
+US_PER_S = 1e6
+BENCH_VIEWER_ID = "bench"
+# Seed clients used library defaults: permessage-deflate offered (and accepted by uvicorn).
+SEED_CLIENT_COMPRESSION = "deflate"
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,7 @@ def parse_seed_json(message: str, recv_s: float) -> FrameRecord:
     return FrameRecord(int(obj["frame_id"]), recv_s, float(obj["timestamp"]), len(message), int(obj["quality"]))
 
 
-def parse_framecast(message: bytes, recv_s: float) -> FrameRecord:
-    """framecast: 40-byte little-endian header with capture time in µs."""
-    from framecast import protocol  # imported lazily: optional until framecast lands
-
-    header = protocol.decode_header(message)
-    return FrameRecord(header.frame_id, recv_s, header.capture_us / 1e6, len(message), header.quality)
-
-
 async def _receive_loop(ws: ClientConnection, run: ClientRun, deadline: float, system: str) -> None:
-    framecast_protocol: Any = None
-    if system == FRAMECAST:
-        from framecast import protocol as framecast_protocol
     while time.monotonic() < deadline:
         try:
             message = await asyncio.wait_for(ws.recv(), RECV_POLL_S)
@@ -104,40 +97,54 @@ async def _receive_loop(ws: ClientConnection, run: ClientRun, deadline: float, s
                 run.frames.append(parse_seed_binary(message, recv_s))
         elif system == SEED_ORIGINAL and isinstance(message, str):
             run.frames.append(parse_seed_json(message, recv_s))
-        elif system == FRAMECAST and isinstance(message, bytes):
-            record = parse_framecast(message, recv_s)
-            run.frames.append(record)
-            # Acknowledge every frame, as framecast viewers do (the edge paces on acks).
-            await ws.send(framecast_protocol.encode_control(framecast_protocol.Ack(record.frame_id)))
 
 
-async def _framecast_hello(ws: ClientConnection, client_id: str) -> None:
-    """FRAMECAST INTEGRATION: the viewer's hello (tier auto) before frames flow."""
-    from framecast import protocol
+# --- FRAMECAST INTEGRATION ------------------------------------------------------
+async def run_framecast_client(url: str, duration_s: float) -> ClientRun:
+    """Measure framecast with its own client library (framecast.client), defaults kept:
+    no permessage-deflate, tier "auto", acks as frames are consumed.  Capture time
+    comes from the 40-byte little-endian header (u64 µs)."""
+    from framecast import client as framecast_client
+    from framecast import constants as framecast_constants
 
-    await ws.send(protocol.encode_control(protocol.ClientHello(client_id=client_id)))
-
-
-def _compression_for(system: str) -> str | None:
-    # Seed clients used library defaults (permessage-deflate offered); framecast
-    # viewers do not offer it: JPEG does not compress.
-    return None if system == FRAMECAST else "deflate"
+    run = ClientRun(system=FRAMECAST, url=url, connect_s=time.time())
+    subscription = framecast_client.connect(url, reconnect=False, client_id=BENCH_VIEWER_ID)
+    try:
+        async with subscription as frames:
+            run.connected_s = time.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(duration_s):
+                    async for frame in frames:
+                        run.frames.append(
+                            FrameRecord(
+                                frame.frame_id,
+                                time.time(),
+                                frame.capture_us / US_PER_S,
+                                framecast_constants.HEADER_SIZE + len(frame.payload),
+                                frame.quality,
+                            )
+                        )
+    except framecast_client.ClientError as exc:
+        run.error = f"framecast client: {exc}"
+    finally:
+        run.end_s = time.time()
+    return run
 
 
 async def run_client(system: str, url: str, duration_s: float) -> ClientRun:
     """Connect to ``url`` and record frames for ``duration_s`` seconds."""
+    if system == FRAMECAST:
+        return await run_framecast_client(url, duration_s)
     run = ClientRun(system=system, url=url, connect_s=time.time())
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            ws = await connect(url, max_size=None, compression=_compression_for(system))
+            ws = await connect(url, max_size=None, compression=SEED_CLIENT_COMPRESSION)
     except (OSError, TimeoutError, ConnectionClosed) as exc:
         run.error = f"connect failed: {exc!r}"
         run.end_s = time.time()
         return run
     run.connected_s = time.time()
     try:
-        if system == FRAMECAST:
-            await _framecast_hello(ws, "bench")
         await _receive_loop(ws, run, time.monotonic() + duration_s, system)
     except ConnectionClosed as exc:
         run.error = f"connection closed: {exc!r}"

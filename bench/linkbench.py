@@ -82,6 +82,7 @@ class LinkResult:
     wire_mbit: float | None = None
     drops: int | None = None
     frames_produced: int | None = None
+    source_fps: float | None = None
     server_counters: dict[str, Any] = field(default_factory=dict)
     time_to_first_frame_ms: float | None = None
     link_capacity_fps: float | None = None
@@ -255,6 +256,9 @@ def _fill(
     row.producer_cpu_s = cpu1.producer_cpu_s - cpu0.producer_cpu_s
     row.serving_cpu_s = cpu1.serving_cpu_s - cpu0.serving_cpu_s
     row.rss_mb = cpu1.rss_bytes / MB
+    if cpu0.frames_produced is not None and cpu1.frames_produced is not None:
+        # Below 30 the source itself fell behind (CPU contention), not the link.
+        row.source_fps = (cpu1.frames_produced - cpu0.frames_produced) / stats.window_s
     row.host_loadavg_1m = os.getloadavg()[0]
     row.latency_series = latency_series(frames, t0)
 

@@ -55,6 +55,7 @@ class CpuReading:
     process_cpu_s: float
     producer_cpu_s: float
     rss_bytes: int
+    frames_produced: int | None = None
 
     @property
     def serving_cpu_s(self) -> float:
@@ -83,7 +84,12 @@ class RunningSystem:
     def cpu(self) -> CpuReading:
         if self.has_bench_routes:
             stats = _get_json(self.http_url(STATS_PATH))
-            return CpuReading(float(stats["process_cpu_s"]), float(stats["producer_cpu_s"]), int(stats["rss_bytes"]))
+            return CpuReading(
+                float(stats["process_cpu_s"]),
+                float(stats["producer_cpu_s"]),
+                int(stats["rss_bytes"]),
+                int(stats["frames_produced"]),
+            )
         proc = sample(self.pid)
         return CpuReading(proc.cpu_s, 0.0, proc.rss_bytes)
 
@@ -158,6 +164,7 @@ def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem
 FRAMECAST_STREAM = "demo"
 FRAMECAST_WS_PATH = f"/ws/{FRAMECAST_STREAM}"
 FRAMECAST_READY_PATH = "/readyz"
+FRAMECAST_STREAMS_PATH = "/streams"
 FRAMECAST_REDIS_ENV = "FRAMECAST_REDIS_URL"
 FRAMECAST_SCENE_MODEL = "bench.framecast_scene_model:factory"
 
@@ -193,10 +200,33 @@ def start_framecast(host: str, log_path: Path) -> RunningSystem:
                 proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=_repo_root(), env=env)
                 system.processes.append(proc)
         _wait_ready(system.http_url(FRAMECAST_READY_PATH), system.processes[-1], log_path)
+        _wait_stream_live(system, log_path)
     except BaseException:
         system.stop()
         raise
     return system
+
+
+def _stream_live(listing: dict[str, Any]) -> bool:
+    """Whether the edge's /streams listing shows the bench stream as live."""
+    streams = listing.get("streams", [])
+    return any(s.get("stream") == FRAMECAST_STREAM and s.get("live") for s in streams)
+
+
+def _wait_stream_live(system: RunningSystem, log_path: Path) -> None:
+    """The edge closes viewers of unknown streams (4004): wait for the first publish."""
+    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        exited = [p.args for p in system.processes if p.poll() is not None]
+        if exited:
+            raise SystemUnavailable(f"framecast process exited: {exited}; see {log_path}")
+        try:
+            if _stream_live(_get_json(system.http_url(FRAMECAST_STREAMS_PATH))):
+                return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(READY_POLL_S)
+    raise SystemUnavailable(f"stream {FRAMECAST_STREAM!r} not live after {SERVER_READY_TIMEOUT_S:g}s; see {log_path}")
 
 
 def _module_exists(name: str) -> bool:

@@ -1,0 +1,142 @@
+"""Markdown tables of the results, written into docs/benchmarks.md between markers.
+
+``python -m bench.report [--results DIR] [--doc PATH]`` (bench.run calls it
+after a full run).  Only the text between ``<!-- bench:NAME:start -->`` and
+``<!-- bench:NAME:end -->`` is replaced; the rest of the document is prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.constants import SUITE_FANOUT, SUITE_LINKS
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+MISSING = "–"
+KB = 1e3
+SECTION_LINKS = "links"
+SECTION_STEP = "step"
+SECTION_FANOUT = "fanout"
+SECTION_MACHINE = "machine"
+
+
+def marker(name: str, edge: str) -> str:
+    return f"<!-- bench:{name}:{edge} -->"
+
+
+def fmt(value: Any, digits: int = 0, scale: float = 1.0) -> str:
+    if value is None:
+        return MISSING
+    return f"{value / scale:,.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def links_table(results: list[dict[str, Any]]) -> str:
+    header = [
+        "scenario", "system", "FPS", "link FPS at its size", "p50 ms", "p95 ms", "p99 ms",
+        "floor ms", "msg KB/frame", "wire KB/frame", "drops", "serving CPU s", "status",
+    ]  # fmt: skip
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r["scenario"], r["system"], fmt(r["fps"], 1), fmt(r["link_capacity_fps"], 1),
+                fmt(r["latency_p50_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
+                fmt(r["latency_floor_ms"]), fmt(r["bytes_per_frame"], 1, KB),
+                fmt(r["wire_bytes_per_frame"], 1, KB), fmt(r["drops"]), fmt(r["serving_cpu_s"], 2),
+                r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
+            ]
+        )  # fmt: skip
+    return table(header, rows)
+
+
+def step_table(results: list[dict[str, Any]]) -> str:
+    header = [
+        "system", "before: FPS", "before: p50 ms", "after: FPS", "after: p50 ms", "after: p95 ms",
+        "recovery threshold ms", "recovery s",
+    ]  # fmt: skip
+    rows = []
+    for r in results:
+        step = r.get("step")
+        if not step:
+            continue
+        before, after = step["before"], step["after"]
+        recovery = "never" if step["recovery_s"] is None else fmt(step["recovery_s"], 1)
+        rows.append(
+            [
+                r["system"], fmt(before["fps"], 1), fmt(before["latency_p50_ms"]), fmt(after["fps"], 1),
+                fmt(after["latency_p50_ms"]), fmt(after["latency_p95_ms"]),
+                fmt(step["recovery_threshold_ms"]), recovery,
+            ]
+        )  # fmt: skip
+    return table(header, rows)
+
+
+def fanout_table(results: list[dict[str, Any]]) -> str:
+    header = ["target", "readers", "deliveries/s", "server CPU s", "deliveries per CPU-s", "status"]
+    rows = [
+        [
+            r["target"], str(r["readers"]), fmt(r["deliveries_per_s"]), fmt(r["server_cpu_s"], 2),
+            fmt(r["deliveries_per_cpu_s"]),
+            r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
+        ]
+        for r in results
+    ]  # fmt: skip
+    return table(header, rows)
+
+
+def machine_line(document: dict[str, Any]) -> str:
+    m = document["machine"]
+    return (
+        f"Measured {document['mode']} run: {m['cpus']} CPUs ({m['cpu_model']}), GPU: {m['gpu']}, "
+        f"{m['platform']}, Python {m['python']}."
+    )
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """Replace what lies between the start and end markers of ``name``."""
+    start, end = marker(name, "start"), marker(name, "end")
+    if start not in text or end not in text:
+        raise ValueError(f"markers for section {name!r} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def update_doc(results_dir: Path, doc: Path) -> None:
+    text = doc.read_text()
+    sections: list[tuple[str, str, Callable[[list[dict[str, Any]]], str]]] = [
+        (SUITE_LINKS, SECTION_LINKS, links_table),
+        (SUITE_LINKS, SECTION_STEP, step_table),
+        (SUITE_FANOUT, SECTION_FANOUT, fanout_table),
+    ]
+    for suite, section, render in sections:
+        path = results_dir / f"{suite}.json"
+        if path.exists():
+            document = json.loads(path.read_text())
+            text = replace_section(text, section, render(document["results"]))
+            if suite == SUITE_LINKS:
+                text = replace_section(text, SECTION_MACHINE, machine_line(document))
+    doc.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC)
+    args = parser.parse_args(argv)
+    update_doc(args.results, args.doc)
+
+
+if __name__ == "__main__":
+    main()

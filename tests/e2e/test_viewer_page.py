@@ -118,3 +118,19 @@ def test_unknown_stream_says_so(stack: Stack, page: Any) -> None:
     page.wait_for_selector("#banner:not([hidden])", timeout=scaled(20) * 1000)
     assert "unknown stream 'nope'" in page.inner_text("#banner")
     assert stats(page)["closeCode"] == 4004
+
+
+def test_page_shows_stalled_when_the_source_stops(stack: Stack, page: Any) -> None:
+    source = stack.start_small_source("stall-page")
+    try:
+        page.goto(stack.url + "/?stream=stall-page")
+        wait_stats(page, "s.framesDrawn >= 3", 30)
+        source.stop()
+        wait_stats(page, "s.stalled", 30)
+        assert page.inner_text("#state") == "stalled"
+        source = stack.start_small_source("stall-page")
+        drawn = stats(page)["framesDrawn"]
+        s = wait_stats(page, f"!s.stalled && s.framesDrawn > {drawn}", 60)
+        assert s["state"] == "live" and page.inner_text("#state") == "live"
+    finally:
+        source.stop()

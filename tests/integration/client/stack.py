@@ -54,6 +54,13 @@ class Stack:
         wait_ready(f"http://127.0.0.1:{service_port(edge)}", edge, self.inference)
         return edge
 
+    def start_small_source(self, stream: str) -> Service:
+        """A cheap second inference service on its own stream (for stall tests)."""
+        svc = inference_service(self.redis.url, "--width", "320", "--height", "180", "--fps", "15",
+                                "--tiers", "small=320x180@60", stream=stream).start(self.log_dir)
+        wait_ready(self.url, self.edge, svc, stream=stream)
+        return svc
+
     def logs(self) -> str:
         return "\n".join(f"--- {s.name}\n{s.log()[-2000:]}" for s in (self.inference, self.edge))
 

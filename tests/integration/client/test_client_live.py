@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import subprocess
@@ -95,6 +96,28 @@ async def test_reconnects_after_the_edge_restarts(stack: Stack) -> None:
     finally:
         await sub.close()
         await asyncio.to_thread(edge.stop)
+
+
+async def test_stalled_status_when_the_source_stops(stack: Stack) -> None:
+    source = await asyncio.to_thread(stack.start_small_source, "stall-py")
+    try:
+        async with connect(stack.url, stream="stall-py", client_id="it-stall") as sub:
+            async with asyncio.timeout(scaled(20)):
+                for _ in range(3):
+                    assert await sub.next() is not None
+            await asyncio.to_thread(source.stop)
+            deadline = time.monotonic() + scaled(30)
+            while sub.state != "stalled":
+                assert time.monotonic() < deadline, f"never stalled (state {sub.state})"
+                with contextlib.suppress(TimeoutError):
+                    await sub.next(timeout=0.5)
+            assert sub.status is not None and sub.status.state == "stalled"
+            source = await asyncio.to_thread(stack.start_small_source, "stall-py")
+            async with asyncio.timeout(scaled(60)):
+                frame = await sub.next()
+            assert frame is not None and sub.state == "live" and sub.reconnects == 0
+    finally:
+        await asyncio.to_thread(source.stop)
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -51,6 +51,8 @@ class GopConfig:
     def __post_init__(self) -> None:
         if self.max_queue_frames < 1 or self.catch_up_frames < 1 or self.max_replay_frames < 1:
             raise ValueError("max_queue_frames, catch_up_frames and max_replay_frames must be >= 1")
+        if self.max_replay_frames >= self.max_queue_frames:
+            raise ValueError("max_queue_frames must exceed max_replay_frames, or a join replay counts as behind")
         if self.max_queue_delay_us <= 0 or self.keyframe_request_interval_us < 0 or self.max_replay_bytes < 0:
             raise ValueError("max_queue_delay_us must be > 0, the request interval and replay bytes >= 0")
 

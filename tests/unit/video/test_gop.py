@@ -140,7 +140,8 @@ def test_join_from_truncated_cache_is_keyframe_only() -> None:
 
 
 def test_viewer_that_falls_behind_flushes_waits_for_keyframe_and_asks_once_per_interval() -> None:
-    cfg = GopConfig(max_queue_frames=8, max_queue_delay_us=10_000 * MS, keyframe_request_interval_us=500 * MS)
+    cfg = GopConfig(max_queue_frames=8, max_queue_delay_us=10_000 * MS, keyframe_request_interval_us=500 * MS,
+                    max_replay_frames=4)
     tier, q = Tier(gop=1000), GopViewerQueue[F](cfg)
     q.join(GopSnapshot(), 0)  # asks for a keyframe at t=0
     now = 1000 * MS
@@ -247,6 +248,8 @@ def test_config_is_validated() -> None:
         GopConfig(max_queue_frames=0)
     with pytest.raises(ValueError):
         GopConfig(max_queue_delay_us=0)
+    with pytest.raises(ValueError, match="must exceed max_replay_frames"):
+        GopConfig(max_queue_frames=10, max_replay_frames=10)
 
 
 _EVENTS = ["frame"] * 6 + ["idle", "join", "force_key", "break"]

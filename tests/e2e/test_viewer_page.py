@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from framecast.protocol import decode_frame
 from tests.conftest import scaled
 from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack, metric_value
 from tests.procs import REPO
@@ -83,6 +84,27 @@ def test_page_shows_live_frames_with_stats(stack: Stack, page: Any) -> None:
           f"{ARTIFACTS / 'viewer.png'}")
     assert Path(ARTIFACTS / "viewer.png").stat().st_size > 10_000
     assert page.page_errors == []
+
+
+def test_page_parses_the_golden_vector(stack: Stack, page: Any) -> None:
+    """The page's header parser agrees with framecast.protocol byte for byte (tests/data/frame_v1.bin)."""
+    golden = (REPO / "tests" / "data" / "frame_v1.bin").read_bytes()
+    expected = decode_frame(golden).header
+    page.goto(stack.url + "/")
+    page.wait_for_function("() => window.framecastViewer !== undefined")
+    parse = """bytes => {
+      const buf = new Uint8Array(bytes).buffer;
+      try { return window.framecastViewer.parseHeader(buf); } catch (e) { return { error: e.message }; }
+    }"""
+    got = page.evaluate(parse, list(golden))
+    assert got == {"codec": expected.codec, "tier": expected.tier, "flags": expected.flags,
+                   "quality": expected.quality, "width": expected.width, "height": expected.height,
+                   "headerLen": 40, "payloadLen": expected.payload_len, "id": expected.frame_id,
+                   "captureUs": expected.capture_us, "publishUs": expected.publish_us}
+    for bad, message in [(golden[:39], "too short"), (b"XX" + golden[2:], "bad magic"),
+                         (golden[:2] + b"\x09" + golden[3:], "unsupported protocol version"),
+                         (golden + b"\x00", "length mismatch")]:
+        assert message in page.evaluate(parse, list(bad))["error"]
 
 
 def test_tier_selector_and_stream_picker(stack: Stack, page: Any) -> None:

@@ -468,7 +468,7 @@
     ui.stream.value = session.stream;
   }
 
-  window.framecastViewer = { session, switchStream, computeStats }; // for tests and debugging
+  window.framecastViewer = { session, switchStream, computeStats, parseHeader }; // for tests and debugging
   fillTierSelect();
   refreshStreams();
   setInterval(refreshStreams, 10000);

@@ -1,0 +1,119 @@
+"""Fixtures of the reliability tests: a real stack (Valkey, inference, edge) started per test or per module."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from framecast import constants as C
+from framecast.embedded import EmbeddedRedis
+from tests.procs import Service, edge_service, inference_service, service_port, wait_http
+from tests.reliability.support import STREAM_ARGS, http_text, proc_stats
+
+
+@dataclass
+class Stack:
+    """Valkey + `python -m framecast.inference` + `python -m framecast.edge`, all real processes."""
+
+    redis: EmbeddedRedis
+    log_dir: Path
+    edge_args: list[str] = field(default_factory=list)
+    inference_args: list[str] = field(default_factory=list)
+    inference: Service | None = None
+    edge: Service | None = None
+    redis_url: str = ""
+
+    def start(self) -> Stack:
+        url = self.redis_url or self.redis.url
+        self.inference = inference_service(url, *STREAM_ARGS, *self.inference_args).start(self.log_dir)
+        self.edge = edge_service(url, "--log-level", "warning", *self.edge_args).start(self.log_dir)
+        wait_http(self.base + "/healthz", 60, self.edge)
+        return self
+
+    def restart_inference(self) -> Service:
+        assert self.inference is not None
+        self.inference.stop()
+        self.inference = inference_service(self.redis_url or self.redis.url, *STREAM_ARGS,
+                                           *self.inference_args).start(self.log_dir)
+        return self.inference
+
+    @property
+    def port(self) -> int:
+        assert self.edge is not None
+        return service_port(self.edge)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, stream: str = C.DEFAULT_STREAM) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/{stream}"
+
+    @property
+    def edge_pid(self) -> int:
+        assert self.edge is not None and self.edge.proc is not None
+        return self.edge.proc.pid
+
+    def edge_stats(self):  # type: ignore[no-untyped-def]
+        return proc_stats(self.edge_pid)
+
+    def metrics(self) -> str:
+        return http_text(self.base + "/metrics")
+
+    def logs(self) -> str:
+        out = []
+        for s in (self.inference, self.edge):
+            if s is not None:
+                out.append(f"--- {s.name}\n{s.log()[-3000:]}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for s in (self.edge, self.inference):
+            if s is not None:
+                if s.alive():
+                    s.signal(signal.SIGCONT)  # a test may have SIGSTOPped it
+                s.stop()
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StackFactory]:
+    """Start stacks inside a test: `make_stack(edge_args=[...], inference_args=[...], maxmemory=...)`."""
+    started: list[Stack] = []
+    servers: list[EmbeddedRedis] = []
+
+    def make(*, edge_args: list[str] | None = None, inference_args: list[str] | None = None,
+             maxmemory: str = "64mb", redis: EmbeddedRedis | None = None) -> Stack:
+        if redis is None:
+            redis = EmbeddedRedis(maxmemory=maxmemory).start()
+            servers.append(redis)
+        stack = Stack(redis, tmp_path, list(edge_args or []), list(inference_args or []))
+        started.append(stack)
+        return stack.start()
+
+    try:
+        yield make
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            for s in started:
+                print(s.logs())
+        for s in reversed(started):
+            with contextlib.suppress(Exception):
+                s.stop()
+        for r in servers:
+            r.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

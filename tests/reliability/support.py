@@ -51,13 +51,13 @@ def record(test: str, **figures: Any) -> None:
 # --- waiting ---------------------------------------------------------------------------------------
 
 
-async def eventually(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
+async def eventually(check: Callable[[], bool], within: float, what: str, interval: float = 0.05) -> float:
     """Poll `check` until true; returns the seconds it took. Fails naming `what` after the (scaled) timeout."""
     start = time.monotonic()
-    deadline = start + scaled(timeout)
+    deadline = start + scaled(within)
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout):.1f}s waiting for {what}")
+            raise AssertionError(f"timed out after {scaled(within):.1f}s waiting for {what}")
         await asyncio.sleep(interval)
     return time.monotonic() - start
 
@@ -246,15 +246,15 @@ async def stop_viewers(viewers: list[Viewer]) -> None:
     await asyncio.gather(*(v.stop() for v in viewers))
 
 
-async def wait_stream(url: str, timeout: float = 60.0) -> None:
+async def wait_stream(url: str, within: float = 60.0) -> None:
     """Poll until the edge admits a viewer of the stream and it gets a frame (inference announced it)."""
-    deadline = time.monotonic() + scaled(timeout)
+    deadline = time.monotonic() + scaled(within)
     last = ""
     while time.monotonic() < deadline:
         v = Viewer(url)
         v.start()
         try:
-            await eventually(lambda v=v: bool(v.frames) or v.closed, 15, "first frame or close")
+            await eventually(lambda: bool(v.frames) or v.closed, 15, "first frame or close")  # noqa: B023
         except AssertionError:
             last = "no frame within 15 s"
         await v.stop()

@@ -16,8 +16,16 @@ import redis
 from framecast.bus import Keys
 from tests.conftest import scaled
 from tests.reliability.conftest import StackFactory
-from tests.reliability.support import STREAM_FPS, Viewer, eventually, http_status, record, run_viewers, \
-    stop_viewers, wait_stream
+from tests.reliability.support import (
+    STREAM_FPS,
+    Viewer,
+    eventually,
+    http_status,
+    record,
+    run_viewers,
+    stop_viewers,
+    wait_stream,
+)
 
 KEYS = Keys()
 TIERS = ("high", "low")
@@ -140,7 +148,7 @@ async def test_redis_memory_bounded_whatever_viewers_do(make_stack: StackFactory
     r = redis.Redis.from_url(stack.redis.url)
     try:
         assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
-        assert int(r.config_get("maxmemory")["maxmemory"]) == 64 * 2**20
+        assert int(str(r.config_get("maxmemory")["maxmemory"])) == 64 * 2**20
         frames = [KEYS.frames("demo", t) for t in TIERS]
 
         def published() -> int:

@@ -201,9 +201,11 @@ async def _watch(args: argparse.Namespace) -> int:
             if task is not None and not task.done():
                 task.cancel()
         await asyncio.gather(*(t for t in (stopper, shower) if t is not None), return_exceptions=True)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(consumer, return_exceptions=False)
-        await sub.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer  # re-raises what ended it (connection lost, protocol error)
+        finally:
+            await sub.close()
     summary = _summary(sub, saved, last)
     if args.json:
         print(json.dumps(summary), flush=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,11 +16,10 @@ async def fake_edge() -> AsyncIterator[FakeEdge]:
         yield edge
 
 
-@pytest.fixture
-def threaded_fake_edge() -> Iterator[FakeEdge]:
-    """A fake edge on its own event loop thread, for code that runs `asyncio.run` itself (the CLI)."""
+@contextlib.contextmanager
+def edge_in_thread(edge: FakeEdge) -> Iterator[FakeEdge]:
+    """Run a fake edge on its own event loop thread, for code that calls `asyncio.run` itself (the CLI)."""
     loop = asyncio.new_event_loop()
-    edge = FakeEdge()
     loop.run_until_complete(edge.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -30,3 +30,9 @@ def threaded_fake_edge() -> Iterator[FakeEdge]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+def threaded_fake_edge() -> Iterator[FakeEdge]:
+    with edge_in_thread(FakeEdge()) as edge:
+        yield edge

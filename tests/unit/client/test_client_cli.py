@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from framecast import constants as C
 from framecast.cli import main
-from tests.unit.client.framecast_fake_edge import FakeEdge
+from tests.unit.client.conftest import edge_in_thread
+from tests.unit.client.framecast_fake_edge import FakeEdge, Plan
 
 
 def test_watch_json_summary(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,3 +76,21 @@ def test_unknown_stream(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixt
     assert main(["watch", threaded_fake_edge.url, "--stream", "nope", "--duration", "1"]) == 1
     err = capsys.readouterr().err
     assert "unknown stream 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_watch_without_reconnect_reports_the_close(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = Plan(close_after=3, close_code=C.CLOSE_SERVICE_RESTART, close_reason="restarting")
+    with edge_in_thread(FakeEdge(plans=[plan])) as edge:
+        rc = main(["watch", edge.url, "--no-reconnect", "--duration", "5", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert "close code 1012: restarting" in err and len(err.strip().splitlines()) == 1
+
+
+def test_watch_reconnects_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = Plan(close_after=3, close_code=C.CLOSE_SERVICE_RESTART)
+    with edge_in_thread(FakeEdge(plans=[plan])) as edge:
+        rc = main(["watch", edge.url, "--frames", "10", "--json"])
+    out, _ = capsys.readouterr()
+    summary = json.loads(out)
+    assert rc == 0 and summary["reconnects"] == 1 and summary["frames"] == 10

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from framecast.inference import metrics as M
     from framecast.inference.encode import TierEncoder, make_encoder
+    from framecast.inference.modelspec import preflight
     from framecast.inference.pipeline import Pipeline
     from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
     from framecast.inference.sources import SourceError, open_source
@@ -44,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as exc:
         return fail(str(exc))
 
-    from framecast.inference.model import ModelError, load_engine  # imports torch (~1 s)
+    problem = preflight(settings.model)
+    if problem is not None:
+        source.close()
+        return fail(problem)
+
+    from framecast.inference.model import ModelError, load_engine  # imports torch (1-5 s)
 
     try:
         engine = load_engine(settings.model, settings.device, settings.width, settings.height, fp16=settings.fp16,

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framecast.inference.modelspec import model_kind
+
 log = logging.getLogger("framecast.inference.model")
 
-TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
-EXPORT_SUFFIXES = (".pt2",)
 
 
 class ModelError(Exception):
@@ -105,7 +105,8 @@ def load_module(spec: str) -> tuple[nn.Module, str]:
     if spec == "builtin":
         return builtin_model(), "builtin"
     path = Path(spec)
-    if spec.endswith(EXPORT_SUFFIXES):
+    kind = model_kind(spec)
+    if kind == "export":
         if not path.is_file():
             raise ModelError(f"model {spec}: torch.export file not found")
         try:
@@ -113,7 +114,7 @@ def load_module(spec: str) -> tuple[nn.Module, str]:
         except Exception as exc:
             raise ModelError(f"model {spec}: not a torch.export program ({_first_line(exc)})") from None
         return module, path.name
-    if spec.endswith(TORCHSCRIPT_SUFFIXES) or "/" in spec:
+    if kind == "torchscript":
         if not path.is_file():
             raise ModelError(f"model {spec}: TorchScript file not found")
         try:
@@ -123,7 +124,7 @@ def load_module(spec: str) -> tuple[nn.Module, str]:
         except Exception as exc:
             raise ModelError(f"model {spec}: not a TorchScript file ({_first_line(exc)})") from None
         return module, path.name
-    if ":" not in spec:
+    if kind != "factory":
         raise ModelError(f"model {spec!r}: expected builtin, package.module:factory or a TorchScript .pt file")
     module_name, _, attr = spec.partition(":")
     try:

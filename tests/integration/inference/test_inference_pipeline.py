@@ -1,0 +1,94 @@
+"""The pipeline in-process against a real Valkey: a live source that fails and comes back, a failing model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from framecast.bus import Keys, StreamInfo, now_us, sync_client
+from framecast.embedded import EmbeddedRedis
+from framecast.inference import metrics as M
+from framecast.inference.encode import TierEncoder, make_encoder
+from framecast.inference.pipeline import Pipeline
+from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
+from framecast.inference.sources import Captured, SourceLost
+from framecast.inference.tiers import parse_ladder
+from tests.integration.inference.conftest import frames
+from tests.procs import wait_for
+
+LADDER = parse_ladder("a=64x48@80,b=32x24@50")
+
+
+class FlakyCamera:
+    """A live source that fails after 5 frames and refuses to reopen twice before it works again."""
+
+    description = "flaky test camera"
+    fps = 100.0
+    paced = False
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.reopen_failures = 2
+        self.broken = False
+
+    def read(self, frame_id: int) -> Captured:
+        self.reads += 1
+        if self.reads == 6:
+            self.broken = True
+        if self.broken:
+            raise SourceLost("flaky test camera: read failed")
+        threading.Event().wait(0.01)  # a live source blocks until its next frame
+        return Captured(np.full((48, 64, 3), frame_id % 256, np.uint8), now_us())
+
+    def reopen(self) -> None:
+        if self.reopen_failures > 0:
+            self.reopen_failures -= 1
+            raise SourceLost("flaky test camera: still unplugged")
+        self.broken = False
+
+    def close(self) -> None:
+        pass
+
+
+def counter(metric: str, label: str) -> float:
+    return float({"source": M.SOURCE_ERRORS, "dropped": M.DROPPED}[metric].labels(label)._value.get())
+
+
+def test_lost_source_reconnects_and_failing_frames_do_not_stop_the_stream(redis_server: EmbeddedRedis) -> None:
+    client = sync_client(redis_server.url)
+    keys = Keys()
+    M.init_series([t.name for t in LADDER])
+    calls = {"n": 0}
+
+    def model(image: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("model hiccup")
+        return 255 - image
+
+    policy = DemandPolicy(len(LADDER), publish_all=True)
+    info = StreamInfo(stream="cam", tiers=[t.describe(64, 48) for t in LADDER], fps=100.0)
+    encoder = TierEncoder(make_encoder("simplejpeg"), LADDER, 64, 48)
+    source = FlakyCamera()
+    errors_before = (counter("source", "read"), counter("source", "reopen"), counter("dropped", "inference_error"))
+    pipeline = Pipeline(source, model, encoder, policy,
+                        FramePublisher(client, "cam", keys, LADDER, maxlen=500, ids_synced=True),
+                        DemandWatcher(client, "cam", keys, LADDER, policy, info, poll_s=0.05),
+                        first_frame_id=1)
+    pipeline.start()
+    try:
+        wait_for(lambda: source.reads > 10 and len(frames(client, "a", "cam")) > 8, 20.0,
+                 "frames after the source came back")
+    finally:
+        pipeline.stop.set()
+        assert pipeline.join(3.0)
+        encoder.close()
+    got = frames(client, "a", "cam")
+    ids = [f.header.frame_id for f in got]
+    assert ids == sorted(set(ids)) and ids[-1] > 6  # frames from after the reconnect
+    assert (got[0].header.width, got[0].header.height) == (64, 48)
+    assert len(frames(client, "b", "cam")) == len(got)
+    assert counter("source", "read") - errors_before[0] == 1
+    assert counter("source", "reopen") - errors_before[1] == 2
+    assert counter("dropped", "inference_error") - errors_before[2] == 1

@@ -1,0 +1,147 @@
+"""The inference service as a real process against a real Valkey: demand, Redis loss, restarts, bad starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from framecast.bus import now_us, sync_client
+from framecast.embedded import EmbeddedRedis
+from tests.conftest import scaled
+from tests.integration.inference.conftest import KEYS, frames, newest, scrape, start
+from tests.procs import REPO, wait_for
+
+STARTUP = 30.0  # torch import + model check on a busy 2-core machine
+
+
+def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: EmbeddedRedis,
+                                                                   tmp_path: Path) -> None:
+    client = sync_client(redis_server.url)
+    (tmp_path / "first").mkdir()
+    svc = start(redis_server.url, tmp_path / "first", "--idle-fps", "4")
+    try:
+        # idle: only the lowest tier, at the idle rate, so a joining viewer has a fresh first frame
+        wait_for(lambda: len(frames(client, "low")) >= 2, STARTUP, "idle frames of the lowest tier")
+        meta = json.loads(client.get(KEYS.meta("demo")) or b"{}")
+        assert [t["name"] for t in meta["tiers"]] == ["high", "mid", "low"]
+        assert meta["tiers"][2] == {"name": "low", "width": 160, "height": 90, "quality": 50, "codec": "jpeg"}
+        assert (meta["fps"], meta["model"], meta["device"], meta["source"]) == (30.0, "builtin", "cpu", "synthetic")
+        assert now_us() - int(client.get(KEYS.heartbeat("demo")) or 0) < scaled(3e6)
+        assert client.zscore(KEYS.streams_index(), "demo") is not None
+        samples = scrape(svc)
+        assert samples['framecast_inference_published_frames_total{tier="mid"}'] == 0.0  # exists at zero
+        assert samples['framecast_inference_dropped_frames_total{reason="redis_error"}'] == 0.0
+        assert samples['framecast_inference_info{device="cpu",dtype="float32",encoder="simplejpeg",model="builtin",'
+                       'source="synthetic",stream="demo"}'] == 1.0
+        assert frames(client, "high") == [] and frames(client, "mid") == []
+
+        # an edge asks for `high`: every frame of it is published, only that tier on top of idle `low`
+        client.set(KEYS.demand("demo", "high"), "edge-1", px=int(scaled(2000)))
+        wait_for(lambda: len(frames(client, "high")) >= 15, scaled(15), "frames of the demanded tier")
+        got = frames(client, "high")
+        ids = [f.header.frame_id for f in got]
+        assert ids == sorted(set(ids))
+        for f in got:
+            h = f.header
+            assert (h.tier, h.width, h.height, h.quality, h.keyframe) == (0, 320, 180, 80, True)
+            assert h.capture_us <= h.publish_us <= now_us()
+            image = cv2.imdecode(np.frombuffer(f.payload, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None and image.shape == (180, 320, 3)
+        assert frames(client, "mid") == []
+
+        # the key expires (no edge renews it): publishing of `high` stops
+        wait_for(lambda: not client.exists(KEYS.demand("demo", "high")), scaled(5), "demand key expiry")
+        time.sleep(0.5)  # frames already in the pipeline when the demand ended may still land
+        last = newest(client, "high")
+        time.sleep(1.0)  # observe: nothing new may appear
+        assert newest(client, "high") == last
+        samples = scrape(svc)
+        assert samples['framecast_inference_published_frames_total{tier="high"}'] >= 15
+        assert samples['framecast_inference_dropped_frames_total{reason="no_demand"}'] > 0
+    finally:
+        started = time.monotonic()
+        rc = svc.stop()
+        assert rc == 0, svc.log()[-2000:]
+        assert time.monotonic() - started < scaled(3.0)  # clean shutdown within ~2 s
+
+    # a restarted service continues the frame ids above the newest one stored
+    last_id = max(f.header.frame_id for f in frames(client, "high") + frames(client, "low"))
+    (tmp_path / "second").mkdir()
+    again = start(redis_server.url, tmp_path / "second", "--demand", "all")
+    try:
+        wait_for(lambda: len(frames(client, "mid")) >= 3, STARTUP, "frames of the second run")
+    finally:
+        assert again.stop() == 0, again.log()[-2000:]
+    ids = [f.header.frame_id for f in frames(client, "mid")]
+    assert ids == sorted(set(ids)) and ids[0] > last_id
+    assert f"first frame id {last_id + 1}," in again.log()
+
+
+def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
+    server = EmbeddedRedis(maxmemory="64mb").start()
+    svc = start(server.url, tmp_path, "--demand", "all")
+    try:
+        client = sync_client(server.url)
+        wait_for(lambda: len(frames(client, "high")) >= 5, STARTUP, "frames before the crash")
+        before = newest(client, "high")
+        assert before is not None
+        server.kill()
+        deadline = time.monotonic() + 1.5  # Redis away: the service must keep running
+        while time.monotonic() < deadline:
+            assert svc.alive(), svc.log()[-2000:]
+            time.sleep(0.1)
+        server.start()  # same port, empty
+        client = sync_client(server.url)
+        wait_for(lambda: len(frames(client, "high")) >= 3, scaled(15), "frames after Redis came back")
+        after = frames(client, "high")
+        assert after[0].header.frame_id > before.header.frame_id
+        assert client.get(KEYS.meta("demo")) is not None  # meta announced again
+        samples = scrape(svc)
+        assert samples['framecast_inference_redis_errors_total{op="publish"}'] > 0
+        assert samples['framecast_inference_dropped_frames_total{reason="redis_error"}'] > 0
+        assert svc.alive()
+    finally:
+        rc = svc.stop()
+        server.stop()
+    assert rc == 0, svc.log()[-2000:]
+
+
+def test_file_source_without_loop_ends_the_service(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 90))  # type: ignore[attr-defined]
+    for i in range(8):
+        writer.write(np.full((90, 160, 3), 30 * i, np.uint8))
+    writer.release()
+    svc = start(redis_server.url, tmp_path, "--source", f"file:{path}", "--demand", "all", "--width", "160",
+                "--height", "90", "--tiers", "only=160x90@80")
+    assert svc.proc is not None
+    assert svc.proc.wait(scaled(STARTUP)) == 0, svc.log()[-2000:]
+    got = frames(sync_client(redis_server.url), "only")
+    assert 1 <= len(got) <= 8  # at 10 fps nothing should drop, but a busy machine may
+    assert all((f.header.width, f.header.height) == (160, 90) for f in got)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fps", "-1"], "FRAMECAST_FPS"),
+    (["--tiers", "high=1280x720@85,high=640x360@60"], "FRAMECAST_TIERS"),
+    (["--source", "file:/nonexistent/clip.mp4"], "file not found: /nonexistent/clip.mp4"),
+    (["--source", "camera:97"], "camera:97: no such camera"),
+    (["--source", "rtsp://127.0.0.1:9/live"], "rtsp://127.0.0.1:9/live: cannot open the stream"),
+    (["--model", "/nonexistent/model.pt"], "model /nonexistent/model.pt: TorchScript file not found"),
+    (["--model", "no_such_pkg.models:make"], "cannot import no_such_pkg.models"),
+])
+def test_bad_start_exits_2_with_one_clear_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "framecast.inference", "--redis-url", "redis://127.0.0.1:9/0",
+                           "--metrics-port", "0", *args], capture_output=True, text=True, timeout=scaled(STARTUP),
+                          cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert message in lines[-1], proc.stderr
+    assert lines[-1].startswith("framecast-inference: ")

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 
 from bench.constants import FANOUT_PAYLOAD_BYTES
 from bench.linkemu import stop_process
+from bench.procstat import sample
 
 HOST = "127.0.0.1"
 LENGTH_PREFIX = struct.Struct("!I")
@@ -189,17 +192,159 @@ def run_raw_fanout(readers: int, duration_s: float) -> FanoutResult:
     )  # fmt: skip
 
 
+# --- FRAMECAST INTEGRATION ------------------------------------------------------
+# The same measurement against the framecast edge: an embedded Valkey, one edge
+# (defaults, except --viewers-per-ip 0 so that N loopback viewers are allowed),
+# a publisher thread XADDing one shared 50 KB frame at EDGE_PUBLISH_FPS, and N
+# acking WebSocket viewers in another process.  Deliveries are frames the
+# viewers received; CPU is the edge process's (from /proc) over their window.
+
+EDGE_STREAM = "fanout"
+EDGE_TIER = "high"
+EDGE_PUBLISH_FPS = 30.0
+EDGE_MAXLEN = 60
+EDGE_HEARTBEAT_S = 1.0
+EDGE_READY_TIMEOUT_S = 30.0
+EDGE_WINDOW_START = "WINDOW_START"
+EDGE_FRAME_SIZE = (1280, 720)
+EDGE_QUALITY = 85
+
+
+def _edge_frame(frame_id: int) -> bytes:
+    from framecast import protocol
+
+    width, height = EDGE_FRAME_SIZE
+    header = protocol.FrameHeader(frame_id, time.time_ns() // 1000, width, height, quality=EDGE_QUALITY)
+    return protocol.encode_frame(header, _PAYLOAD)
+
+
+_PAYLOAD = bytes(FANOUT_PAYLOAD_BYTES)
+
+
+def _publish(redis_url: str, stop: threading.Event) -> None:
+    """Publish the shared payload as a framecast stream until ``stop`` is set."""
+    from framecast import bus
+
+    client = bus.sync_client(redis_url)
+    publisher = bus.BusPublisher(client, EDGE_STREAM, keys=bus.Keys(), maxlen=EDGE_MAXLEN)
+    width, height = EDGE_FRAME_SIZE
+    tier = {"name": EDGE_TIER, "width": width, "height": height, "quality": EDGE_QUALITY, "codec": "jpeg"}
+    info = bus.StreamInfo(EDGE_STREAM, [tier], EDGE_PUBLISH_FPS, model="bench-fanout", source="bench")
+    frame_id, next_heartbeat = 1, 0.0
+    period = 1.0 / EDGE_PUBLISH_FPS
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            publisher.heartbeat(info)
+            next_heartbeat = now + EDGE_HEARTBEAT_S
+        publisher.publish({EDGE_TIER: _edge_frame(frame_id)}, time.time_ns() // 1000)
+        frame_id += 1
+        stop.wait(max(0.0, period - (time.monotonic() - now)))
+    client.close()
+
+
+def _wait_live(base_url: str, deadline: float) -> None:
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/streams", timeout=2) as response:
+                listing = json.loads(response.read())
+            if any(s.get("stream") == EDGE_STREAM and s.get("live") for s in listing.get("streams", [])):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"edge did not list stream {EDGE_STREAM!r} as live")
+
+
 def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
-    """FRAMECAST INTEGRATION: the same measurement against the framecast edge.
+    """Deliveries per edge CPU-second with ``readers`` acking viewers for ``duration_s``."""
+    from bench.systems import framecast_unavailable_reason, free_port
 
-    To do once the edge exists: publish a 50 KB frame to the bus in a loop,
-    connect ``readers`` WebSocket viewers (compression off, acking frames),
-    count frames received, and read the edge's CPU seconds from /proc.
-    """
-    from bench.systems import framecast_unavailable_reason
+    reason = framecast_unavailable_reason()
+    if reason:
+        return skipped_result(FRAMECAST_EDGE_TARGET, readers, duration_s, reason, STATUS_SKIPPED)
+    from framecast.embedded import EmbeddedRedis
 
-    reason = framecast_unavailable_reason() or "framecast fan-out not wired yet"
-    return skipped_result(FRAMECAST_EDGE_TARGET, readers, duration_s, reason, STATUS_SKIPPED)
+    stop = threading.Event()
+    procs: list[subprocess.Popen[str]] = []
+    redis_server = EmbeddedRedis().start()
+    publisher = threading.Thread(target=_publish, args=(redis_server.url, stop), daemon=True)
+    try:
+        port = free_port(HOST)
+        env = {**os.environ, "FRAMECAST_REDIS_URL": redis_server.url}
+        edge_argv = [sys.executable, "-m", "framecast.edge", "--host", HOST, "--port", str(port),
+                     "--viewers-per-ip", "0"]  # fmt: skip
+        edge = subprocess.Popen(edge_argv, env=env, cwd=_repo_root(), text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        procs.append(edge)
+        publisher.start()
+        _wait_live(f"http://{HOST}:{port}", time.monotonic() + EDGE_READY_TIMEOUT_S)
+        read_argv = [sys.executable, "-m", __name__, "ws-read", "--port", str(port), "--readers", str(readers),
+                     "--duration", f"{duration_s:g}"]  # fmt: skip
+        viewers = subprocess.Popen(read_argv, cwd=_repo_root(), text=True, stdout=subprocess.PIPE)
+        procs.append(viewers)
+        assert viewers.stdout is not None
+        if viewers.stdout.readline().strip() != EDGE_WINDOW_START:
+            raise ValueError("viewers did not connect")
+        cpu0, wall0 = sample(edge.pid).cpu_s, time.monotonic()
+        out, _ = viewers.communicate(timeout=duration_s + PROCESS_GRACE_S)
+        cpu, wall = sample(edge.pid).cpu_s - cpu0, time.monotonic() - wall0
+        got = ReaderReport(**_json_line(out))
+    except (OSError, ValueError, TypeError, KeyError, TimeoutError, subprocess.TimeoutExpired) as exc:
+        return skipped_result(FRAMECAST_EDGE_TARGET, readers, duration_s, repr(exc), STATUS_ERROR)
+    finally:
+        stop.set()
+        for proc in reversed(procs):
+            stop_process(proc)
+        publisher.join(EDGE_HEARTBEAT_S * 2)
+        redis_server.stop()
+    return FanoutResult(
+        FRAMECAST_EDGE_TARGET, readers, STATUS_OK if got.connected == readers else STATUS_ERROR,
+        "" if got.connected == readers else f"only {got.connected} of {readers} viewers connected",
+        wall, got.deliveries, got.deliveries / wall, cpu, deliveries_per_cpu_s(got.deliveries, cpu), None, None,
+    )  # fmt: skip
+
+
+async def ws_read(port: int, readers: int, duration_s: float) -> ReaderReport:
+    """N acking framecast viewers; prints EDGE_WINDOW_START once all have a first frame."""
+    from websockets.asyncio.client import connect
+
+    from framecast import protocol
+
+    url = f"ws://{HOST}:{port}/ws/{EDGE_STREAM}"
+    counts = [0] * readers
+    received = [0]
+    first = [asyncio.Event() for _ in range(readers)]
+    stop = asyncio.Event()
+
+    async def viewer(index: int) -> None:
+        async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
+            await ws.send(protocol.encode_control(protocol.ClientHello(client_id=f"fanout-{index}", tier=EDGE_TIER)))
+            while not stop.is_set():
+                try:
+                    message = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                if isinstance(message, bytes):
+                    header = protocol.decode_header(message)
+                    counts[index] += 1
+                    received[0] += len(message)
+                    first[index].set()
+                    await ws.send(protocol.encode_control(protocol.Ack(header.frame_id)))
+
+    tasks = [asyncio.create_task(viewer(i)) for i in range(readers)]
+    async with asyncio.timeout(ACCEPT_TIMEOUT_S):
+        await asyncio.gather(*(event.wait() for event in first))
+    start_counts = sum(counts)
+    print(EDGE_WINDOW_START, flush=True)
+    await asyncio.sleep(duration_s)
+    deliveries = sum(counts) - start_counts
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    connected = sum(1 for r in results if not isinstance(r, BaseException))
+    return ReaderReport(readers, received[0], deliveries, connected)
 
 
 def _repo_root() -> Path:
@@ -208,13 +353,15 @@ def _repo_root() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("role", choices=["serve", "read"])
+    parser.add_argument("role", choices=["serve", "read", "ws-read"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--readers", type=int, required=True)
     parser.add_argument("--duration", type=float, default=3.0)
     args = parser.parse_args(argv)
     if args.role == "serve":
         report: ServerReport | ReaderReport = asyncio.run(serve(args.port, args.readers, args.duration))
+    elif args.role == "ws-read":
+        report = asyncio.run(ws_read(args.port, args.readers, args.duration))
     else:
         report = asyncio.run(read(args.port, args.readers))
     print(json.dumps(asdict(report)), flush=True)

@@ -24,6 +24,7 @@ from bench.linkemu import EmulatedLink, LinkUnavailable, stop_process
 from bench.metrics import (
     RECOVERY_FLOOR_FACTOR,
     FrameStats,
+    id_rate_fps,
     latency_floor_ms,
     latency_series,
     link_capacity_fps,
@@ -259,6 +260,8 @@ def _fill(
     if cpu0.frames_produced is not None and cpu1.frames_produced is not None:
         # Below 30 the source itself fell behind (CPU contention), not the link.
         row.source_fps = (cpu1.frames_produced - cpu0.frames_produced) / stats.window_s
+    else:
+        row.source_fps = id_rate_fps(frames, start, end)
     row.host_loadavg_1m = os.getloadavg()[0]
     row.latency_series = latency_series(frames, t0)
 

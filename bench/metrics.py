@@ -88,6 +88,14 @@ def summarize(frames: Sequence[FrameRecord], start_s: float, end_s: float) -> Fr
     )
 
 
+def id_rate_fps(frames: Sequence[FrameRecord], start_s: float, end_s: float) -> float | None:
+    """Source rate estimated from the frame ids received in the window (ids count produced frames)."""
+    window = [f for f in frames if start_s <= f.recv_s < end_s]
+    if len(window) < 2 or window[-1].recv_s <= window[0].recv_s:
+        return None
+    return (window[-1].frame_id - window[0].frame_id) / (window[-1].recv_s - window[0].recv_s)
+
+
 def link_capacity_fps(rate_mbit: float, bytes_per_frame: float | None, source_fps: float = FPS) -> float | None:
     """Frames/s the link carries at this frame size, capped by the source rate."""
     if not bytes_per_frame:

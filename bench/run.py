@@ -23,6 +23,7 @@ from bench.constants import (
     ALL_SYSTEMS,
     FANOUT_PAYLOAD_BYTES,
     FANOUT_READER_COUNTS,
+    FRAMECAST,
     RESULTS_SCHEMA_VERSION,
     SUITE_FANOUT,
     SUITE_LINKS,
@@ -31,6 +32,7 @@ from bench.constants import (
 from bench.fanout import FanoutResult, run_framecast_fanout, run_raw_fanout
 from bench.linkbench import STATUS_OK, STATUS_SKIPPED, LinkResult, describe, run_one
 from bench.plots import plot_fanout, plot_links
+from bench.report import DEFAULT_DOC, update_doc
 from bench.scenarios import ALL_SCENARIOS, LINK_SCENARIOS, LOOPBACK_QUICK, Scenario, scaled
 from bench.systems import unavailable_reason
 
@@ -103,11 +105,14 @@ def _one_line(row: LinkResult) -> str:
     )
 
 
-def run_fanout_suite(readers: tuple[int, ...], duration_s: float, log: Any) -> list[dict[str, Any]]:
+def run_fanout_suite(
+    readers: tuple[int, ...], duration_s: float, with_framecast: bool, log: Any
+) -> list[dict[str, Any]]:
     rows: list[FanoutResult] = []
     for count in readers:
         rows.append(run_raw_fanout(count, duration_s))
-        rows.append(run_framecast_fanout(count, duration_s))
+        if with_framecast:
+            rows.append(run_framecast_fanout(count, duration_s))
     for row in rows:
         print(f"fan-out {row.target:>16} x{row.readers:<4}: {row.status} "
               f"{row.deliveries_per_cpu_s or 0:,.0f} deliveries/CPU-s {row.reason}", file=log, flush=True)  # fmt: skip
@@ -127,6 +132,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration-scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--no-fanout", action="store_true", help="skip the fan-out suite")
     parser.add_argument("--no-links", action="store_true", help="skip the link suite")
+    parser.add_argument(
+        "--update-docs", action="store_true", help=f"rewrite the result tables in {DEFAULT_DOC.name} from --out"
+    )
     return parser.parse_args(argv)
 
 
@@ -151,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_fanout:
         readers = QUICK_FANOUT_READERS if args.quick else FANOUT_READER_COUNTS
         duration = (QUICK_FANOUT_DURATION_S if args.quick else FULL_FANOUT_DURATION_S) * args.duration_scale
-        rows = run_fanout_suite(readers, duration, sys.stdout)
+        rows = run_fanout_suite(readers, duration, FRAMECAST in args.systems, sys.stdout)
         path = out / f"{SUITE_FANOUT}{JSON_SUFFIX}"
         extra = {"readers": list(readers), "duration_s": duration, "payload_bytes": FANOUT_PAYLOAD_BYTES}
         write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
         written += [path, *plot_fanout(rows, out)]
+    if args.update_docs:
+        update_doc(out, DEFAULT_DOC)
+        written.append(DEFAULT_DOC)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -13,7 +13,7 @@ import pytest
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
 from tests.procs import Service, edge_service, inference_service, service_port, wait_http
-from tests.reliability.support import STREAM_ARGS, http_text, proc_stats
+from tests.reliability.support import STREAM_ARGS, ProcStats, http_text, proc_stats
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Stack:
         assert self.edge is not None and self.edge.proc is not None
         return self.edge.proc.pid
 
-    def edge_stats(self):  # type: ignore[no-untyped-def]
+    def edge_stats(self) -> ProcStats:
         return proc_stats(self.edge_pid)
 
     def metrics(self) -> str:

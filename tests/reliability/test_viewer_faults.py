@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from tests.conftest import scaled
 from tests.reliability.conftest import StackFactory

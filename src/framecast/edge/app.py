@@ -37,6 +37,7 @@ from framecast.edge.session import ViewerSession, mono_us
 from framecast.edge.settings import EdgeSettings
 from framecast.protocol import (
     ClientHello,
+    ErrorMessage,
     ProtocolError,
     ServerHello,
     Status,
@@ -272,10 +273,12 @@ async def _reject(runtime: EdgeRuntime, ws: WebSocket, code: int, reason: str, w
     """Refuse a viewer with a close code it can read (accept first, then close)."""
     runtime.metrics.rejected.labels(why).inc()
     runtime.metrics.closes.labels(str(code)).inc()
-    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-        if ws.application_state == WebSocketState.CONNECTING:
-            await ws.accept(subprotocol=subprotocol)
-        await ws.close(code, reason[:120])
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
+        async with asyncio.timeout(2.0):
+            if ws.application_state == WebSocketState.CONNECTING:
+                await ws.accept(subprotocol=subprotocol)
+            await ws.send_text(encode_control(ErrorMessage(code, reason[:120])))
+            await ws.close(code, reason[:120])
 
 
 async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> None:
@@ -385,8 +388,12 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
     session.on_stream_state(live, "" if live else "source is not publishing")
     if runtime.draining:
         session.send_control(encode_control(Status("draining", "server restarting; reconnect soon")))
+    try:
+        first_frame = await runtime.hub.freshest(stream, session.tier_names)
+    except REDIS_ERRORS:
+        first_frame = None
     runtime.sessions.add(session)
-    session.start()
+    session.start(first_frame)
     runtime.refresh_viewer_gauges()
     return session
 

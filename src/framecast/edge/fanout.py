@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, read_frames
 from framecast.bus import now_us as wall_us
+from framecast.constants import FRAME_FIELD
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
 from framecast.logs import RateLimitedLog
@@ -105,6 +106,7 @@ class FanoutHub:
         self.watchers: dict[str, set[StreamWatcher]] = {}
         self.live: dict[str, bool] = {}
         self._info: dict[str, tuple[float, StreamInfo | None]] = {}
+        self._newest: dict[str, tuple[float, BusFrame | None]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self._bad_frames = RateLimitedLog(log, "bad frames on the bus")
         self._bus_errors = RateLimitedLog(log, "bus read errors")
@@ -175,6 +177,38 @@ class FanoutHub:
     def latest(self, stream: str, tier: str) -> BusFrame | None:
         reader = self.readers.get((stream, tier))
         return reader.latest if reader else None
+
+    async def freshest(self, stream: str, tiers: list[str], *, fresh_us: int = 1_000_000) -> BusFrame | None:
+        """The newest frame of any tier, for a joining viewer's instant first frame.
+
+        The inference service encodes only demanded tiers (and the lightest one
+        at a low idle rate otherwise), so the tier a viewer starts on may have no
+        recent frame yet. Readers' cached frames answer without Redis; otherwise
+        one pipelined XREVRANGE per tier, shared by viewers joining together.
+        """
+        now = wall_us()
+        cached = [r.latest for t in tiers if (r := self.readers.get((stream, t))) and r.latest is not None]
+        best = max(cached, key=lambda f: f.capture_us, default=None)
+        if best is not None and now - best.capture_us <= fresh_us:
+            return best
+        hit = self._newest.get(stream)
+        if hit is not None and time.monotonic() - hit[0] < 0.1:
+            return hit[1]
+        pipe = self.client.pipeline(transaction=False)
+        for t in tiers:
+            pipe.xrevrange(self.keys.frames(stream, t), "+", "-", count=1)
+        for entries in await pipe.execute():
+            if not entries:
+                continue
+            data = entries[0][1].get(FRAME_FIELD)
+            try:
+                header = decode_header(data) if data else None
+            except ProtocolError:
+                header = None
+            if header is not None and (best is None or header.capture_us > best.capture_us):
+                best = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+        self._newest[stream] = (time.monotonic(), best)
+        return best
 
     def reader(self, stream: str, tier: str) -> TierReader | None:
         return self.readers.get((stream, tier))

@@ -292,10 +292,10 @@ class TierPolicy:
                     self.probe_interval_us = min(self.probe_interval_us * 2, cfg.probe_interval_max_us)
                     self.probe_from = None
                     self.next_probe_us = now + self.probe_interval_us
-                    return self._switch(max(target, self.tier + 1), now, "probe failed")
+                    return self._switch(max(target, self.tier + 1), now, "rate")
                 target = self._fit(acked_bytes_per_s, target_fps, need_bytes_per_frame)
                 self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
-                return self._switch(target, now, "link too slow")
+                return self._switch(target, now, "rate")
             return None
         self.bad_since_us = None
         if ratio >= cfg.up_fps_ratio:
@@ -316,7 +316,7 @@ class TierPolicy:
                 and now - self.good_since_us >= cfg.up_hold_us and now >= self.next_probe_us):
             self.probe_from = self.tier
             self.probe_started_us = now
-            return self._switch(self.tier - 1, now, "probing up")
+            return self._switch(self.tier - 1, now, "probe")
         return None
 
     def _fit(self, bytes_per_s: float, fps: float, need: list[float | None]) -> int:

@@ -34,6 +34,7 @@ from framecast.protocol import (
     Ack,
     ClientHello,
     ClientStats,
+    ErrorMessage,
     ProtocolError,
     SetPreferences,
     Status,
@@ -132,11 +133,14 @@ class ViewerSession:
             self.apply_hello(hello)
 
     # --- lifecycle -------------------------------------------------------
-    def start(self) -> None:
+    def start(self, first: BusFrame | None = None) -> None:
+        """Join the readers; `first` (the stream's freshest frame of any tier) goes out at once."""
         self.hub.watch(self)
         latest = self.hub.subscribe(self.stream, self.feed_tier, self)
-        if latest is not None:
+        if latest is not None and (first is None or latest.capture_us >= first.capture_us):
             self.offer(self.feed_tier, latest)
+        elif first is not None:
+            self.queue.append(first)  # another tier's frame: a picture now beats the best tier later
         self.sender = asyncio.create_task(self._send_loop(), name=f"viewer-{self.stream}")
 
     async def finish(self) -> None:
@@ -163,7 +167,10 @@ class ViewerSession:
         self.wake.set()
         reason = (reason or C.CLOSE_REASONS.get(code, ""))[:120]
         try:
-            await asyncio.wait_for(self.ws.close(code, reason), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                if code != C.CLOSE_VIEWER_TIMEOUT:  # a viewer that stopped reading cannot take it anyway
+                    await self.ws.send_text(encode_control(ErrorMessage(code, reason)))
+                await self.ws.close(code, reason)
         except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
             self.abort()
         asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._abort_if_stuck)
@@ -296,7 +303,7 @@ class ViewerSession:
         self.pending_tier = name
         latest = self.hub.subscribe(self.stream, name, self)
         # make before break: keep the old tier until the new one has a frame at least as new
-        if latest is not None and latest.capture_us >= self.last_sent_capture_us:
+        if latest is not None and latest.capture_us > self.last_sent_capture_us:
             self.offer(name, latest)
 
     def _complete_switch(self) -> None:
@@ -384,8 +391,8 @@ class ViewerSession:
                 if self.queue:
                     metrics.drops.labels("stale").inc(len(self.queue))
                     self.queue.clear()
-                if frame.capture_us < self.last_sent_capture_us:
-                    continue  # never go back in time (after a tier switch)
+                if frame.capture_us <= self.last_sent_capture_us:
+                    continue  # never the same moment twice, never back in time (joins, tier switches)
                 self.send_started_us = now
                 await ws.send_bytes(frame.data)
                 self.send_started_us = None

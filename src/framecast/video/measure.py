@@ -67,8 +67,9 @@ class Result:
     keyframe_bytes: float
     p_frame_bytes: float
     kbit_per_s_at_30fps: float
-    encode_ms_mean: float
+    encode_ms_mean: float  # wall time
     encode_ms_p95: float
+    encode_cpu_ms: float  # CPU time of this process per frame (all x264 threads): robust to a loaded machine
     psnr_db: float
 
 
@@ -88,8 +89,11 @@ def measure_h264(frames: list[Image], *, bitrate: int | None, crf: int | None, t
     deltas: list[int] = []
     times: list[float] = []
     psnrs: list[float] = []
+    cpu = 0.0
     for i, img in enumerate(frames):
+        c0 = time.process_time()
         out = enc.encode(img, now=i / fps)
+        cpu += time.process_time() - c0
         sizes.append(len(out.data))
         (keys if out.keyframe else deltas).append(len(out.data))
         times.append(out.encode_s * 1000)
@@ -100,23 +104,28 @@ def measure_h264(frames: list[Image], *, bitrate: int | None, crf: int | None, t
     return Result("h264", f"{setting} threads={threads or 'auto'}", len(frames), statistics.fmean(sizes),
                   statistics.fmean(keys) if keys else 0.0, statistics.fmean(deltas) if deltas else 0.0,
                   statistics.fmean(sizes) * 8 * fps / 1000, statistics.fmean(times),
-                  float(np.percentile(times, 95)), statistics.fmean(psnrs))
+                  float(np.percentile(times, 95)), cpu / len(frames) * 1000, statistics.fmean(psnrs))
 
 
 def measure_jpeg(frames: list[Image], quality: int = 70, fps: float = 30.0) -> Result:
     import simplejpeg
 
-    sizes, times, psnrs = [], [], []
+    sizes: list[int] = []
+    times: list[float] = []
+    psnrs: list[float] = []
+    cpu = 0.0
     for i, img in enumerate(frames):
-        t0 = time.perf_counter()
-        data = simplejpeg.encode_jpeg(img, quality=quality, colorspace="BGR")
+        t0, c0 = time.perf_counter(), time.process_time()
+        data = simplejpeg.encode_jpeg(img, quality=quality, colorspace="BGR", colorsubsampling="420")
+        cpu += time.process_time() - c0
         times.append((time.perf_counter() - t0) * 1000)
         sizes.append(len(data))
         if i % 10 == 0:
             psnrs.append(_psnr(simplejpeg.decode_jpeg(data, colorspace="BGR"), img))
     mean = statistics.fmean(sizes)
     return Result("jpeg", f"q{quality}", len(frames), mean, mean, mean, mean * 8 * fps / 1000,
-                  statistics.fmean(times), float(np.percentile(times, 95)), statistics.fmean(psnrs))
+                  statistics.fmean(times), float(np.percentile(times, 95)), cpu / len(frames) * 1000,
+                  statistics.fmean(psnrs))
 
 
 def _spin_rate(stop: threading.Event) -> Callable[[], int]:
@@ -190,10 +199,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bitrates", default="1000k,2500k,5000k")
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--threads", type=int, default=0, help="x264 threads (0: x264's choice)")
+    ap.add_argument("--scene", choices=["numpy", "bench"], default="numpy",
+                    help="numpy: MovingScene here; bench: bench/scene.py of `make bench` (run from the repo root)")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args(argv)
-    scene = MovingScene(args.width, args.height)
-    frames = [scene.frame(i) for i in range(args.frames)]
+    if args.scene == "bench":
+        from bench.scene import SceneRenderer  # type: ignore[import-not-found,unused-ignore]
+
+        renderer = SceneRenderer(args.width, args.height)
+        frames = [renderer.render(i) for i in range(args.frames)]
+    else:
+        scene = MovingScene(args.width, args.height)
+        frames = [scene.frame(i) for i in range(args.frames)]
     results = [measure_jpeg(frames)]
     for text in args.bitrates.split(","):
         results.append(measure_h264(frames, bitrate=parse_bitrate(text), crf=None, threads=args.threads))
@@ -201,12 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     results.append(measure_h264(frames, bitrate=parse_bitrate(args.bitrates.split(",")[1 if "," in args.bitrates
                                                                                         else 0]),
                                 crf=None, threads=1))
-    print(f"{args.width}x{args.height}, {args.frames} frames, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(f"{args.scene} scene {args.width}x{args.height}, {args.frames} frames, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f}")
     print(f"{'codec':6} {'setting':22} {'B/frame':>9} {'key B':>8} {'P B':>8} {'kbit/s@30':>10} {'ms mean':>8} "
-          f"{'ms p95':>7} {'PSNR dB':>8}")
+          f"{'ms p95':>7} {'CPU ms':>7} {'PSNR dB':>8}")
     for r in results:
         print(f"{r.codec:6} {r.setting:22} {r.bytes_per_frame:9.0f} {r.keyframe_bytes:8.0f} {r.p_frame_bytes:8.0f} "
-              f"{r.kbit_per_s_at_30fps:10.0f} {r.encode_ms_mean:8.2f} {r.encode_ms_p95:7.2f} {r.psnr_db:8.2f}")
+              f"{r.kbit_per_s_at_30fps:10.0f} {r.encode_ms_mean:8.2f} {r.encode_ms_p95:7.2f} {r.encode_cpu_ms:7.2f} "
+              f"{r.psnr_db:8.2f}")
     mid = parse_bitrate(args.bitrates.split(",")[0])
     gil = gil_share(frames, mid)
     par = parallel_speedup(frames, mid)
@@ -215,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"2 tiers, 1 x264 thread each: {par['sequential_fps']:.1f} frames/s sequential, "
           f"{par['parallel_fps']:.1f} in 2 threads (x{par['speedup']:.2f})")
     if args.json:
-        out: dict[str, Any] = {"width": args.width, "height": args.height, "frames": args.frames,
+        out: dict[str, Any] = {"scene": args.scene, "load": os.getloadavg()[0], "width": args.width,
+                               "height": args.height, "frames": args.frames,
                                "cpus": os.cpu_count(), "results": [asdict(r) for r in results], "gil": gil,
                                "parallel": par}
         with open(args.json, "w") as fh:

@@ -20,7 +20,7 @@ def test_watch_json_summary(threaded_fake_edge: FakeEdge, capsys: pytest.Capture
     assert rc == 0, err
     summary = json.loads(out)  # exactly one JSON document on stdout
     assert summary["stream"] == "demo" and summary["client_id"] == "cli-1"
-    assert summary["frames"] > 20 and summary["fps"] > 20
+    assert summary["frames"] > 10 and summary["fps"] > 10  # the fake sends 100/s; loose for loaded machines
     assert 0 <= summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["p99"]
     assert summary["kbit_s"] > 0 and summary["dropped"] == 0 and summary["tier"] == "high"
     assert summary["tiers"] == ["high", "low"] and (summary["width"], summary["height"]) == (64, 48)

@@ -218,7 +218,7 @@ def test_bad_arguments() -> None:
 async def test_probe_reports_tiers_and_throughput(fake_edge: FakeEdge) -> None:
     result = await probe(fake_edge.url, seconds_per_tier=0.3, burst_seconds=0.3)
     assert [t.name for t in result.tiers] == ["high", "low"]
-    assert all(t.frames > 3 and t.fps > 10 for t in result.tiers)
+    assert all(t.frames > 2 and t.fps > 5 for t in result.tiers)
     assert result.throughput_method == "snapshot-burst" and result.throughput_mbit_s
     assert result.recommended_tier in ("high", "low")  # the choice itself: test_recommend_*
     assert result.rtt_ms["min"] > 0

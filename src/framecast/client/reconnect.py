@@ -28,7 +28,7 @@ class ReconnectPolicy:
     cap_s: float = 10.0
     restart_min_s: float = 0.05  # 1012: the edge is restarting; another replica may already be ready
     restart_max_s: float = 1.0
-    try_later_base_s: float = 2.0  # 1013: the edge is full; give it room
+    try_later_base_s: float = 2.0  # 1013: the edge is full; give it room (also 4004 while reconnecting)
     try_later_cap_s: float = 30.0
 
     def should_reconnect(self, close_code: int | None) -> bool:
@@ -37,7 +37,7 @@ class ReconnectPolicy:
     def delay(self, close_code: int | None, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before reconnect attempt number `attempt` (0 = first)."""
         attempt = max(0, min(attempt, 30))
-        if close_code == C.CLOSE_TRY_AGAIN_LATER:
+        if close_code in (C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_UNKNOWN_STREAM):
             ceiling = min(self.try_later_cap_s, self.try_later_base_s * 2 ** attempt)
         elif close_code == C.CLOSE_SERVICE_RESTART and attempt == 0:
             return rng.uniform(self.restart_min_s, self.restart_max_s)

@@ -497,7 +497,9 @@ class Subscription:
             try:
                 await self._open_once()
             except ConnectError as exc:
-                if exc.fatal:
+                # a stream that existed a moment ago may be between sources (its inference restarting):
+                # keep trying it, slowly; other refusals (authentication) end the subscription
+                if exc.fatal and exc.close_code != C.CLOSE_UNKNOWN_STREAM:
                     self.state = "closed"
                     raise
                 last = exc

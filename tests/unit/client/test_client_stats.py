@@ -73,6 +73,7 @@ def test_reconnect_policy_honours_close_codes() -> None:
     assert all(policy.restart_min_s <= d <= policy.restart_max_s for d in restart)
     later = [policy.delay(C.CLOSE_TRY_AGAIN_LATER, 0, rng) for _ in range(100)]
     assert min(later) >= policy.try_later_base_s / 2 > max(restart)
+    assert policy.delay(C.CLOSE_UNKNOWN_STREAM, 0, rng) >= policy.try_later_base_s / 2
     assert len({round(d, 6) for d in later}) > 50  # jittered, not a thundering herd
     assert policy.delay(C.CLOSE_TRY_AGAIN_LATER, 20, rng) <= policy.try_later_cap_s
     grows = [policy.delay(1006, a, random.Random(a)) for a in range(8)]

@@ -155,6 +155,13 @@ async def test_no_reconnect_raises_connection_lost() -> None:
             await take(sub, 5)
 
 
+async def test_unknown_stream_while_reconnecting_is_retried() -> None:
+    plans = [Plan(close_after=2, close_code=1011), Plan(refuse=C.CLOSE_UNKNOWN_STREAM)]
+    async with FakeEdge(plans=plans) as edge, connect(edge.url, policy=FAST) as sub:
+        await take(sub, 4)
+        assert sub.reconnects == 1 and edge.connections == 3
+
+
 async def test_reconnect_gives_up_after_timeout() -> None:
     edge = await FakeEdge(plans=[Plan(close_after=1)]).start()
     async with connect(edge.url, policy=FAST, reconnect_timeout=0.5) as sub:

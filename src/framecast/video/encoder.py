@@ -119,8 +119,8 @@ class H264Encoder:
         self._last_key_s: float | None = None
         self._last_encode_s: float | None = None
         self._codec_string: str | None = None
+        self._pts = 1  # pts 0 was the probe frame
         self._ctx, self.encoder_name = self._open(encoder)
-        self._probe()
 
     # --- setup -----------------------------------------------------------
     def _open(self, encoder: EncoderName) -> tuple[Any, str]:
@@ -131,9 +131,13 @@ class H264Encoder:
                 errors.append(f"{name}: not in this PyAV build")
                 continue
             try:
-                return self._context(name), name
-            except (av.error.FFmpegError, ValueError, OSError) as exc:
+                ctx = self._context(name)
+                self._codec_string = self._probe(ctx)
+                return ctx, name
+            except (av.error.FFmpegError, ValueError, OSError, RuntimeError) as exc:
                 errors.append(f"{name}: {exc}")
+                if len(candidates) > 1:
+                    log.info("H.264 encoder %s unusable here (%s), trying the next", name, exc)
         raise RuntimeError(f"no usable H.264 encoder ({'; '.join(errors)})")
 
     def _context(self, name: str) -> Any:
@@ -168,8 +172,8 @@ class H264Encoder:
         ctx.open()
         return ctx
 
-    def _probe(self) -> None:
-        """Encode one grey frame so the codec string is known before the first real frame.
+    def _probe(self, ctx: Any) -> str:
+        """Encode one grey frame: checks one packet out per frame in, and reads the codec string.
 
         The probe's output is discarded; the next real frame is forced to be an IDR ("first").
         """
@@ -178,13 +182,12 @@ class H264Encoder:
             plane.update(bytes([128]) * plane.buffer_size)
         grey.pts = 0
         grey.pict_type = av.video.frame.PictureType.I
-        packets = list(self._ctx.encode(grey))
-        for packet in packets:
-            self._codec_string = h264.codec_string(bytes(packet)) or self._codec_string
-        self._pts = 1
-        if self._codec_string is None:  # pragma: no cover - an encoder with output delay
-            log.warning("%s gave no packet for its first frame; codec string unknown until the first keyframe",
-                        self.encoder_name)
+        packets = list(ctx.encode(grey))
+        found = h264.codec_string(bytes(packets[0])) if len(packets) == 1 else None
+        if found is None:
+            raise RuntimeError(f"gave {len(packets)} packets for the first frame, expected one IDR with SPS "
+                               f"(an encoder that delays output adds latency)")
+        return found
 
     # --- properties ------------------------------------------------------
     @property

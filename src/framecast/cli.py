@@ -2,6 +2,7 @@
 
     framecast watch http://127.0.0.1:8000 --stream demo --duration 10 --json
     framecast probe http://127.0.0.1:8000
+    framecast streams http://127.0.0.1:8000
 
 Bad input (URL, unreachable edge, unknown stream) prints one line on stderr and
 exits non-zero: 2 for usage errors, 1 for everything else. Never a traceback.
@@ -29,6 +30,7 @@ from framecast.client import (
     ReceivedFrame,
     StatsSnapshot,
     Subscription,
+    list_streams,
     probe,
 )
 
@@ -84,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--window", type=_positive, default=5.0, help="seconds of history for live stats (5)")
     watch.add_argument("--token", default=os.environ.get("FRAMECAST_TOKEN", ""),
                        help="viewer token (default: $FRAMECAST_TOKEN); sent in the hello, never in the URL")
+
+    st = sub.add_parser("streams", help="list the streams an edge serves",
+                        description="List the edge's streams (GET /streams): tiers, FPS, live or stalled, viewers.")
+    st.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"edge URL (default {DEFAULT_URL})")
+    st.add_argument("--json", action="store_true", help="print the edge's list as JSON")
 
     pr = sub.add_parser("probe", help="measure RTT and throughput; say which tier and FPS the link carries",
                         description="Bandwidth test: RTT from small HTTP requests, each tier's delivered FPS "
@@ -263,12 +270,34 @@ async def _probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- streams -----------------------------------------------------------------
+
+async def _streams(args: argparse.Namespace) -> int:
+    streams = await asyncio.to_thread(list_streams, args.url)
+    if args.json:
+        print(json.dumps(streams), flush=True)
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("stream", "state", "fps", "tiers", "viewers", "source")
+    for s in streams:
+        tiers = ", ".join(f"{t.get('name')} {t.get('width')}x{t.get('height')}" for t in s.get("tiers", [])
+                          if isinstance(t, dict))
+        table.add_row(str(s.get("stream", "?")), "live" if s.get("live", True) else "stalled",
+                      f"{s.get('fps', 0):g}", tiers, str(s.get("viewers", "")), str(s.get("source", "")))
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    if not streams:
+        print("framecast: no streams yet (is an inference service publishing?)", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors and --help: argparse already printed its one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    runner = {"watch": _watch, "probe": _probe}[args.command]
+    runner = {"watch": _watch, "probe": _probe, "streams": _streams}[args.command]
     try:
         return asyncio.run(runner(args))
     except (ClientError, ProtocolError) as exc:

@@ -10,6 +10,7 @@ See docs/viewers.md.
 from __future__ import annotations
 
 from framecast.client.errors import ClientError, ConnectError, ConnectionLost, ProtocolError
+from framecast.client.http import list_streams
 from framecast.client.probe import ProbeResult, TierMeasurement, probe
 from framecast.client.reconnect import ReconnectPolicy
 from framecast.client.stats import LatencyHistogram, StatsSnapshot, StatsSummary, StatsWindow
@@ -37,6 +38,7 @@ __all__ = [
     "TierMeasurement",
     "connect",
     "connect_sync",
+    "list_streams",
     "probe",
     "resolve",
 ]

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from framecast.client.errors import ClientError, ConnectError
+from framecast.client.http import HttpClient
 from framecast.client.stats import percentile
 from framecast.client.subscription import Subscription
 from framecast.client.urls import Endpoint, resolve
@@ -61,33 +62,8 @@ class ProbeResult:
         return asdict(self)
 
 
-class _Http:
-    """A tiny keep-alive HTTP/1.1 GET client (stdlib), used from worker threads."""
-
-    def __init__(self, ep: Endpoint, timeout: float) -> None:
-        cls = http.client.HTTPSConnection if ep.secure else http.client.HTTPConnection
-        self.conn = cls(ep.host, ep.port, timeout=timeout)
-        self.prefix = ep.http_base.split("://", 1)[1].partition("/")[2]
-        self.prefix = "/" + self.prefix if self.prefix else ""
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        for attempt in (0, 1):
-            try:
-                self.conn.request("GET", self.prefix + path, headers={"Connection": "keep-alive"})
-                response = self.conn.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.conn.close()  # the server closed a kept-alive connection: open a new one once
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def _measure_rtt(ep: Endpoint, count: int, timeout: float) -> list[float]:
-    client = _Http(ep, timeout)
+    client = HttpClient(ep, timeout)
     try:
         samples = []
         for _ in range(count):
@@ -106,7 +82,7 @@ def _measure_rtt(ep: Endpoint, count: int, timeout: float) -> list[float]:
 
 
 def _burst_worker(ep: Endpoint, path: str, deadline: float, max_requests: int, timeout: float) -> tuple[int, int]:
-    client = _Http(ep, timeout)
+    client = HttpClient(ep, timeout)
     requests = size = 0
     try:
         while time.perf_counter() < deadline and requests < max_requests:

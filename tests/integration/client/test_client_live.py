@@ -152,6 +152,13 @@ def test_cli_probe_on_loopback(stack: Stack) -> None:
     assert all(t["frames"] > 2 for t in result["tiers"])
 
 
+def test_cli_streams(stack: Stack) -> None:
+    done = _cli("streams", stack.url, "--json")
+    assert done.returncode == 0, done.stderr
+    streams = {s["stream"]: s for s in json.loads(done.stdout)}
+    assert streams["demo"]["live"] and streams["demo"]["tiers"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -106,7 +106,9 @@ class FakeEdge:
         if path == "/healthz":
             return self._response(200, b"ok", "text/plain")
         if path == "/streams":
-            body = json.dumps({"streams": [{"name": s} for s in self.streams]}).encode()
+            body = json.dumps({"edge": "fake-edge", "streams": [
+                {"stream": s, "tiers": [t.to_json() for t in self.tiers], "fps": self.fps, "live": True, "viewers": 0}
+                for s in self.streams]}).encode()
             return self._response(200, body, "application/json")
         if path.startswith("/snapshot/"):
             return self._response(200, self._jpegs[0], "image/jpeg")

@@ -94,3 +94,12 @@ def test_watch_reconnects_by_default(capsys: pytest.CaptureFixture[str]) -> None
     out, _ = capsys.readouterr()
     summary = json.loads(out)
     assert rc == 0 and summary["reconnects"] == 1 and summary["frames"] == 10
+
+
+def test_streams(threaded_fake_edge: FakeEdge, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["streams", threaded_fake_edge.url, "--json"]) == 0
+    streams = json.loads(capsys.readouterr().out)
+    assert [s["stream"] for s in streams] == ["demo"] and streams[0]["live"]
+    assert main(["streams", threaded_fake_edge.url]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "high 64x48" in out

@@ -8,6 +8,7 @@ A screenshot goes to tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -156,3 +157,27 @@ def test_page_shows_stalled_when_the_source_stops(stack: Stack, page: Any) -> No
         assert s["state"] == "live" and page.inner_text("#state") == "live"
     finally:
         source.stop()
+
+
+def test_page_backs_off_when_the_edge_is_full(stack: Stack, browser: Any) -> None:
+    edge = stack.start_edge(0, "edge-full", "--max-viewers", "1")
+    url = f"http://127.0.0.1:{edge.env['FRAMECAST_TEST_PORT']}/"
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        p1 = first.new_page()
+        p1.goto(url)
+        wait_stats(p1, "s.framesDrawn >= 2", 30)
+        p2 = second.new_page()
+        p2.goto(url)
+        wait_stats(p2, "s.closeCode === 1013", 20)
+        p2.wait_for_selector("#banner:not([hidden])")
+        assert "edge is full" in p2.inner_text("#banner")
+        assert stats(p2)["framesDrawn"] == 0
+        first.close()  # the slot frees; the second page gets in on a later try (1013 back-off: 1-2 s, then 2-4 s)
+        s = wait_stats(p2, "s.framesDrawn >= 2", 40)
+        assert s["state"] == "live"
+    finally:
+        second.close()
+        with contextlib.suppress(Exception):
+            first.close()
+        edge.stop()

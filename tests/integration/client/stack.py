@@ -49,8 +49,9 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start_edge(self, port: int = 0, name: str = "edge") -> Service:
-        edge = edge_service(self.redis.url, *EDGE_ARGS, port=port or free_port(), name=name).start(self.log_dir)
+    def start_edge(self, port: int = 0, name: str = "edge", *extra: str) -> Service:
+        edge = edge_service(self.redis.url, *EDGE_ARGS, *extra, port=port or free_port(), name=name)
+        edge.start(self.log_dir)
         wait_ready(f"http://127.0.0.1:{service_port(edge)}", edge, self.inference)
         return edge
 

@@ -368,9 +368,16 @@
     return Math.round(x * f) / f;
   }
 
+  let lastStatsSent = 0;
+
   function render() {
     const s = computeStats();
     window.framecastStats = s; // for tests and curious people
+    const now = performance.now();
+    if (s.connected && now - lastStatsSent >= 2000) {
+      lastStatsSent = now; // what this viewer sees, for the edge's logs and policy
+      send({ type: "stats", fps: s.fps, latency_ms: Math.max(0, s.latencyP50Ms), dropped: s.dropped });
+    }
     ui.fps.textContent = s.fps.toFixed(1);
     ui.lat.textContent = s.fps > 0 || s.latencyP50Ms ? `${s.latencyP50Ms.toFixed(0)} / ${s.latencyP95Ms.toFixed(0)} ms`
                                                      : "-";

@@ -178,7 +178,10 @@ async def _watch(args: argparse.Namespace) -> int:
             last = frame
             if save_dir:
                 path = os.path.join(save_dir, f"{sub.stream}-{frame.frame_id:010d}.jpg")
-                await asyncio.to_thread(frame.save, path)
+                try:
+                    await asyncio.to_thread(frame.save, path)
+                except OSError as exc:
+                    raise ClientError(f"cannot write {path}: {exc.strerror or exc}") from None
                 saved += 1
             if args.frames and sub.stats.frames >= args.frames:
                 return

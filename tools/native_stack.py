@@ -353,6 +353,10 @@ class NativeStack:
             conf = render_prometheus(self.edge_targets, [f"127.0.0.1:{self.inference_port}"],
                                      [f"127.0.0.1:{self.exporter_port}"], scrape_interval=self.scrape_interval)
             self.prometheus = Prometheus(conf, self.workdir).start()
+            # every target scraped once before traffic starts, so counters have a zero sample to rise from
+            prom = self.prometheus
+            wait_until("first scrape of every target",
+                       lambda: (t := prom.targets()) != [] and all(x["health"] == "up" for x in t), 20)
         except BaseException:
             self.stop()
             raise

@@ -121,12 +121,14 @@ def plot(results: list[QueryResult], out: Path, title: str = "framecast (queries
         if drawn:
             ax.legend(fontsize=6, loc="best")
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="red")
+            quiet = any("ALERTS" in q.expr for q in queries)  # no alert pending or firing is good news
+            ax.text(0.5, 0.5, "none pending or firing" if quiet else "no data", ha="center", va="center",
+                    transform=ax.transAxes, color="green" if quiet else "red")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=12)
     fig.supxlabel("seconds", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)
@@ -147,8 +149,13 @@ def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
         assert stack.nginx is not None and stack.prometheus is not None
         start = time.time()
         url = f"ws://127.0.0.1:{stack.nginx.port}/ws/demo"
-        with ViewerPool(url, 6), ViewerPool(url, 2, tier="low"):
-            time.sleep(seconds)  # traffic for the picture, not a readiness wait
+        # viewers join in three waves (auto tier, then pinned low, then auto) so the picture shows changes
+        with ViewerPool(url, 4):
+            time.sleep(seconds / 3)  # traffic for the picture, not a readiness wait
+            with ViewerPool(url, 2, tier="low"):
+                time.sleep(seconds / 3)
+                with ViewerPool(url, 4):
+                    time.sleep(seconds / 3)
         end = time.time()
         results = evaluate(stack.prometheus, start, end)
         variables = variable_values(stack.prometheus)

@@ -33,7 +33,7 @@ from framecast.edge import auth
 from framecast.edge.fanout import FanoutHub, tiers_of
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import TokenBucket
-from framecast.edge.session import ViewerSession, mono_us
+from framecast.edge.session import ViewerSession, close_reason, mono_us
 from framecast.edge.settings import EdgeSettings
 from framecast.protocol import (
     ClientHello,
@@ -277,8 +277,8 @@ async def _reject(runtime: EdgeRuntime, ws: WebSocket, code: int, reason: str, w
         async with asyncio.timeout(2.0):
             if ws.application_state == WebSocketState.CONNECTING:
                 await ws.accept(subprotocol=subprotocol)
-            await ws.send_text(encode_control(ErrorMessage(code, reason[:120])))
-            await ws.close(code, reason[:120])
+            await ws.send_text(encode_control(ErrorMessage(code, close_reason(reason))))
+            await ws.close(code, close_reason(reason))
 
 
 async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> None:

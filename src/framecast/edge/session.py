@@ -53,6 +53,11 @@ _LEGACY_POLL_S = (0.002, 0.05)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
 
 
+def close_reason(text: str) -> str:
+    """A close reason that fits a close frame: at most 123 bytes of UTF-8 (characters are up to 4 bytes)."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 def mono_us() -> int:
     return time.monotonic_ns() // 1000
 
@@ -165,7 +170,7 @@ class ViewerSession:
         self.close_code = code
         self.metrics.closes.labels(str(code)).inc()
         self.wake.set()
-        reason = (reason or C.CLOSE_REASONS.get(code, ""))[:120]
+        reason = close_reason(reason or C.CLOSE_REASONS.get(code, ""))
         try:
             async with asyncio.timeout(1.0):
                 if code != C.CLOSE_VIEWER_TIMEOUT:  # a viewer that stopped reading cannot take it anyway

@@ -58,8 +58,14 @@ class NeuralField(nn.Module):
         self.w1, self.w2, self.w3 = weight(hidden, n_in, 6.0), weight(hidden, hidden, 3.0), weight(3, hidden, 2.5)
         self.b1 = nn.Parameter(torch.randn(hidden, generator=gen), requires_grad=False)
         self.downscale, self.alpha = downscale, alpha
+        # an integer frame counter: `.half()` leaves it alone, and as a tensor it does not make torch.compile
+        # recompile per frame the way a Python number would
         self.step: torch.Tensor
-        self.register_buffer("step", torch.zeros((), dtype=torch.float32), persistent=False)
+        self.rates: torch.Tensor
+        self.offsets: torch.Tensor
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.register_buffer("rates", torch.tensor([1.3, 0.9, 0.7, 0.5, 0.31, 0.23]) * 0.03, persistent=False)
+        self.register_buffer("offsets", torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 2.0]), persistent=False)
         self._grid: torch.Tensor | None = None
 
     def _coords(self, h: int, w: int, ref: torch.Tensor) -> torch.Tensor:
@@ -77,15 +83,17 @@ class NeuralField(nn.Module):
         # the source's colour at the field's resolution (a strided sample: cheap, and blurred by the field anyway)
         sy, sx = max(1, h // lh), max(1, w // lw)
         small = x[:, :, sy // 2::sy, sx // 2::sx][:, :, :lh, :lw]
-        t = self.step.to(x.dtype) * 0.03
+        # phases in float32 and modulo 2*pi, so float16 runs animate as smoothly and for as long
+        phase = torch.remainder(self.step.float() * self.rates.float() + self.offsets.float(), 2 * math.pi)
         self.step.add_(1)
+        phase = phase.to(x.dtype)
         grid = self._coords(lh, lw, x).expand(n, -1, -1, -1)
         gx, gy = grid[:, 0:1], grid[:, 1:2]
         # the field flows: coordinates warped by slow waves
-        wx = gx + 0.4 * torch.sin(gy * 2.5 + t * 1.3)
-        wy = gy + 0.4 * torch.sin(gx * 2.0 - t * 0.9)
-        waves = torch.stack([torch.sin(t * 0.7), torch.cos(t * 0.5), torch.sin(t * 0.31 + 1.0),
-                             torch.cos(t * 0.23 + 2.0)]).to(x.dtype).view(1, 4, 1, 1).expand(n, -1, lh, lw)
+        wx = gx + 0.4 * torch.sin(gy * 2.5 + phase[0])
+        wy = gy + 0.4 * torch.sin(gx * 2.0 - phase[1])
+        waves = torch.stack([torch.sin(phase[2]), torch.cos(phase[3]), torch.sin(phase[4]),
+                             torch.cos(phase[5])]).view(1, 4, 1, 1).expand(n, -1, lh, lw)
         inp = torch.cat([wx, wy, grid[:, 2:3], waves, small], dim=1)
         hid = torch.sin(F.conv2d(inp, self.w1, self.b1))
         hid = torch.sin(F.conv2d(hid, self.w2))

@@ -49,6 +49,7 @@
     reconnects: 0,
     everOpened: false,
     connectedAt: 0,
+    statsSince: performance.now(), // start of the current stream's stats (not reset by reconnects)
   };
   const counters = newCounters();
   let received = []; // {t, bytes} per received frame (window)
@@ -125,11 +126,7 @@
         if (token) hello.token = token;
       } catch (e) { /* storage disabled */ }
       ws.send(JSON.stringify(hello));
-      if (session.everOpened) session.reconnects += 1;
-      session.everOpened = true;
       counters.lastId = null; // ids missed while away are not drops
-      setState("live");
-      hideBanner();
     };
     ws.onmessage = (ev) => {
       if (ws !== session.ws) return;
@@ -194,6 +191,7 @@
   }
 
   function resetStats() {
+    session.statsSince = performance.now();
     Object.assign(counters, newCounters());
     received = [];
     drawn = [];
@@ -219,6 +217,11 @@
         session.tiers = Array.isArray(msg.tiers) ? msg.tiers : [];
         session.tier = msg.tier;
         fillTierSelect();
+        // the session is established (an unknown stream is accepted, then closed, without a hello)
+        if (session.everOpened) session.reconnects += 1;
+        session.everOpened = true;
+        setState("live");
+        hideBanner();
         break;
       case "status":
         session.serverState = msg.state;
@@ -325,7 +328,7 @@
     const horizon = now - WINDOW_MS;
     while (received.length && received[0].t <= horizon) received.shift();
     while (drawn.length && drawn[0].t <= horizon) drawn.shift();
-    const span = Math.max(1, Math.min(WINDOW_MS, now - session.connectedAt)) / 1000;
+    const span = Math.max(1, Math.min(WINDOW_MS, now - session.statsSince)) / 1000;
     const lat = drawn.map((d) => d.latencyMs).sort((a, b) => a - b);
     const dec = drawn.map((d) => d.decodeMs).sort((a, b) => a - b);
     const bytes = received.reduce((sum, r) => sum + r.bytes, 0);

@@ -79,10 +79,10 @@ def _psnr(a: Image, b: Image) -> float:
 
 
 def measure_h264(frames: list[Image], *, bitrate: int | None, crf: int | None, threads: int,
-                 keyframe_interval_s: float = 2.0, fps: float = 30.0) -> Result:
+                 keyframe_interval_s: float = 2.0, fps: float = 30.0, vbv_s: float = 0.25) -> Result:
     h, w = frames[0].shape[:2]
     enc = H264Encoder(w, h, bitrate=bitrate, crf=crf, fps=fps, keyframe_interval_s=keyframe_interval_s,
-                      input_format="bgr24", threads=threads)
+                      input_format="bgr24", threads=threads, vbv_s=vbv_s)
     dec = H264Decoder()
     sizes: list[int] = []
     keys: list[int] = []
@@ -100,8 +100,8 @@ def measure_h264(frames: list[Image], *, bitrate: int | None, crf: int | None, t
         pic = dec.decode(out.data, out.keyframe)
         if pic is not None and i % 10 == 0:
             psnrs.append(_psnr(pic, img))
-    setting = f"{bitrate // 1000}k" if bitrate is not None else f"crf{crf}"
-    return Result("h264", f"{setting} threads={threads or 'auto'}", len(frames), statistics.fmean(sizes),
+    setting = f"{bitrate // 1000}k vbv={vbv_s:g}s" if bitrate is not None else f"crf{crf}"
+    return Result("h264", f"{setting} thr={threads or 'auto'}", len(frames), statistics.fmean(sizes),
                   statistics.fmean(keys) if keys else 0.0, statistics.fmean(deltas) if deltas else 0.0,
                   statistics.fmean(sizes) * 8 * fps / 1000, statistics.fmean(times),
                   float(np.percentile(times, 95)), cpu / len(frames) * 1000, statistics.fmean(psnrs))
@@ -215,15 +215,15 @@ def main(argv: list[str] | None = None) -> None:
     for text in args.bitrates.split(","):
         results.append(measure_h264(frames, bitrate=parse_bitrate(text), crf=None, threads=args.threads))
     results.append(measure_h264(frames, bitrate=None, crf=args.crf, threads=args.threads))
-    results.append(measure_h264(frames, bitrate=parse_bitrate(args.bitrates.split(",")[1 if "," in args.bitrates
-                                                                                        else 0]),
-                                crf=None, threads=1))
+    second = parse_bitrate(args.bitrates.split(",")[1 if "," in args.bitrates else 0])
+    results.append(measure_h264(frames, bitrate=second, crf=None, threads=1))
+    results += [measure_h264(frames, bitrate=second, crf=None, threads=args.threads, vbv_s=v) for v in (0.5, 1.0)]
     print(f"{args.scene} scene {args.width}x{args.height}, {args.frames} frames, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}")
-    print(f"{'codec':6} {'setting':22} {'B/frame':>9} {'key B':>8} {'P B':>8} {'kbit/s@30':>10} {'ms mean':>8} "
+    print(f"{'codec':6} {'setting':26} {'B/frame':>9} {'key B':>8} {'P B':>8} {'kbit/s@30':>10} {'ms mean':>8} "
           f"{'ms p95':>7} {'CPU ms':>7} {'PSNR dB':>8}")
     for r in results:
-        print(f"{r.codec:6} {r.setting:22} {r.bytes_per_frame:9.0f} {r.keyframe_bytes:8.0f} {r.p_frame_bytes:8.0f} "
+        print(f"{r.codec:6} {r.setting:26} {r.bytes_per_frame:9.0f} {r.keyframe_bytes:8.0f} {r.p_frame_bytes:8.0f} "
               f"{r.kbit_per_s_at_30fps:10.0f} {r.encode_ms_mean:8.2f} {r.encode_ms_p95:7.2f} {r.encode_cpu_ms:7.2f} "
               f"{r.psnr_db:8.2f}")
     mid = parse_bitrate(args.bitrates.split(",")[0])

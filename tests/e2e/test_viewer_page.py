@@ -108,7 +108,7 @@ def test_page_parses_the_golden_vector(stack: Stack, page: Any) -> None:
         assert message in page.evaluate(parse, list(bad))["error"]
 
 
-def test_tier_selector_and_stream_picker(stack: Stack, page: Any) -> None:
+def test_tier_selector_stream_picker_and_controls(stack: Stack, page: Any) -> None:
     page.goto(stack.url + "/?stream=demo")
     s = wait_stats(page, "s.framesDrawn >= 3 && s.tiers.length > 0", 30)
     assert page.eval_on_selector_all("#stream option", "opts => opts.map(o => o.value)") == ["demo"]
@@ -118,6 +118,15 @@ def test_tier_selector_and_stream_picker(stack: Stack, page: Any) -> None:
     assert "tier=" + lowest in page.url
     page.select_option("#tier", "auto")
     wait_stats(page, 's.tierChoice === "auto"', 5)
+    page.click("#fullscreen")
+    page.wait_for_function("() => document.fullscreenElement && document.fullscreenElement.id === 'stage'",
+                           timeout=scaled(5) * 1000)
+    page.keyboard.press("f")
+    page.wait_for_function("() => !document.fullscreenElement", timeout=scaled(5) * 1000)
+    page.keyboard.press("s")
+    assert page.is_hidden("#overlay")
+    page.keyboard.press("s")
+    assert page.is_visible("#overlay")
     assert page.page_errors == []
 
 
@@ -140,7 +149,8 @@ def test_unknown_stream_says_so(stack: Stack, page: Any) -> None:
     page.goto(stack.url + "/?stream=nope")
     page.wait_for_selector("#banner:not([hidden])", timeout=scaled(20) * 1000)
     assert "unknown stream 'nope'" in page.inner_text("#banner")
-    assert stats(page)["closeCode"] == 4004
+    s = stats(page)
+    assert s["closeCode"] == 4004 and s["reconnects"] == 0 and s["state"] == "reconnecting"
 
 
 def test_page_shows_stalled_when_the_source_stops(stack: Stack, page: Any) -> None:

@@ -50,6 +50,8 @@ log = logging.getLogger("framecast.edge")
 
 DEFAULT_STATIC_DIR = Path(__file__).parent / "static"
 TRANSPORT_KEY = "framecast.transport"
+_ACK_PREFIX = '{"type":"ack","id":'
+_ACK_LEN = len(_ACK_PREFIX)
 _READY_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_ERRORS)
 
 
@@ -409,8 +411,13 @@ async def _is_live(runtime: EdgeRuntime, stream: str) -> bool:
 async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSession) -> None:
     settings, metrics = runtime.settings, runtime.metrics
     bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, mono_us())
+    # uvicorn's ASGI receive directly: Starlette's wrapper only re-checks state we track ourselves
+    receive = getattr(session.protocol, "receive", None)
+    if not callable(receive):
+        receive = ws.receive
+    max_bytes = settings.max_message_bytes
     while not session.closed:
-        event = await ws.receive()
+        event = await receive()
         kind = event.get("type")
         if kind == "websocket.disconnect":
             if not session.closed:
@@ -423,12 +430,17 @@ async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSess
         if text is None:
             await session.close(C.CLOSE_UNSUPPORTED_DATA, C.CLOSE_REASONS[C.CLOSE_UNSUPPORTED_DATA])
             return
-        if len(text) > settings.max_message_bytes:
+        if len(text) > max_bytes:
             await session.close(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
             return
         if not bucket.take(mono_us()):
             await session.close(C.CLOSE_POLICY_VIOLATION, "too many control messages")
             return
+        # fast path for the one message sent per frame; anything else takes the full parser
+        if text.startswith(_ACK_PREFIX) and text.endswith("}") and text[_ACK_LEN:-1].isdecimal():
+            session.metrics.acks.inc()
+            session.on_ack(int(text[_ACK_LEN:-1]))
+            continue
         try:
             session.on_message(parse_viewer_message(text))
         except ProtocolError as exc:

@@ -7,6 +7,8 @@ stream's ladder is first read.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from framecast import constants as C
@@ -74,6 +76,17 @@ class EdgeMetrics:
             self.closes.labels(str(code))
         for kind in CONTROL_TYPES:
             self.control.labels(kind)
+        # hot-path children resolved once (a labels() lookup costs a lock and a dict per event)
+        self.acks = self.control.labels("ack")
+        self.drop_queue_full = self.drops.labels("queue_full")
+        self.drop_stale = self.drops.labels("stale")
+        self._sent_by_tier: dict[str, Any] = {}
+
+    def sent_counter(self, tier: str) -> Any:
+        child = self._sent_by_tier.get(tier)
+        if child is None:
+            child = self._sent_by_tier[tier] = self.frames_sent.labels(tier)
+        return child
 
     def tier_seen(self, tier: str) -> None:
         self.frames_sent.labels(tier)

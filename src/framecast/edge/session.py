@@ -121,6 +121,7 @@ class ViewerSession:
         self.feed_tier: str = self.tier_names[0]
         self.pending_tier: str | None = None
         self.acking = False
+        self.window_blocked = False
         self.last_ack_us: int | None = None
         self.blocked_since_us: int | None = None  # legacy viewer: socket over budget with a frame waiting
         self.send_started_us: int | None = None
@@ -201,7 +202,7 @@ class ViewerSession:
         q = self.queue
         if len(q) >= self.settings.queue_size:
             q.popleft()
-            self.metrics.drops.labels("queue_full").inc()
+            self.metrics.drop_queue_full.inc()
             _drop_log.event("queue_full")
         q.append(frame)
         self.wake.set()
@@ -228,7 +229,7 @@ class ViewerSession:
     def on_message(self, msg: ViewerMessage) -> None:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
         if isinstance(msg, Ack):
-            self.metrics.control.labels("ack").inc()
+            self.metrics.acks.inc()
             self.on_ack(msg.frame_id)
         elif isinstance(msg, SetPreferences):
             self.metrics.control.labels("set").inc()
@@ -254,7 +255,8 @@ class ViewerSession:
         if g2g >= 0:
             self.metrics.glass_to_glass.observe(g2g / 1e6)
         self.metrics.frame_delay.observe(result.delay_us / 1e6)
-        self.wake.set()
+        if self.window_blocked:  # only a sender waiting for the window needs the ack
+            self.wake.set()
         self._maybe_adapt(now)
 
     # --- stream state and timeouts (from the hub's housekeeping) ----------
@@ -363,14 +365,17 @@ class ViewerSession:
                 await asyncio.wait_for(self.wake.wait(), delay)
 
     async def _send_loop(self) -> None:
-        ws, metrics, window = self.ws, self.metrics, self.window
-        frames_sent = metrics.frames_sent
+        metrics, window = self.metrics, self.window
+        # uvicorn's own ASGI send, past Starlette's per-message state checks and wrappers (same ASGI events)
+        raw_send = getattr(self.protocol, "send", None)
+        if not callable(raw_send):
+            raw_send = self.ws.send
         unsent_budget, legacy_budget = self.settings.unsent_budget_bytes, self.settings.legacy_budget_bytes
         poll = _LEGACY_POLL_S[0]
         try:
             while not self.closed:
                 if self.controls:
-                    await ws.send_text(self.controls.popleft())
+                    await raw_send({"type": "websocket.send", "text": self.controls.popleft()})
                     continue
                 if not self.queue:
                     await self._wait(None)
@@ -381,7 +386,9 @@ class ViewerSession:
                     await self._wait(wait / 1e6)
                     continue
                 if self.acking and not window.can_send():
+                    self.window_blocked = True
                     await self._wait(0.25)  # an ack wakes us; the timeout re-checks the rest
+                    self.window_blocked = False
                     continue
                 unsent = self.probe.unsent()
                 if unsent > (unsent_budget if self.acking else legacy_budget):
@@ -394,12 +401,12 @@ class ViewerSession:
                 self.blocked_since_us = None
                 frame = self.queue.pop()
                 if self.queue:
-                    metrics.drops.labels("stale").inc(len(self.queue))
+                    metrics.drop_stale.inc(len(self.queue))
                     self.queue.clear()
                 if frame.capture_us <= self.last_sent_capture_us:
                     continue  # never the same moment twice, never back in time (joins, tier switches)
                 self.send_started_us = now
-                await ws.send_bytes(frame.data)
+                await raw_send({"type": "websocket.send", "bytes": frame.data})
                 self.send_started_us = None
                 self.last_sent_capture_us = frame.capture_us
                 if self.acking:
@@ -412,11 +419,12 @@ class ViewerSession:
                     metrics.first_frame.observe((mono_us() - self.started_us) / 1e6)
                 self.frames_sent += 1
                 self.bytes_sent += frame.nbytes
-                frames_sent.labels(self.feed_tier).inc()
+                metrics.sent_counter(self.feed_tier).inc()
                 metrics.bytes_sent.inc(frame.nbytes)
                 if not self.acking:
                     self._maybe_adapt(now)
-                await asyncio.sleep(0)  # yield between frames: a send loop that never waits starves accept()
+                if self.queue or self.controls:
+                    await asyncio.sleep(0)  # yield between frames: a send loop that never waits starves accept()
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.closed = True
         except asyncio.CancelledError:

@@ -50,19 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         source.close()
         return fail(problem)
 
-    from framecast.inference.model import ModelError, load_engine  # imports torch (1-5 s)
-
-    try:
-        engine = load_engine(settings.model, settings.device, settings.width, settings.height, fp16=settings.fp16,
-                             compile=settings.compile, torch_threads=settings.torch_threads)
-    except ModelError as exc:
-        source.close()
-        return fail(str(exc))
-
+    # the metrics port is taken before the slow model load, so a port conflict fails at once
     names = [t.name for t in ladder]
     M.init_series(names)
-    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, settings.source,
-                  settings.encoder).set(1)
     M.TARGET_FPS.set(source.fps)
     try:
         server, _, port = M.serve(settings.metrics_host, settings.metrics_port)
@@ -71,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"invalid setting FRAMECAST_METRICS_PORT (--metrics-port): cannot listen on "
                     f"{settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}")
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+
+    from framecast.inference.model import ModelError, load_engine  # imports torch (1-5 s)
+
+    try:
+        engine = load_engine(settings.model, settings.device, settings.width, settings.height, fp16=settings.fp16,
+                             compile=settings.compile, torch_threads=settings.torch_threads)
+    except ModelError as exc:
+        server.shutdown()
+        source.close()
+        return fail(str(exc))
+
+    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, settings.source,
+                  settings.encoder).set(1)
 
     client = sync_client(settings.redis_url)
     keys = Keys(settings.key_prefix)

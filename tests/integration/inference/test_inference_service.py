@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -145,3 +146,14 @@ def test_bad_start_exits_2_with_one_clear_line(args: list[str], message: str) ->
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert message in lines[-1], proc.stderr
     assert lines[-1].startswith("framecast-inference: ")
+
+
+def test_metrics_port_in_use_exits_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "framecast.inference", "--metrics-port", str(port)],
+                              capture_output=True, text=True, timeout=scaled(STARTUP), cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert "FRAMECAST_METRICS_PORT (--metrics-port): cannot listen on" in proc.stderr.splitlines()[-1]

@@ -45,8 +45,9 @@ class GopConfig:
     max_queue_delay_us: int = 400_000
     catch_up_frames: int = 2  # a keyframe arriving while this many frames wait replaces them
     keyframe_request_interval_us: int = 500_000
-    max_replay_frames: int = 30
-    max_replay_bytes: int = 256 * 1024
+    # a replay waits in the queue behind the ack window: keep it well inside max_queue_delay_us
+    max_replay_frames: int = 15
+    max_replay_bytes: int = 192 * 1024
 
     def __post_init__(self) -> None:
         if self.max_queue_frames < 1 or self.catch_up_frames < 1 or self.max_replay_frames < 1:

@@ -78,11 +78,11 @@ def make_encoder(keyframe_interval_s: float) -> H264Encoder:
 def test_join_mid_gop_replays_the_cached_gop_and_decodes_at_once(small_frames: list[Image]) -> None:
     early = Viewer("early", link=lambda i: 2)
     late = Viewer("late", link=lambda i: 40)
-    stream, _, requests = run(small_frames, {0: early, 20: late}, 40, make_encoder(keyframe_interval_s=10.0))
+    stream, _, requests = run(small_frames, {0: early, 12: late}, 40, make_encoder(keyframe_interval_s=10.0))
     assert [i for i, f in enumerate(stream) if f.keyframe] == [0]  # no extra IDR was needed
     assert requests == [0]  # the first viewer found an empty cache (the first frame is an IDR anyway)
     assert early.shown == list(range(40)) and early.blank == 0
-    # the late viewer got keyframe 0 and frames 1..19 from the cache in one burst, then followed live
+    # the late viewer got keyframe 0 and frames 1..11 from the cache in one burst, then followed live
     assert late.shown == list(range(40))
     assert late.blank == 0 and late.decoder.errors == 0
 
@@ -90,7 +90,7 @@ def test_join_mid_gop_replays_the_cached_gop_and_decodes_at_once(small_frames: l
 def test_join_into_a_long_gop_asks_for_a_fresh_idr(small_frames: list[Image]) -> None:
     early = Viewer("early", link=lambda i: 2)
     late = Viewer("late", link=lambda i: 2)
-    # 60 frames into a 10 s GOP: a replay would be 60 frames, more than max_replay_frames (30)
+    # 60 frames into a 10 s GOP: a replay would be 60 frames, more than max_replay_frames (15)
     stream, _, requests = run(small_frames, {0: early, 60: late}, 80, make_encoder(keyframe_interval_s=10.0))
     assert requests == [0, 60]
     assert stream[60].keyframe and stream[60].keyframe_reason == "requested"

@@ -21,10 +21,10 @@ def _suffix(kind: str, name: str) -> str:
 def rows(metrics: list[MetricWrapperBase]) -> list[tuple[str, str, str, str]]:
     out = []
     for m in metrics:
-        kind = m._type
+        kind = str(m._type)
         name = m._name + _suffix(kind, m._name)
         labels = ", ".join(f"`{label}`" for label in m._labelnames) or "-"
-        out.append((name, kind, labels, m._documentation))
+        out.append((str(name), kind, labels, str(m._documentation)))
     return sorted(out)
 
 

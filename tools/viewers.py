@@ -1,31 +1,20 @@
-"""Real WebSocket viewers for deployment tests: hello, then an ack for every frame.
+"""Real viewers for deployment tests: the project's client library (`framecast.client`), acking every frame.
 
-A `ViewerPool` runs N viewers on its own asyncio loop in a background thread
-so synchronous tests (which also poll Prometheus and kill processes) can
-drive them. A viewer whose connection closes reconnects through the same URL
-(the load balancer), after a short jittered pause, and counts it.
+A `ViewerPool` runs N subscriptions on its own asyncio loop in a background
+thread so synchronous tests (which also poll Prometheus and kill processes)
+can drive them. Each viewer reconnects as the client library does (jittered
+back-off by close code) through the same URL, i.e. through the load balancer,
+and the pool records which edge served it from each hello.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
-from framecast.protocol import (
-    Ack,
-    ClientHello,
-    ProtocolError,
-    ServerHello,
-    decode_header,
-    encode_control,
-    parse_server_message,
-)
+from framecast.client import ClientError, Subscription
 
 
 @dataclass
@@ -39,7 +28,6 @@ class ViewerState:
     failed_connects: int = 0
     server: str = ""  # the edge's name from its hello, for the connection in progress
     servers: list[str] = field(default_factory=list)  # every edge this viewer was served by, in order
-    connected: bool = False
     last_frame_id: int = -1
     last_error: str = ""
     frames_since_connect: int = 0
@@ -53,6 +41,7 @@ class ViewerPool:
         self.url, self.count, self.tier, self.reconnect = url, count, tier, reconnect
         self.connect_spacing_s = connect_spacing_s
         self.states = [ViewerState(i) for i in range(count)]
+        self._subs: dict[int, Subscription] = {}
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="viewers", daemon=True)
@@ -77,7 +66,9 @@ class ViewerPool:
         return sum(s.frames for s in self.states)
 
     def connected(self) -> list[ViewerState]:
-        return [s for s in self.states if s.connected and s.frames_since_connect > 0]
+        """Viewers receiving on their current connection."""
+        return [s for s in self.states
+                if s.index in self._subs and self._subs[s.index].connected and s.frames_since_connect > 0]
 
     # --- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -97,40 +88,35 @@ class ViewerPool:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _viewer(self, state: ViewerState) -> None:
-        rng = random.Random(state.index)
-        while True:
-            try:
-                async with connect(self.url, compression=None, open_timeout=5, max_size=8 * 1024 * 1024,
-                                   ping_interval=None) as ws:
-                    state.connects += 1
-                    state.frames_since_connect = 0
-                    await ws.send(encode_control(ClientHello(client_id=f"deploy-test-{state.index}",
-                                                             tier=self.tier)))
-                    state.connected = True
-                    async for message in ws:
-                        if isinstance(message, bytes):
-                            header = decode_header(message)
-                            state.frames += 1
-                            state.frames_since_connect += 1
-                            state.bytes += len(message)
-                            state.last_frame_id = header.frame_id
-                            await ws.send(encode_control(Ack(header.frame_id)))
-                        else:
-                            parsed = parse_server_message(message)
-                            if isinstance(parsed, ServerHello):
-                                state.server = parsed.server
-                                state.servers.append(parsed.server)
-            except asyncio.CancelledError:
-                state.connected = False
-                raise
-            except (ConnectionClosed, InvalidHandshake, InvalidStatus, OSError, TimeoutError, ProtocolError) as exc:
-                state.last_error = f"{type(exc).__name__}: {exc}"
-                if state.connected is False:
+        sub = Subscription(self.url, tier=self.tier, client_id=f"deploy-test-{state.index}", ack="received",
+                           reconnect=self.reconnect, open_timeout=5.0)
+        self._subs[state.index] = sub
+        try:
+            # the stream may not be announced yet right after start-up (4004): try again until stopped
+            while True:
+                try:
+                    await sub.open()
+                    break
+                except (ClientError, OSError, TimeoutError) as exc:
+                    state.last_error = f"{type(exc).__name__}: {exc}"
                     state.failed_connects += 1
-            state.connected = False
-            if not self.reconnect:
-                return
-            await asyncio.sleep(rng.uniform(0.1, 0.3))
+                    await asyncio.sleep(0.2)
+            seen_reconnects = -1
+            async for frame in sub:
+                if sub.reconnects != seen_reconnects:  # a new connection (first, or after a reconnect)
+                    seen_reconnects = sub.reconnects
+                    state.connects = sub.reconnects + 1
+                    state.frames_since_connect = 0
+                    state.server = sub.hello.server if sub.hello else ""
+                    state.servers.append(state.server)
+                state.frames += 1
+                state.frames_since_connect += 1
+                state.bytes += frame.message_bytes
+                state.last_frame_id = frame.frame_id
+        except (ClientError, OSError, TimeoutError) as exc:
+            state.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await sub.close()
 
 
 def wait_for(check: object, timeout: float, interval: float = 0.1) -> bool:

@@ -142,6 +142,8 @@ class FanoutResult:
     deliveries_per_cpu_s: float | None
     sends: int | None
     skipped_full: int | None
+    rss_before_mb: float | None = None
+    rss_per_viewer_kb: float | None = None
 
 
 RAW_TARGET = "raw-asyncio-tcp"
@@ -199,6 +201,8 @@ def run_raw_fanout(readers: int, duration_s: float) -> FanoutResult:
 # acking WebSocket viewers in another process.  Deliveries are frames the
 # viewers received; CPU is the edge process's (from /proc) over their window.
 
+MB = 1e6
+KB = 1e3
 EDGE_STREAM = "fanout"
 EDGE_TIER = "high"
 EDGE_PUBLISH_FPS = 30.0
@@ -283,12 +287,14 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         _wait_live(f"http://{HOST}:{port}", time.monotonic() + EDGE_READY_TIMEOUT_S)
         read_argv = [sys.executable, "-m", __name__, "ws-read", "--port", str(port), "--readers", str(readers),
                      "--duration", f"{duration_s:g}"]  # fmt: skip
+        rss_before = sample(edge.pid).rss_bytes
         viewers = subprocess.Popen(read_argv, cwd=_repo_root(), text=True, stdout=subprocess.PIPE)
         procs.append(viewers)
         assert viewers.stdout is not None
         if viewers.stdout.readline().strip() != EDGE_WINDOW_START:
             raise ValueError("viewers did not connect")
-        cpu0, wall0 = sample(edge.pid).cpu_s, time.monotonic()
+        at_start = sample(edge.pid)
+        cpu0, wall0 = at_start.cpu_s, time.monotonic()
         out, _ = viewers.communicate(timeout=duration_s + PROCESS_GRACE_S)
         cpu, wall = sample(edge.pid).cpu_s - cpu0, time.monotonic() - wall0
         got = ReaderReport(**_json_line(out))
@@ -304,6 +310,7 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         FRAMECAST_EDGE_TARGET, readers, STATUS_OK if got.connected == readers else STATUS_ERROR,
         "" if got.connected == readers else f"only {got.connected} of {readers} viewers connected",
         wall, got.deliveries, got.deliveries / wall, cpu, deliveries_per_cpu_s(got.deliveries, cpu), None, None,
+        rss_before / MB, (at_start.rss_bytes - rss_before) / readers / KB,
     )  # fmt: skip
 
 

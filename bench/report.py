@@ -44,7 +44,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def links_table(results: list[dict[str, Any]]) -> str:
     header = [
         "scenario", "system", "FPS", "link FPS at its size", "p50 ms", "p95 ms", "p99 ms",
-        "floor ms", "msg KB/frame", "wire KB/frame", "drops", "serving CPU s", "status",
+        "floor ms", "msg KB/frame", "wire KB/frame", "drops", "serving CPU s", "source FPS", "host load",
+        "status",
     ]  # fmt: skip
     rows = []
     for r in results:
@@ -54,6 +55,7 @@ def links_table(results: list[dict[str, Any]]) -> str:
                 fmt(r["latency_p50_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
                 fmt(r["latency_floor_ms"]), fmt(r["bytes_per_frame"], 1, KB),
                 fmt(r["wire_bytes_per_frame"], 1, KB), fmt(r["drops"]), fmt(r["serving_cpu_s"], 2),
+                fmt(r["source_fps"], 1), fmt(r["host_loadavg_1m"], 1),
                 r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
             ]
         )  # fmt: skip
@@ -83,11 +85,12 @@ def step_table(results: list[dict[str, Any]]) -> str:
 
 
 def fanout_table(results: list[dict[str, Any]]) -> str:
-    header = ["target", "readers", "deliveries/s", "server CPU s", "deliveries per CPU-s", "status"]
+    header = ["target", "readers", "deliveries/s", "server CPU s", "deliveries per CPU-s", "RSS per viewer KB",
+              "status"]  # fmt: skip
     rows = [
         [
             r["target"], str(r["readers"]), fmt(r["deliveries_per_s"]), fmt(r["server_cpu_s"], 2),
-            fmt(r["deliveries_per_cpu_s"]),
+            fmt(r["deliveries_per_cpu_s"]), fmt(r.get("rss_per_viewer_kb"), 0),
             r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
         ]
         for r in results

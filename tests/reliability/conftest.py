@@ -13,6 +13,7 @@ import pytest
 
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
+from framecast.protocol import ClientHello
 from tests.procs import Service, edge_service, inference_service, service_port, wait_http
 from tests.reliability.support import STREAM_ARGS, ProcStats, http_text, proc_stats, wait_stream
 
@@ -86,13 +87,13 @@ StackFactory = Callable[..., Stack]
 
 @contextlib.contextmanager
 def stack_running(log_dir: Path, *, edge_args: list[str] | None = None, inference_args: list[str] | None = None,
-                  maxmemory: str = "64mb") -> Iterator[Stack]:
+                  maxmemory: str = "64mb", hello: ClientHello | None = None) -> Iterator[Stack]:
     """One stack for a module of tests (started once, stream announced, stopped at the end)."""
     redis = EmbeddedRedis(maxmemory=maxmemory).start()
     stack = Stack(redis, log_dir, list(edge_args or []), list(inference_args or []))
     try:
         stack.start()
-        asyncio.run(wait_stream(stack.ws()))
+        asyncio.run(wait_stream(stack.ws(), hello=hello))
         yield stack
     finally:
         with contextlib.suppress(Exception):

@@ -246,12 +246,12 @@ async def stop_viewers(viewers: list[Viewer]) -> None:
     await asyncio.gather(*(v.stop() for v in viewers))
 
 
-async def wait_stream(url: str, within: float = 60.0) -> None:
+async def wait_stream(url: str, within: float = 60.0, hello: ClientHello | None = None) -> None:
     """Poll until the edge admits a viewer of the stream and it gets a frame (inference announced it)."""
     deadline = time.monotonic() + scaled(within)
     last = ""
     while time.monotonic() < deadline:
-        v = Viewer(url)
+        v = Viewer(url, hello=hello or ClientHello())
         v.start()
         try:
             await eventually(lambda: bool(v.frames) or v.closed, 15, "first frame or close")  # noqa: B023

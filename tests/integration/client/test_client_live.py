@@ -139,6 +139,15 @@ def test_cli_watch_json(stack: Stack) -> None:
     assert summary["acks_sent"] >= summary["frames"] - 1
 
 
+def test_cli_watch_prints_a_line_a_second(stack: Stack) -> None:
+    done = _cli("watch", stack.url, "--duration", "2.5", "--client-id", "it-lines")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    ticks = [line for line in lines if line.startswith("t=")]
+    assert len(ticks) >= 2 and "fps=" in ticks[-1] and "kbit/s" in ticks[-1] and "p95=" in ticks[-1]
+    assert " frames in " in lines[-1] and "fps" in lines[-1]
+
+
 def test_cli_probe_on_loopback(stack: Stack) -> None:
     done = _cli("probe", stack.url, "--seconds-per-tier", "1.5", "--json")
     assert done.returncode == 0, done.stderr

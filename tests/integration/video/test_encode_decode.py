@@ -127,6 +127,19 @@ def test_decoder_waits_for_a_keyframe_mid_gop_and_after_a_reset(small_frames: li
     assert dec.decode(out[30].data, True) is not None
 
 
+def test_decoder_error_waits_for_the_next_keyframe(small_frames: list[Image]) -> None:
+    enc = H264Encoder(320, 180, crf=25, keyframe_interval_s=1.0, input_format="bgr24")
+    out = encode_all(enc, small_frames[:35])
+    dec = H264Decoder()
+    assert dec.decode(out[0].data, True) is not None
+    garbage = b"\x00\x00\x00\x01\x65" + bytes(range(256)) * 8  # an "IDR" whose SPS/PPS never came
+    assert dec.decode(garbage, True) is None
+    assert dec.errors == 1 and not dec.started
+    assert dec.decode(out[1].data, False) is None  # no P-frame on top of a failed picture
+    pic = dec.decode(out[30].data, True)
+    assert pic is not None and psnr(pic, small_frames[30]) > 24
+
+
 def test_tier_encoder_scales_into_the_box_and_builds_wire_messages(small_frames: list[Image]) -> None:
     tier = parse_video_tier("video-low=160x90@h264:200k")
     enc = VideoTierEncoder(tier, tier_index=3, input_format="bgr24", keyframe_interval_s=60.0)

@@ -367,13 +367,17 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             hello = msg
             token = msg.token
         try:
-            auth.verify_token(settings.auth_secret, token, stream)
+            grant = auth.verify_token(settings.auth_secret, token, stream)
         except auth.AuthError as exc:
             await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, f"authentication failed: {exc}", "auth")
             return None
+        expires_at: float | None = grant.expires + auth.LEEWAY_S
+    else:
+        expires_at = None
     transport, proto = ws.scope.get(TRANSPORT_KEY, (None, None))
     session = ViewerSession(ws, hub=runtime.hub, settings=settings, metrics=metrics, stream=stream, tiers=tiers,
                             source_fps=info.fps, transport=transport, protocol=proto)
+    session.expires_at = expires_at
     try:
         if hello is not None:
             session.apply_hello(hello)

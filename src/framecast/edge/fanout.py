@@ -25,7 +25,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, read_frames
+from framecast.bus import REDIS_ERRORS, Backoff, Keys, StreamInfo, read_frames
 from framecast.bus import now_us as wall_us
 from framecast.constants import FRAME_FIELD
 from framecast.edge.metrics import EdgeMetrics
@@ -34,6 +34,7 @@ from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
 
 log = logging.getLogger("framecast.edge.fanout")
+_MAX_CACHED_STREAMS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class TierReader:
     arrivals: RateMeter = field(default_factory=RateMeter)
     mean_bytes: float | None = None
     frames: int = 0
+    started_us: int = field(default_factory=wall_us)
 
     def fps(self, now: int) -> float:
         return self.arrivals.rate(now)
@@ -144,6 +146,8 @@ class FanoutHub:
                 log.warning("stream %s has unreadable meta", stream)
         if info is None and cached is not None and cached[1] is not None and stream in self.watchers:
             info = cached[1]  # meta expired while viewers watch (source stalled): keep the last ladder
+        if len(self._info) >= _MAX_CACHED_STREAMS:  # names come from URLs: never let them grow the cache
+            self._info = {s: v for s, v in self._info.items() if s in self.watchers}
         self._info[stream] = (now, info)
         return info
 
@@ -162,6 +166,7 @@ class FanoutHub:
         reader.subscribers.add(sub)
         reader.idle_since = None
         if reader.task is None or reader.task.done():
+            reader.started_us = wall_us()
             reader.task = asyncio.create_task(self._run_reader(reader), name=f"reader-{stream}-{tier}")
             self.metrics.bus_readers.set(sum(1 for r in self.readers.values() if r.task is not None))
         return reader.latest
@@ -207,6 +212,8 @@ class FanoutHub:
                 header = None
             if header is not None and (best is None or header.capture_us > best.capture_us):
                 best = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+        if len(self._newest) >= _MAX_CACHED_STREAMS:
+            self._newest.clear()
         self._newest[stream] = (time.monotonic(), best)
         return best
 
@@ -230,13 +237,16 @@ class FanoutHub:
         with contextlib.suppress(*REDIS_ERRORS):
             await self._set_demand([reader])  # ask inference for this tier before the first XREAD
         lag = metrics.reader_lag
+        live = self.live
 
         def on_error(exc: BaseException) -> None:
             metrics.bus_reconnects.inc()
             self._bus_errors.event(type(exc).__name__)
 
         try:
-            async for data in read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error):
+            # back-off capped at 1 s: viewers resume within about a second of Redis returning
+            async for data in read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error,
+                                          backoff=Backoff(base=0.05, cap=1.0)):
                 try:
                     header = decode_header(data)
                 except ProtocolError as exc:
@@ -250,6 +260,8 @@ class FanoutHub:
                 size = float(len(data))
                 reader.mean_bytes = size if reader.mean_bytes is None else reader.mean_bytes * 0.9 + size * 0.1
                 lag.observe(max(0, now - header.capture_us) / 1e6)
+                if live.get(reader.stream) is False and now - header.capture_us < self.stall_after_us:
+                    self.set_live(reader.stream, True)  # frames are back: say so at once, not at the next tick
                 for sub in tuple(reader.subscribers):
                     sub.offer(reader.tier, frame)
         except asyncio.CancelledError:
@@ -304,10 +316,28 @@ class FanoutHub:
         now = wall_us()
         for stream, raw in zip(streams, values, strict=True):
             beat = int(raw) if raw is not None and raw.isdigit() else None
-            live = beat is not None and now - beat <= self.stall_after_us
-            self.set_live(stream, live, "" if live else
-                          ("no heartbeat from the source" if beat is None else
-                           f"no frame for {(now - beat) / 1e6:.1f}s"))
+            if beat is None or now - beat > self.stall_after_us:
+                self.set_live(stream, False, "no heartbeat from the source" if beat is None else
+                              f"no heartbeat for {(now - beat) / 1e6:.1f}s")
+                continue
+            # the source process is alive; are its frames flowing? (a source can stall behind a live heartbeat)
+            age = self._frame_age_us(stream, now)
+            info = self.cached_info(stream)
+            limit = max(self.stall_after_us, int(3e6 / info.fps) if info is not None and info.fps > 0 else 0)
+            if age is not None and age > limit:
+                self.set_live(stream, False, f"no frame for {age / 1e6:.1f}s")
+            else:
+                self.set_live(stream, True)
+
+    def _frame_age_us(self, stream: str, now: int) -> int | None:
+        """Time since the newest frame read for any watched tier of `stream` (None: no reader yet)."""
+        newest: int | None = None
+        for (s, _), r in self.readers.items():
+            if s == stream and r.subscribers:
+                last = r.latest.read_us if r.latest is not None and r.latest.read_us >= r.started_us \
+                    else r.started_us
+                newest = last if newest is None else max(newest, last)
+        return None if newest is None else now - newest
 
     def set_live(self, stream: str, live: bool, detail: str = "") -> None:
         before = self.live.get(stream)

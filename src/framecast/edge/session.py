@@ -51,6 +51,7 @@ SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/socki
 _ADAPT_EVERY_US = 200_000
 _LEGACY_POLL_S = (0.002, 0.05)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
+_background: set[asyncio.Task[None]] = set()  # close tasks started from sync code, kept referenced
 
 
 def close_reason(text: str) -> str:
@@ -131,6 +132,7 @@ class ViewerSession:
         self.client_id = ""
         self.closed = False
         self.close_code: int | None = None
+        self.expires_at: float | None = None  # wall-clock seconds when the viewer's token expires
         self.sender: asyncio.Task[None] | None = None
         self._next_adapt_us = 0
         self._live: bool | None = None
@@ -275,6 +277,9 @@ class ViewerSession:
         """Close viewers that stopped acking or reading for `ack_timeout_s` (4008)."""
         if self.closed:
             return
+        if self.expires_at is not None and time.time() > self.expires_at:
+            self._close_soon(C.CLOSE_AUTH_FAILED, "authentication failed: token expired")
+            return
         now = mono_us()
         timeout = int(self.settings.ack_timeout_s * 1e6)
         stuck_since: int | None = None
@@ -288,11 +293,15 @@ class ViewerSession:
             stuck_since = self.blocked_since_us if stuck_since is None else min(stuck_since, self.blocked_since_us)
         if stuck_since is not None and now - stuck_since > timeout:
             what = "acks" if self.acking else "reads"
-            task = asyncio.create_task(self.close(C.CLOSE_VIEWER_TIMEOUT, f"viewer timed out: no {what} for "
-                                                  f"{self.settings.ack_timeout_s:g}s"))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._close_soon(C.CLOSE_VIEWER_TIMEOUT, f"viewer timed out: no {what} for "
+                             f"{self.settings.ack_timeout_s:g}s")
         else:
             self._maybe_adapt(now)
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        task = asyncio.create_task(self.close(code, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     # --- tier switching --------------------------------------------------
     def _switch_to(self, index: int, reason: str) -> None:

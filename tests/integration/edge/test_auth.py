@@ -123,3 +123,13 @@ async def test_metrics_on_internal_port_only(auth_edge: EdgeProcess) -> None:
     assert internal.status_code == 200 and "framecast_edge_rejected_viewers_total" in internal.text
     assert public.status_code == 404
     assert json.loads((await asyncio.to_thread(httpx.get, auth_edge.base + "/healthz")).text)["status"] == "ok"
+
+
+async def test_open_connection_closed_when_its_token_expires(auth_edge: EdgeProcess) -> None:
+    # accepted within the 5 s clock-skew leeway, then expires about a second later
+    token = make_token(SECRET, ["demo"], ttl_s=0, now=time.time() - 4)
+    t0 = time.monotonic()
+    v = await ViewerClient(auth_edge.ws(), hello={"token": token}).run(6.0)
+    assert v.frames, "accepted at first"
+    assert v.close_code == C.CLOSE_AUTH_FAILED and "expired" in v.close_reason
+    assert time.monotonic() - t0 < 4.0

@@ -225,9 +225,16 @@
         break;
       case "status":
         session.serverState = msg.state;
-        if (msg.state === "stalled") setState("stalled");
-        else if (msg.state === "draining") setState("draining");
-        else setState("live");
+        if (msg.state === "stalled") {
+          setState("stalled");
+          showBanner("stream stalled" + (msg.detail ? `: ${msg.detail}` : "") + " — the last frame stays on screen",
+                     "info");
+        } else if (msg.state === "draining") {
+          setState("draining");
+        } else {
+          setState("live");
+          hideBanner();
+        }
         break;
       case "tier":
         session.tier = msg.tier;

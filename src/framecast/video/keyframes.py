@@ -16,6 +16,9 @@ the edge.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +26,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from framecast.bus import Keys, now_us
+from framecast.bus import REDIS_ERRORS, Keys, now_us
+from framecast.logs import RateLimitedLog
+
+log = logging.getLogger("framecast.video.keyframes")
 
 DEFAULT_REQUEST_TTL_S = 2  # a request nobody consumed in this time is stale (no encoder for that tier)
 
@@ -88,6 +94,9 @@ class AsyncKeyframeRequester:
                  ttl_s: int = DEFAULT_REQUEST_TTL_S) -> None:
         self.client, self.keys, self.edge_id, self.ttl_s = client, keys, edge_id, ttl_s
         self.limiter = RequestLimiter(min_interval_s)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors = RateLimitedLog(log, "keyframe request errors")
+        self.failed = 0
 
     async def request(self, stream: str, tier: str, now: float) -> bool:
         """Ask for a keyframe; False when a request for this tier went out less than `min_interval_s` ago."""
@@ -96,6 +105,32 @@ class AsyncKeyframeRequester:
             return False
         await self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
         return True
+
+    def request_nowait(self, stream: str, tier: str, now: float | None = None) -> bool:
+        """For code that must not await (a viewer's `offer`): rate-limit now, SET in a background task.
+
+        Redis errors are counted (`failed`) and logged rate-limited, never raised: the viewer asks
+        again after its own interval. `now` defaults to `time.monotonic()`.
+        """
+        key = self.keys.keyframe_request(stream, tier)
+        if not self.limiter.allow(key, time.monotonic() if now is None else now):
+            return False
+        task = asyncio.get_running_loop().create_task(self._set(key), name=f"keyframe-request-{stream}-{tier}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _set(self, key: str) -> None:
+        try:
+            await self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
+        except REDIS_ERRORS as exc:
+            self.failed += 1
+            self._errors.event(type(exc).__name__)
+
+    async def drain(self) -> None:
+        """Wait for the requests still in flight (tests, shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 class KeyframeRequester:

@@ -78,6 +78,22 @@ async def test_async_requester_and_poller(redis_server: EmbeddedRedis) -> None:
         await client.aclose()
 
 
+async def test_request_nowait_sets_in_the_background_and_survives_a_dead_redis(redis_server: EmbeddedRedis) -> None:
+    client = async_client(redis_server.url)
+    try:
+        edge = AsyncKeyframeRequester(client, KEYS, edge_id="edge-bg", min_interval_s=0.25)
+        assert edge.request_nowait("demo", "v", now=1.0)  # no await: callable from a viewer's offer()
+        assert not edge.request_nowait("demo", "v", now=1.1)
+        await edge.drain()
+        assert await client.exists(KEYS.keyframe_request("demo", "v")) == 1
+        redis_server.kill()
+        assert edge.request_nowait("demo", "v", now=2.0)
+        await edge.drain()  # the error is counted and logged, not raised
+        assert edge.failed == 1
+    finally:
+        await client.aclose()
+
+
 async def test_edge_request_reaches_the_encoder_as_an_idr(redis_server: EmbeddedRedis,
                                                          small_frames: list[Image]) -> None:
     """The whole path: viewer needs a keyframe -> edge SET -> inference GETDEL -> request_keyframe -> IDR."""

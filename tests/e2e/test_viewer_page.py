@@ -161,10 +161,13 @@ def test_page_shows_stalled_when_the_source_stops(stack: Stack, page: Any) -> No
         source.stop()
         wait_stats(page, "s.stalled", 30)
         assert page.inner_text("#state") == "stalled"
+        page.wait_for_selector("#banner:not([hidden])", timeout=scaled(10) * 1000)
+        assert "stalled" in page.inner_text("#banner")
         source = stack.start_small_source("stall-page")
         drawn = stats(page)["framesDrawn"]
         s = wait_stats(page, f"!s.stalled && s.framesDrawn > {drawn}", 60)
         assert s["state"] == "live" and page.inner_text("#state") == "live"
+        page.wait_for_selector("#banner", state="hidden", timeout=scaled(10) * 1000)
     finally:
         source.stop()
 

@@ -28,6 +28,7 @@ the wire message (`framecast.protocol.encode_frame`, codec H.264, keyframe flag)
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -298,6 +299,15 @@ class H264Encoder:
             pass
 
 
+@functools.lru_cache(maxsize=32)
+def probe_codec_string(width: int, height: int, *, bitrate: int | None = None, crf: int | None = 23,
+                       fps: float = 30.0, encoder: EncoderName = "libx264") -> str:
+    """The codec string an encoder with these settings writes (one throwaway probe encoder, cached)."""
+    probe = H264Encoder(width, height, bitrate=bitrate, crf=crf, fps=fps, encoder=encoder)
+    probe.close()
+    return probe.codec_string
+
+
 class VideoTierEncoder:
     """One video tier of the inference pipeline: scale into the box, encode, build the wire message.
 
@@ -329,9 +339,20 @@ class VideoTierEncoder:
         return self.encoder
 
     def describe(self, frame_width: int, frame_height: int) -> dict[str, Any]:
-        """The tier's entry in the stream meta (needs one frame encoded, else a probe encoder is opened)."""
-        encoder = self._encoder_for(frame_width, frame_height)
-        return self.tier.describe(frame_width, frame_height, encoder.codec_string)
+        """The tier's entry in the stream meta; safe from another thread than the one encoding.
+
+        Uses the live encoder's codec string when it encodes this size, else a cached probe.
+        """
+        with self._lock:
+            encoder, source = self.encoder, self._source_size
+        if encoder is not None and source == (frame_width, frame_height):
+            codec = encoder.codec_string
+        else:
+            w, h = self.tier.fit(frame_width, frame_height)
+            kw = self._kwargs
+            codec = probe_codec_string(w, h, bitrate=kw["bitrate"], crf=kw["crf"], fps=kw["fps"],
+                                       encoder=kw["encoder"])
+        return self.tier.describe(frame_width, frame_height, codec)
 
     def request_keyframe(self, now: float | None = None) -> bool:
         """Thread-safe; see `H264Encoder.request_keyframe`."""

@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
                           settings.encode_threads)
     publisher = FramePublisher(client, settings.stream, keys, ladder, maxlen=settings.maxlen, ids_synced=synced)
-    watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
-                            poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick)
     stop = threading.Event()
+    watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
+                            poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick, alive=lambda: pipeline.alive())
     pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

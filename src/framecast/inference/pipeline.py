@@ -71,12 +71,14 @@ class Pipeline:
 
     def __init__(self, source: Source, model: Model, encoder: TierEncoder, policy: DemandPolicy,
                  publisher: FramePublisher, watcher: DemandWatcher, *, first_frame_id: int,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, stall_after: float | None = None) -> None:
         self.source, self.model, self.encoder, self.policy = source, model, encoder, policy
         self.publisher, self.watcher = publisher, watcher
         self.next_frame_id = first_frame_id
         self.stop = stop or threading.Event()
         self.ended = False  # a file source without --loop reached its end
+        self.last_progress = time.monotonic()  # when a frame last got through the model (or was skipped by demand)
+        self.stall_after = stall_after if stall_after is not None else max(2.0, 3.0 / source.fps)
         self._to_model: LatestSlot[PipelineFrame] = LatestSlot()
         self._to_encode: LatestSlot[PipelineFrame] = LatestSlot()
         self._to_publish: LatestSlot[EncodedFrame] = LatestSlot()
@@ -102,6 +104,10 @@ class Pipeline:
                     log.exception("%s stage failed unexpectedly; restarting it", name)
                     self.stop.wait(0.5)
         return run
+
+    def alive(self) -> bool:
+        """Frames are flowing: one got through the model stage within `stall_after` seconds."""
+        return time.monotonic() - self.last_progress <= self.stall_after
 
     def join(self, timeout: float) -> bool:
         """Wait for the stages to finish (after `stop` is set); False if some did not in time."""
@@ -162,7 +168,9 @@ class Pipeline:
             if frame is None:
                 continue
             # decide the tiers before the model runs: with nobody watching, skip the model as well
-            frame.tiers = self.policy.select(time.monotonic())
+            now = time.monotonic()
+            self.last_progress = now
+            frame.tiers = self.policy.select(now)
             if not frame.tiers:
                 M.drop("no_demand", "inference")
                 continue
@@ -174,6 +182,7 @@ class Pipeline:
                 M.FRAMES.labels("inference", "error").inc()
                 self._stage_errors.event(f"inference {type(exc).__name__}: {exc}")
                 continue
+            self.last_progress = time.monotonic()
             M.STAGE_SECONDS.labels("inference").observe(time.perf_counter() - start)
             M.FRAMES.labels("inference", "ok").inc()
             if self._to_encode.put(frame) is not None:

@@ -160,16 +160,21 @@ class DemandWatcher:
     """Reads the demand keys every `poll_s` and refreshes meta + heartbeat every `heartbeat_s`.
 
     Runs in its own thread so that no Redis round trip for demand ever sits on the frame path.
+    The heartbeat says "frames are flowing": it is refreshed while `alive()` is true (the
+    pipeline moved a frame recently, whether or not anyone watches) and stops when the source
+    or the model is stuck, so an edge tells a stalled stream from an idle or slow one.
     """
 
     def __init__(self, client: redis.Redis, stream: str, keys: Keys, ladder: Sequence[Tier], policy: DemandPolicy,
                  info: StreamInfo, *, poll_s: float = 0.25, heartbeat_s: float = 1.0,
-                 on_tick: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 on_tick: Callable[[], None] | None = None, alive: Callable[[], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.bus = BusPublisher(client, stream, keys=keys, maxlen=1)
         self.names = [t.name for t in ladder]
         self.policy, self.info = policy, info
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
-        self.on_tick, self.clock = on_tick, clock
+        self.on_tick, self.alive, self.clock = on_tick, alive, clock
+        self.client, self.meta_key = client, keys.meta(stream)
         self.backoff = Backoff(base=0.2, cap=2.0)
         self._next_heartbeat = 0.0
         self._errors = RateLimitedLog(log, "redis demand/heartbeat failures", interval=5.0)
@@ -182,7 +187,10 @@ class DemandWatcher:
             if now >= self._next_heartbeat:
                 if self.on_tick is not None:
                     self.on_tick()
-                self.bus.heartbeat(self.info)
+                if self.alive is None or self.alive():
+                    self.bus.heartbeat(self.info)
+                else:  # keep the ladder announced, but let the heartbeat age: the stream is stalled
+                    self.client.set(self.meta_key, self.info.to_json(), ex=self.bus.meta_ttl_s)
                 self._next_heartbeat = now + self.heartbeat_s
             names = self.bus.demanded(self.names)
         except REDIS_ERRORS as exc:

@@ -92,3 +92,60 @@ def test_lost_source_reconnects_and_failing_frames_do_not_stop_the_stream(redis_
     assert counter("source", "read") - errors_before[0] == 1
     assert counter("source", "reopen") - errors_before[1] == 2
     assert counter("dropped", "inference_error") - errors_before[2] == 1
+
+
+class FreezingCamera:
+    """A live source whose reads hang while `frozen` is set (a wedged driver)."""
+
+    description = "freezing test camera"
+    fps = 50.0
+    paced = False
+
+    def __init__(self) -> None:
+        self.frozen = threading.Event()
+        self.thawed = threading.Event()
+
+    def read(self, frame_id: int) -> Captured:
+        if self.frozen.is_set():
+            self.thawed.wait(10.0)
+        threading.Event().wait(0.02)
+        return Captured(np.zeros((48, 64, 3), np.uint8), now_us())
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.thawed.set()
+
+
+def test_heartbeat_stops_while_frames_stall_and_resumes(redis_server: EmbeddedRedis) -> None:
+    client = sync_client(redis_server.url)
+    keys = Keys()
+    policy = DemandPolicy(len(LADDER), idle_fps=0.0)  # nobody watching: frames flow but nothing is encoded
+    info = StreamInfo(stream="frz", tiers=[t.describe(64, 48) for t in LADDER], fps=50.0)
+    encoder = TierEncoder(make_encoder("opencv"), LADDER, 64, 48)
+    source = FreezingCamera()
+
+    def beat_age_s() -> float:
+        beat = client.get(keys.heartbeat("frz"))
+        return (now_us() - int(beat)) / 1e6 if beat else 1e9
+
+    pipeline = Pipeline(source, lambda image: image, encoder, policy,
+                        FramePublisher(client, "frz", keys, LADDER, maxlen=10, ids_synced=True),
+                        DemandWatcher(client, "frz", keys, LADDER, policy, info, poll_s=0.05, heartbeat_s=0.1,
+                                      alive=lambda: pipeline.alive()),
+                        first_frame_id=1, stall_after=0.3)
+    pipeline.start()
+    try:
+        wait_for(lambda: beat_age_s() < 0.3, 10.0, "a heartbeat while idle")  # idle is not stalled
+        source.frozen.set()
+        wait_for(lambda: beat_age_s() > 0.8, 10.0, "the heartbeat to age while the source hangs")
+        assert client.get(keys.meta("frz")) is not None  # the ladder stays announced
+        source.frozen.clear()
+        source.thawed.set()
+        wait_for(lambda: beat_age_s() < 0.3, 10.0, "the heartbeat after the source recovered")
+    finally:
+        pipeline.stop.set()
+        source.thawed.set()
+        assert pipeline.join(3.0)
+        encoder.close()

@@ -19,6 +19,7 @@ BITS_PER_BYTE = 8
 MBIT = 1e6
 ROLLING_WINDOW_S = 1.0
 RECOVERY_FLOOR_FACTOR = 1.5
+RECOVERY_HOLD_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -119,20 +120,29 @@ def rolling_median_ms(frames: Sequence[FrameRecord], at_s: float, window_s: floa
     return percentile(values, 50)
 
 
-def recovery_time_s(frames: Sequence[FrameRecord], step_s: float, end_s: float, threshold_ms: float) -> float | None:
-    """Seconds after ``step_s`` until the 1-s rolling median latency drops under
-    ``threshold_ms`` and stays there until ``end_s``; None if it never does."""
+def recovery_time_s(
+    frames: Sequence[FrameRecord],
+    step_s: float,
+    end_s: float,
+    threshold_ms: float,
+    hold_s: float = RECOVERY_HOLD_S,
+) -> float | None:
+    """Seconds after ``step_s`` until the 1-s rolling median latency is under
+    ``threshold_ms`` and stays under it for ``hold_s``; None if that never happens."""
     after = [f for f in frames if step_s <= f.recv_s < end_s]
-    recovered_at: float | None = None
+    candidate: float | None = None
     for f in after:
         median = rolling_median_ms(after, f.recv_s)
         if median is None:
             continue
         if median > threshold_ms:
-            recovered_at = None
-        elif recovered_at is None:
-            recovered_at = f.recv_s
-    return None if recovered_at is None else recovered_at - step_s
+            candidate = None
+            continue
+        if candidate is None:
+            candidate = f.recv_s
+        if f.recv_s - candidate >= hold_s:
+            return candidate - step_s
+    return None
 
 
 def latency_series(frames: Sequence[FrameRecord], origin_s: float) -> list[tuple[float, float]]:

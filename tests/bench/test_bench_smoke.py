@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+from bench.clients import FrameRecord
 from bench.fanout import FanoutResult
 from bench.linkbench import LinkResult
-from bench.metrics import id_gaps, percentile
+from bench.metrics import id_gaps, percentile, recovery_time_s
 from bench.report import marker, update_doc
 from bench.run import main
 from bench.scene import HEIGHT, WIDTH, SceneRenderer, encode_jpeg
@@ -37,6 +38,11 @@ def test_pure_metrics() -> None:
     assert percentile([], 50) is None
     assert percentile([1.0, 2.0, 3.0], 50) == 2.0
     assert id_gaps([1, 2, 5, 6, 9]) == 4
+    # latency 1000 ms until t=12, then 50 ms: recovered 2 s after a step at t=10.
+    frames = [FrameRecord(i, 10 + i * 0.1, 10 + i * 0.1 - (1.0 if i < 20 else 0.05), 1) for i in range(100)]
+    recovery = recovery_time_s(frames, 10.0, 20.0, threshold_ms=100.0)
+    assert recovery is not None and 2.0 <= recovery <= 2.6
+    assert recovery_time_s(frames[:40], 10.0, 20.0, threshold_ms=100.0) is None
 
 
 @pytest.mark.timeout(180)

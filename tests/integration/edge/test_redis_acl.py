@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -33,13 +34,12 @@ async def test_edge_with_read_only_acl_user(acl_redis: EmbeddedRedis, tmp_path: 
     url = f"redis://edge:edge-pass@127.0.0.1:{acl_redis.port}/0"
     edge = EdgeProcess(url).start(str(tmp_path))
     try:
-        import httpx
-
-        assert httpx.get(edge.base + "/readyz").status_code == 200
-        v = await ViewerClient(edge.ws(), hello={"tier": "low"}).run(5.0, until_frames=20)
-        assert len(v.frames) == 20 and v.close_code is None
-        assert httpx.get(edge.base + "/snapshot/demo.jpg").status_code == 200
-        assert httpx.get(edge.base + "/streams").json()["streams"]
+        async with httpx.AsyncClient(base_url=edge.base) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            v = await ViewerClient(edge.ws(), hello={"tier": "low"}).run(5.0, until_frames=20)
+            assert len(v.frames) == 20 and v.close_code is None
+            assert (await http.get("/snapshot/demo.jpg")).status_code == 200
+            assert (await http.get("/streams")).json()["streams"]
         # the demand key was written by the edge user; anything else is refused to it
         admin = redis.Redis.from_url(acl_redis.url)
         assert admin.exists(Keys().demand("demo", "low"))

@@ -23,7 +23,7 @@ EDGE_ACL = ("on >edge-pass resetkeys %R~framecast:* %W~framecast:{*}:demand:* re
 def acl_redis() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(password="admin-pass").start()
     admin = redis.Redis.from_url(server.url)
-    admin.execute_command("ACL", "SETUSER", "edge", *EDGE_ACL.split())
+    admin.execute_command("ACL", "SETUSER", "edge", *EDGE_ACL.split())  # type: ignore[no-untyped-call]
     admin.close()
     yield server
     server.stop()

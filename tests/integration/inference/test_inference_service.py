@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from framecast.bus import now_us, sync_client
 from framecast.embedded import EmbeddedRedis
@@ -129,7 +128,7 @@ def test_file_source_without_loop_ends_the_service(redis_server: EmbeddedRedis, 
     assert all((f.header.width, f.header.height) == (160, 90) for f in got)
 
 
-@pytest.mark.parametrize(("args", "message"), [
+BAD_STARTS = [
     (["--fps", "-1"], "FRAMECAST_FPS"),
     (["--tiers", "high=1280x720@85,high=640x360@60"], "FRAMECAST_TIERS"),
     (["--source", "file:/nonexistent/clip.mp4"], "file not found: /nonexistent/clip.mp4"),
@@ -137,15 +136,20 @@ def test_file_source_without_loop_ends_the_service(redis_server: EmbeddedRedis, 
     (["--source", "rtsp://127.0.0.1:9/live"], "rtsp://127.0.0.1:9/live: cannot open the stream"),
     (["--model", "/nonexistent/model.pt"], "model /nonexistent/model.pt: TorchScript file not found"),
     (["--model", "no_such_pkg.models:make"], "cannot import no_such_pkg.models"),
-])
-def test_bad_start_exits_2_with_one_clear_line(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "framecast.inference", "--redis-url", "redis://127.0.0.1:9/0",
-                           "--metrics-port", "0", *args], capture_output=True, text=True, timeout=scaled(STARTUP),
-                          cwd=REPO)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert message in lines[-1], proc.stderr
-    assert lines[-1].startswith("framecast-inference: ")
+]
+
+
+def test_bad_starts_exit_2_with_one_clear_line() -> None:
+    # all at once: each is a separate process, and interpreter start-up dominates
+    procs = [subprocess.Popen([sys.executable, "-m", "framecast.inference", "--redis-url", "redis://127.0.0.1:9/0",
+                               "--metrics-port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO) for args, _ in BAD_STARTS]
+    for proc, (args, message) in zip(procs, BAD_STARTS, strict=True):
+        _, err = proc.communicate(timeout=scaled(STARTUP))
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert proc.returncode == 2, (args, err)
+        assert lines and message in lines[-1], (args, err)
+        assert lines[-1].startswith("framecast-inference: "), (args, err)
 
 
 def test_metrics_port_in_use_exits_2() -> None:

@@ -18,7 +18,6 @@ polled against a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,14 +300,13 @@ def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", s
     return proc, port
 
 
-def start_edge(redis_url: str, workdir: Path, *, name: str = "edge", extra: list[str] | None = None,
-               ready: bool = True) -> tuple[Proc, int]:
+def start_edge(redis_url: str, workdir: Path, *, name: str = "edge",
+               extra: list[str] | None = None) -> tuple[Proc, int]:
     port = free_port()
     args = [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
             "--port", str(port), "--edge-id", name, *(extra or [])]
     proc = Proc(name, args, workdir).start()
-    path = "/readyz" if ready else "/healthz"
-    wait_until(f"{name} {path}", lambda: http_ok(f"http://127.0.0.1:{port}{path}"), 30, alive=proc.dead)
+    wait_until(f"{name} /readyz", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 30, alive=proc.dead)
     return proc, port
 
 
@@ -388,11 +386,4 @@ class NativeStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def native_stack(**kwargs: Any) -> Iterator[NativeStack]:
-    stack = NativeStack(**kwargs)
-    with stack:
-        yield stack
-    stack.cleanup()
+        self.cleanup()

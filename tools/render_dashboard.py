@@ -159,7 +159,6 @@ def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
         end = time.time()
         results = evaluate(stack.prometheus, start, end)
         variables = variable_values(stack.prometheus)
-    stack.cleanup()
     return results, variables
 
 

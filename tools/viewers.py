@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from dataclasses import dataclass, field
 
 from framecast.client import ClientError, Subscription
@@ -117,14 +116,3 @@ class ViewerPool:
             state.last_error = f"{type(exc).__name__}: {exc}"
         finally:
             await sub.close()
-
-
-def wait_for(check: object, timeout: float, interval: float = 0.1) -> bool:
-    """Poll a zero-argument callable until it returns true or `timeout` passes."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return bool(check())

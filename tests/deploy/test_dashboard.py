@@ -101,6 +101,11 @@ def test_panel_values_are_plausible(run: DashboardRun) -> None:
     p95 = by_panel[("Glass-to-glass latency", "B")].last_values()
     assert 0 < min(p95.values()) < 1.0  # loopback: well under a second
     assert by_panel[("Redis memory", "B")].last_values()["maxmemory"] == 256 * 1024 * 1024
+    # CPU and memory per service process: the inference always, the edge once it exports process metrics
+    expected_jobs = {"inference"} | ({"edge"} if "Deliveries per edge CPU-second" not in AWAITING_UPSTREAM else set())
+    for panel in ("CPU per process", "Resident memory per process"):
+        jobs = {s["metric"]["job"] for s in by_panel[(panel, "A")].series}
+        assert jobs >= expected_jobs, (panel, jobs)
     states = {r.label(s["metric"]) for r in [by_panel[("Alert states", "A")]] for s in r.series}
     assert states, "the killed replica should show as a pending/firing alert"
 

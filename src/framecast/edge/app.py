@@ -30,7 +30,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client, newest_entry
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
-from framecast.edge.fanout import FanoutHub, tiers_of
+from framecast.edge.fanout import FanoutHub, jpeg_tiers, tiers_of
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import TokenBucket
 from framecast.edge.session import ViewerSession, close_reason, mono_us
@@ -225,9 +225,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             info = runtime.hub.cached_info(stream)
         if info is None:
             return PlainTextResponse("unknown stream\n", status_code=404)
-        names = [t.name for t in tiers_of(info)]
+        names = [t.name for t in jpeg_tiers(tiers_of(info))]
         if not names:
-            return PlainTextResponse("stream has no tiers\n", status_code=404)
+            return PlainTextResponse("stream has no JPEG tier\n", status_code=404)
         name = tier or names[0]
         if name not in names:
             return PlainTextResponse(f"unknown tier; this stream has {names}\n", status_code=404)
@@ -336,10 +336,11 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "bus unavailable, try again later",
                           "too_many_viewers", subprotocol)
             return None
-    tiers = tiers_of(info) if info is not None else ()
+    ladder = tiers_of(info) if info is not None else ()
+    tiers = jpeg_tiers(ladder)
     if info is None or not tiers:
-        await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}", "unknown_stream",
-                      subprotocol)
+        await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}" if not ladder
+                      else f"stream {stream[:64]!r} has no JPEG tier", "unknown_stream", subprotocol)
         return None
     await ws.accept(subprotocol=subprotocol)
     hello: ClientHello | None = None
@@ -385,7 +386,7 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
         await _reject(runtime, ws, C.CLOSE_BAD_MESSAGE, str(exc), "auth")
         return None
     # 5. hello first, then the stream's state; frames follow from the sender task
-    await ws.send_text(encode_control(ServerHello(stream=stream, tiers=tiers, tier=session.feed_tier,
+    await ws.send_text(encode_control(ServerHello(stream=stream, tiers=ladder, tier=session.feed_tier,
                                                   server=runtime.edge_id, fps=info.fps, ack=True)))
     live = runtime.hub.live.get(stream)
     if live is None:

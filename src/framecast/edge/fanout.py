@@ -75,6 +75,18 @@ def tiers_of(info: StreamInfo) -> tuple[TierInfo, ...]:
     return tuple(out)
 
 
+def jpeg_tiers(tiers: tuple[TierInfo, ...]) -> tuple[TierInfo, ...]:
+    """The tiers this edge serves to viewers: JPEG only.
+
+    Video (H.264) tiers need a GOP-aware queue instead of newest-frame-wins
+    (dropping a frame breaks every frame after it until the next keyframe);
+    until that is integrated (src/framecast/video/INTEGRATION.md) the edge
+    never feeds a viewer from them. They stay listed in the hello, so the
+    header's tier index still names a position in the announced ladder.
+    """
+    return tuple(t for t in tiers if t.codec.lower() == "jpeg")
+
+
 @dataclass
 class TierReader:
     stream: str

@@ -73,3 +73,21 @@ async def test_first_frame_at_once_even_if_only_the_idle_tier_has_frames(
         assert first_after < 1.0
     finally:
         pub.stop()
+
+
+async def test_video_tiers_are_announced_but_never_fed(edge: EdgeProcess, redis_server: Any) -> None:
+    """H.264 tiers need a GOP-aware queue: until it is integrated, viewers get the JPEG tiers only."""
+    ladder = (("video-high", 640, 360, 0), ("high", 640, 360, 80), ("low", 320, 180, 50))
+    pub = Publisher(redis_server.url, stream="withvideo", ladder=ladder)
+    pub.info.tiers[0]["codec"] = "avc1.42C01F"
+    pub.start()
+    try:
+        v = await ViewerClient(edge.ws("withvideo")).run(3.0, until_frames=20)
+        assert v.server_hello is not None
+        assert [t["codec"] for t in v.server_hello["tiers"]] == ["avc1.42C01F", "jpeg", "jpeg"]
+        assert v.server_hello["tier"] == "high"
+        assert len(v.frames) == 20 and {f[2] for f in v.frames} <= {1, 2}
+        pinned = await ViewerClient(edge.ws("withvideo"), hello={"tier": "video-high"}).run(3.0)
+        assert pinned.close_code == 4400
+    finally:
+        pub.stop()

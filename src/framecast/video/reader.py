@@ -5,10 +5,11 @@ each XREAD batch, and resumes at the newest entry after a reconnect: older JPEG
 frames are stale) and wrong for H.264, where a skipped entry breaks the
 reference chain of every viewer. `read_video_frames` is its video twin:
 
-* on start it looks back over the last `backlog` entries for the newest
-  keyframe and yields from there, so a new reader warms the edge's `GopCache`
-  at once and its first viewer needs no fresh IDR (no keyframe in reach: it
-  yields from the next entries on, flagged, and viewers wait for a keyframe);
+* on start it looks back over the last `backlog` entries (30: one second at
+  30 fps, less than a viewer queue's fall-behind limit) for the newest keyframe
+  and yields from there, so a new reader warms the edge's `GopCache` at once and
+  its first viewer needs no fresh IDR (no keyframe in reach: it yields from the
+  next entries on, flagged, and viewers wait for a keyframe);
 * then it yields every entry of each `XREAD` batch, in order;
 * after a Redis error it resumes *after the last entry it delivered* when that
   entry still exists (nothing was lost, no gap); when it does not (trimmed while
@@ -70,7 +71,7 @@ async def _exists(client: aioredis.Redis, key: str, entry_id: bytes) -> bool:
 
 
 async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000, count: int = 32,
-                            backlog: int = 120, backoff: Backoff | None = None,
+                            backlog: int = 30, backoff: Backoff | None = None,
                             on_error: Callable[[BaseException], None] | None = None
                             ) -> AsyncGenerator[VideoEntry, None]:
     """Yield every wire message of a video tier's stream, in order, from a keyframe on (see module doc)."""

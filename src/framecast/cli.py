@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -78,9 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--client-id", default="", help="identifies this viewer in the edge's logs")
     watch.add_argument("--tier", default="auto", help="tier name to pin, or 'auto' (default)")
     watch.add_argument("--max-fps", type=_positive, default=None, help="cap the frame rate the edge sends")
+    watch.add_argument("--codecs", default="jpeg",
+                       help="codecs to accept, best first: 'jpeg' (default) or 'h264,jpeg' for video tiers")
     watch.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
     watch.add_argument("--frames", type=_count, default=None, help="stop after this many frames")
-    watch.add_argument("--save", metavar="DIR", default=None, help="write every received JPEG into DIR")
+    watch.add_argument("--save", metavar="DIR", default=None,
+                       help="write every JPEG into DIR (H.264 tiers: appended to DIR/STREAM-TIER.h264)")
     watch.add_argument("--json", action="store_true", help="print one JSON summary at the end (nothing else)")
     watch.add_argument("--no-reconnect", action="store_true", help="exit when the connection closes")
     watch.add_argument("--window", type=_positive, default=5.0, help="seconds of history for live stats (5)")
@@ -113,6 +117,8 @@ def _summary(sub: Subscription, saved: int, last: ReceivedFrame | None) -> dict[
         "client_id": sub.client_id,
         "server": sub.hello.server if sub.hello else "",
         "tier": sub.tier,
+        "codec": last.codec if last else None,
+        "codecs": list(sub.codecs),
         "tiers": [t.name for t in sub.tiers],
         "width": last.width if last else None,
         "height": last.height if last else None,
@@ -124,6 +130,11 @@ def _summary(sub: Subscription, saved: int, last: ReceivedFrame | None) -> dict[
         "close_code": sub.close_code,
         "saved": saved,
     }
+
+
+def _append(path: str, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
 
 
 def _status_line(sub: Subscription, snap: StatsSnapshot, elapsed: float) -> str:
@@ -146,7 +157,9 @@ def _rich_table(sub: Subscription, last: ReceivedFrame | None, elapsed: float) -
     table.add_row("latency p50 / p95 / p99", f"{snap.latency_p50_ms:.1f} / {snap.latency_p95_ms:.1f} / "
                                              f"{snap.latency_p99_ms:.1f} ms")
     table.add_row("bandwidth", f"{snap.kbit_s:,.0f} kbit/s")
-    table.add_row("tier", f"{sub.tier or '-'}" + (f" ({last.width}x{last.height} q{last.quality})" if last else ""))
+    detail = "" if last is None else (f" ({last.width}x{last.height} q{last.quality})" if last.codec == "jpeg"
+                                      else f" ({last.width}x{last.height} {last.codec})")
+    table.add_row("tier", f"{sub.tier or '-'}{detail}")
     table.add_row("frames / dropped", f"{snap.frames} / {snap.dropped}")
     table.add_row("reconnects", str(sub.reconnects))
     table.add_row("elapsed", f"{elapsed:.1f} s (stats over last {snap.window_s:g} s)")
@@ -162,7 +175,7 @@ async def _watch(args: argparse.Namespace) -> int:
             raise ClientError(f"cannot create --save directory {save_dir!r}: {exc.strerror}") from None
     sub = Subscription(args.url, stream=args.stream, tier=args.tier, client_id=args.client_id,
                        max_fps=args.max_fps or 0.0, token=args.token, reconnect=not args.no_reconnect,
-                       stats_window_s=args.window)
+                       stats_window_s=args.window, codecs=args.codecs.split(","))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -177,9 +190,14 @@ async def _watch(args: argparse.Namespace) -> int:
         async for frame in sub:
             last = frame
             if save_dir:
-                path = os.path.join(save_dir, f"{sub.stream}-{frame.frame_id:010d}.jpg")
+                if frame.codec == "jpeg":
+                    path = os.path.join(save_dir, f"{sub.stream}-{frame.frame_id:010d}.jpg")
+                    write = frame.save
+                else:  # Annex B access units concatenate into a stream ffplay/ffmpeg can read
+                    path = os.path.join(save_dir, f"{sub.stream}-{frame.tier_name}.{frame.codec}")
+                    write = functools.partial(_append, data=frame.payload)
                 try:
-                    await asyncio.to_thread(frame.save, path)
+                    await asyncio.to_thread(write, path)
                 except OSError as exc:
                     raise ClientError(f"cannot write {path}: {exc.strerror or exc}") from None
                 saved += 1

@@ -10,6 +10,7 @@ tier messages, and reconnects with jittered back-off when the edge goes away.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -75,6 +76,7 @@ class ReceivedFrame:
     stream: str
     tier_name: str
     message_bytes: int  # size of the whole wire message (header + payload)
+    decoded: Any = None  # H.264 only, with decode_video=True: the picture (BGR), None before a keyframe
 
     @property
     def frame_id(self) -> int:
@@ -122,9 +124,18 @@ class ReceivedFrame:
         return (self.received_us - self.header.capture_us) / 1000.0
 
     def image(self, *, rgb: bool = True) -> npt.NDArray[Any]:
-        """Decode the JPEG to an HxWx3 uint8 array (RGB, or BGR for OpenCV with rgb=False)."""
+        """The picture as an HxWx3 uint8 array (RGB, or BGR for OpenCV with rgb=False).
+
+        JPEG frames decode on demand; H.264 frames carry the picture the subscription decoded in
+        order (connect with decode_video=True; frames before the first keyframe have none).
+        """
+        if self.header.codec == C.CODEC_H264:
+            if self.decoded is None:
+                raise ClientError(f"frame {self.frame_id} is H.264 without a decoded picture: connect with "
+                                  "decode_video=True (needs PyAV), and delta frames before a keyframe have none")
+            return _bgr_to_rgb(self.decoded) if rgb else self.decoded  # type: ignore[no-any-return]
         if self.header.codec != C.CODEC_JPEG:
-            raise ClientError(f"frame {self.frame_id} is {self.codec}, not JPEG: decode its payload yourself")
+            raise ClientError(f"frame {self.frame_id} is {self.codec}: decode its payload yourself")
         try:
             import cv2
             import numpy as np
@@ -140,6 +151,10 @@ class ReceivedFrame:
     def save(self, path: str) -> None:
         with open(path, "wb") as fh:
             fh.write(self.jpeg)
+
+
+def _bgr_to_rgb(image: Any) -> Any:
+    return image[:, :, ::-1].copy()
 
 
 def _decode_simplejpeg(data: bytes, rgb: bool) -> npt.NDArray[Any]:
@@ -167,6 +182,27 @@ def _is_unknown_type(text: str | bytes) -> bool:
     except ValueError:
         return False
     return isinstance(obj, dict) and isinstance(obj.get("type"), str) and obj["type"] not in _KNOWN_SERVER_TYPES
+
+
+_KNOWN_CODECS = ("jpeg", "h264")
+
+
+def _check_codecs(codecs: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if isinstance(codecs, str):
+        codecs = [c.strip() for c in codecs.split(",") if c.strip()]
+    out = tuple(dict.fromkeys(codecs))
+    bad = [c for c in out if c not in _KNOWN_CODECS]
+    if not out or bad:
+        raise ClientError(f"invalid codecs {list(codecs)!r}: choose from {', '.join(_KNOWN_CODECS)}")
+    return out
+
+
+def _video_decoder_class() -> Any:
+    try:
+        from framecast.video.decode import H264Decoder
+    except ImportError as exc:
+        raise ClientError(f"decoding H.264 needs PyAV: pip install 'framecast[video]' ({exc})") from None
+    return H264Decoder
 
 
 def _check_tier(tier: str) -> str:
@@ -206,6 +242,8 @@ class Subscription:
         stats_window_s: float = 5.0,
         stats_interval_s: float = 2.0,
         max_queue: int = 4,
+        codecs: tuple[str, ...] | list[str] = ("jpeg",),
+        decode_video: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         if ack not in ("consumed", "received", "none"):
@@ -228,6 +266,14 @@ class Subscription:
         self.stats_interval_s = stats_interval_s
         self._max_queue = max(1, max_queue)
         self._rng = rng or random.Random()
+        self.codecs = _check_codecs(codecs)
+        self.decode_video = decode_video
+        self._video_decoders: dict[int, Any] = {}
+        self._video_tier: int | None = None
+        if decode_video:
+            if "h264" not in self.codecs:
+                raise ClientError("decode_video=True needs 'h264' in codecs")
+            _video_decoder_class()  # fail now, not at the first frame, when PyAV is missing
 
         self.hello: ServerHello | None = None
         self.status: Status | None = None
@@ -329,6 +375,8 @@ class Subscription:
                 await self._guard(ws, self._on_control, data)
                 continue
             frame: ReceivedFrame = await self._guard(ws, self._on_frame, data)
+            if self.decode_video and frame.header.codec == C.CODEC_H264:
+                frame = await self._decode_video(frame)
             if self.ack_mode == "received":
                 await self.ack(frame.frame_id)
             elif self.ack_mode == "consumed":
@@ -342,6 +390,18 @@ class Subscription:
             return await asyncio.wait_for(self.__anext__(), timeout)
         except StopAsyncIteration:
             return None
+
+    async def _decode_video(self, frame: ReceivedFrame) -> ReceivedFrame:
+        """Decode an H.264 access unit in order, off the event loop; one decoder per tier."""
+        tier = frame.header.tier
+        if self._video_tier is not None and tier != self._video_tier:
+            self._video_decoders.pop(self._video_tier, None)  # a tier switch starts at a keyframe
+        self._video_tier = tier
+        decoder = self._video_decoders.get(tier)
+        if decoder is None:
+            decoder = self._video_decoders[tier] = _video_decoder_class()()
+        picture = await asyncio.to_thread(decoder.decode, frame.jpeg, frame.header.keyframe)
+        return dataclasses.replace(frame, decoded=picture)
 
     # -- viewer -> edge -----------------------------------------------------
     async def ack(self, frame_id: int) -> None:
@@ -425,7 +485,7 @@ class Subscription:
             raise ConnectError(f"cannot reach {where}: {reason}") from None
         try:
             await ws.send(encode_control(ClientHello(client_id=self.client_id, tier=self.requested_tier,
-                                                     max_fps=self.max_fps, codecs=("jpeg",), token=self.token)))
+                                                     max_fps=self.max_fps, codecs=self.codecs, token=self.token)))
             await self._read_hello(ws)
         except ConnectionClosed as exc:
             code, reason = _close_info(exc)
@@ -509,6 +569,7 @@ class Subscription:
                 continue
             self.reconnects += 1
             self.stats.connection_reset()
+            self._video_decoders.clear()  # a new connection starts its video tiers at a keyframe
             self._pending_ack = None
             log.info("reconnected to %s (attempt %d)", self.url, attempt + 1)
             return

@@ -9,6 +9,7 @@ viewer's hello, acks and set messages. Integration tests use the real edge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,24 @@ from framecast.protocol import (
 )
 
 TIERS = (TierInfo("high", 64, 48, 80), TierInfo("low", 32, 24, 50))
+VIDEO_SIZE = (96, 64)
+
+
+def video_tiers() -> tuple[TierInfo, ...]:
+    """A ladder with one real H.264 tier first (needs PyAV), then the JPEG tiers."""
+    from framecast.video.encoder import probe_codec_string
+
+    codec = probe_codec_string(*VIDEO_SIZE, bitrate=None, crf=23, fps=30.0, encoder="libx264")
+    return (TierInfo("video", *VIDEO_SIZE, 0, codec=codec), *TIERS)
+
+
+def moving_picture(width: int, height: int, n: int) -> np.ndarray:  # type: ignore[type-arg]
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:, :, 1] = 40
+    x = (n * 3) % width
+    image[:, max(0, x - 6): x + 6] = (250, 250, 250)
+    cv2.putText(image, str(n % 100), (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 80, 0), 2)
+    return image
 STATIC_DIR = Path(__file__).resolve().parents[3] / "src" / "framecast" / "edge" / "static"
 
 
@@ -71,11 +90,14 @@ class FakeEdge:
         self.acks: list[int] = []
         self.sets: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
-        self.tier_index = 0
+        self.keyframe_requests: list[dict[str, Any]] = []
+        self.viewer_codecs: list[str] = ["jpeg"]
+        self.tier_index = next((i for i, t in enumerate(tiers) if t.codec == "jpeg"), 0)
         self.next_id = 1
         self.server: Server | None = None
         self.port = 0
-        self._jpegs = {i: jpeg(t.width, t.height, t.quality, i) for i, t in enumerate(tiers)}
+        self._jpegs = {i: jpeg(t.width, t.height, t.quality, i) for i, t in enumerate(tiers) if t.codec == "jpeg"}
+        self.video_messages = 0
 
     @property
     def url(self) -> str:
@@ -111,7 +133,7 @@ class FakeEdge:
                 for s in self.streams]}).encode()
             return self._response(200, body, "application/json")
         if path.startswith("/snapshot/"):
-            return self._response(200, self._jpegs[0], "image/jpeg")
+            return self._response(200, next(iter(self._jpegs.values())), "image/jpeg")
         if path in ("/", "/index.html") or path.startswith("/static/"):
             name = "index.html" if path in ("/", "/index.html") else path[len("/static/"):]
             file = (STATIC_DIR / name).resolve()
@@ -132,7 +154,8 @@ class FakeEdge:
         plan = self.plans[index] if index < len(self.plans) else Plan()
         assert ws.request is not None
         stream = ws.request.path.rsplit("/", 1)[-1]
-        reader = asyncio.create_task(self._read(ws))
+        hello_seen = asyncio.Event()
+        reader = asyncio.create_task(self._read(ws, hello_seen))
         try:
             if stream not in self.streams or plan.refuse is not None:
                 code = plan.refuse if plan.refuse is not None else C.CLOSE_UNKNOWN_STREAM
@@ -145,8 +168,11 @@ class FakeEdge:
                                                          server="fake-edge", fps=self.fps)))
             for text in plan.before_frames:
                 await ws.send(text)
+            with contextlib.suppress(TimeoutError):  # the viewer's hello decides its tier (as on the real edge)
+                await asyncio.wait_for(hello_seen.wait(), 1.0)
             sent = 0
             next_at = time.monotonic()
+            video = None
             while True:
                 if plan.close_after is not None and sent >= plan.close_after:
                     await ws.close(plan.close_code, plan.close_reason)
@@ -160,11 +186,22 @@ class FakeEdge:
                     return
                 tier = self.tier_index
                 t = self.tiers[tier]
-                payload = self._jpegs[tier]
-                header = FrameHeader(frame_id=self.next_id, capture_us=time.time_ns() // 1000, width=t.width,
-                                     height=t.height, tier=tier, quality=t.quality, flags=C.FLAG_KEYFRAME)
+                if t.codec != "jpeg":
+                    if video is None:  # one encoder per connection: every viewer starts at an IDR
+                        from framecast.video.encoder import VideoTierEncoder
+                        from framecast.video.tiers import parse_video_tier
+
+                        spec = parse_video_tier(f"{t.name}={t.width}x{t.height}@h264:crf23")
+                        video = VideoTierEncoder(spec, tier_index=tier, input_format="bgr24", threads=1)
+                    out = video.encode(moving_picture(t.width, t.height, self.next_id))
+                    message = video.message(out, frame_id=self.next_id, capture_us=time.time_ns() // 1000)
+                    self.video_messages += 1
+                else:
+                    header = FrameHeader(frame_id=self.next_id, capture_us=time.time_ns() // 1000, width=t.width,
+                                         height=t.height, tier=tier, quality=t.quality, flags=C.FLAG_KEYFRAME)
+                    message = encode_frame(header, self._jpegs[tier])
                 self.next_id += 1 + plan.skip_ids
-                await ws.send(encode_frame(header, payload))
+                await ws.send(message)
                 sent += 1
                 next_at += 1.0 / self.fps  # an absolute schedule keeps the advertised rate exactly
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -173,7 +210,7 @@ class FakeEdge:
         finally:
             reader.cancel()
 
-    async def _read(self, ws: ServerConnection) -> None:
+    async def _read(self, ws: ServerConnection, hello_seen: asyncio.Event) -> None:
         try:
             async for message in ws:
                 obj = json.loads(message)
@@ -182,16 +219,28 @@ class FakeEdge:
                     self.acks.append(obj["id"])
                 elif kind == "hello":
                     self.hellos.append(obj)
-                    self._pin(obj.get("tier", "auto"))
+                    self._pin(obj.get("tier", "auto"), obj.get("codecs", ["jpeg"]))
+                    hello_seen.set()
                 elif kind == "set":
                     self.sets.append(obj)
                     if "tier" in obj:
                         self._pin(obj["tier"])
                 elif kind == "stats":
                     self.stats.append(obj)
+                elif kind == "keyframe":
+                    self.keyframe_requests.append(obj)
         except ConnectionClosed:
             pass
 
-    def _pin(self, tier: str) -> None:
+    def _pin(self, tier: str, codecs: list[str] | None = None) -> None:
+        """A pinned tier, else the first tier this viewer can decode (the ladder lists video first)."""
+        if codecs is not None:
+            self.viewer_codecs = codecs
         names = [t.name for t in self.tiers]
-        self.tier_index = names.index(tier) if tier in names else 0
+        if tier in names:
+            self.tier_index = names.index(tier)
+            return
+        decodable = [i for i, t in enumerate(self.tiers)
+                     if (t.codec == "jpeg" and "jpeg" in self.viewer_codecs) or
+                     (t.codec.startswith("avc1") and "h264" in self.viewer_codecs)]
+        self.tier_index = decodable[0] if decodable else 0

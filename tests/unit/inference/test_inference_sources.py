@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from pathlib import Path
 
 import cv2
@@ -10,7 +13,7 @@ import pytest
 
 from framecast.bus import now_us
 from framecast.embedded import free_port
-from framecast.inference.sources import SourceEnded, SourceError, SyntheticSource, open_source
+from framecast.inference.sources import SourceEnded, SourceError, SourceLost, SyntheticSource, open_source
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -95,3 +98,38 @@ def test_url_that_cannot_be_opened(scheme: str) -> None:
 def test_unknown_source_kind() -> None:
     with pytest.raises(SourceError, match="unknown kind"):
         open_source("ftp://example/x", 64, 48, fps=30)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _serve(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler,
+                                                                                    directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
+    write_video(tmp_path / "live.avi", "MJPG")
+    server = _serve(tmp_path)
+    port = server.server_port
+    source = open_source(f"http://127.0.0.1:{port}/live.avi", 64, 48, fps=30)
+    try:
+        assert not source.paced  # a live source delivers at its own rate
+        assert [dominant(source.read(i).image) for i in range(len(COLOURS))] == COLOURS
+        with pytest.raises(SourceLost):  # the stream ends: for a URL that is a loss, not an end
+            source.read(99)
+        server.shutdown()
+        server.server_close()
+        with pytest.raises(SourceLost, match="cannot open the stream"):
+            source.reopen()  # the server is away
+        server = _serve(tmp_path, port)  # back on the same address
+        source.reopen()
+        assert dominant(source.read(0).image) == COLOURS[0]
+    finally:
+        source.close()
+        server.shutdown()
+        server.server_close()

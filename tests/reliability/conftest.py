@@ -28,12 +28,13 @@ class Stack:
     inference_args: list[str] = field(default_factory=list)
     inference: Service | None = None
     edge: Service | None = None
-    redis_url: str = ""
+    redis_url: str = ""  # the inference's (and the edge's, unless edge_url is set); default: the server's
+    edge_url: str = ""
 
     def start(self) -> Stack:
         url = self.redis_url or self.redis.url
         self.inference = inference_service(url, *STREAM_ARGS, *self.inference_args).start(self.log_dir)
-        self.edge = edge_service(url, "--log-level", "warning", *self.edge_args).start(self.log_dir)
+        self.edge = edge_service(self.edge_url or url, "--log-level", "warning", *self.edge_args).start(self.log_dir)
         wait_http(self.base + "/healthz", 60, self.edge)
         return self
 

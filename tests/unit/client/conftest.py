@@ -20,9 +20,9 @@ async def fake_edge() -> AsyncIterator[FakeEdge]:
 def edge_in_thread(edge: FakeEdge) -> Iterator[FakeEdge]:
     """Run a fake edge on its own event loop thread, for code that calls `asyncio.run` itself (the CLI)."""
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(edge.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    thread.start()  # start it from that thread: the caller's thread may run a loop already (Playwright's)
+    asyncio.run_coroutine_threadsafe(edge.start(), loop).result(10)
     try:
         yield edge
     finally:

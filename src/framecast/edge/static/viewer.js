@@ -15,6 +15,8 @@
   const HEADER_SIZE = 40;
   const PROTOCOL_VERSION = 1;
   const CODEC_JPEG = 1;
+  const CODEC_H264 = 2;
+  const BAD_MESSAGE = 4400;
   const WINDOW_MS = 5000; // stats window for fps, latency percentiles and kbit/s
   const STALL_MS = 3000;
   const RESYNC_GAP_US = 2000000; // a joining viewer's first frame may be an old cached one // no frame for this long while "live" shows "stalled"
@@ -50,7 +52,13 @@
     everOpened: false,
     connectedAt: 0,
     statsSince: performance.now(), // start of the current stream's stats (not reset by reconnects)
+    // H.264 tiers (WebCodecs, static/video.js): offered in the hello when this browser decodes them
+    videoSupported: false,
+    codec: null, // codec of the last frame drawn: "jpeg" or "h264"
+    keyframeMessages: true, // false once an edge refused {"type":"keyframe"} (it then relies on its own IDRs)
+    lastKeyframeMsgAt: -Infinity,
   };
+  let videoPipe = null; // FramecastVideo.VideoPipe, made at the first H.264 frame of a connection
   const counters = newCounters();
   let received = []; // {t, bytes} per received frame (window)
   let drawn = []; // {t, latencyMs} per drawn frame (window)
@@ -120,7 +128,7 @@
     ws.onopen = () => {
       if (ws !== session.ws) return;
       const hello = { type: "hello", client_id: session.clientId, tier: session.tierChoice, max_fps: 0,
-                      codecs: ["jpeg"] };
+                      codecs: session.videoSupported ? ["h264", "jpeg"] : ["jpeg"] };
       try {
         const token = sessionStorage.getItem("framecast.token"); // never in the URL: URLs end up in logs
         if (token) hello.token = token;
@@ -154,6 +162,11 @@
   }
 
   function scheduleReconnect(code, reason) {
+    if (code === BAD_MESSAGE && performance.now() - session.lastKeyframeMsgAt < 3000) {
+      // this edge does not know keyframe requests: stop sending them (its periodic IDRs still recover)
+      session.keyframeMessages = false;
+      code = CLOSE.RESTART;
+    }
     if (FATAL.has(code)) {
       setState("error");
       showBanner(code === CLOSE.AUTH ? `not allowed to watch '${session.stream}' (${code} ${reason})`
@@ -215,6 +228,8 @@
         }
         session.hello = msg;
         session.tiers = Array.isArray(msg.tiers) ? msg.tiers : [];
+        if (videoPipe) videoPipe.close();
+        videoPipe = null; // a new connection starts its video tier at a keyframe
         session.tier = msg.tier;
         fillTierSelect();
         // the session is established (an unknown stream is accepted, then closed, without a hello)
@@ -278,9 +293,17 @@
     if (session.state === "stalled" || session.state === "reconnecting" || session.state === "connecting") {
       setState("live");
     }
-    if (h.codec !== CODEC_JPEG) {
-      send({ type: "ack", id: h.id }); // not drawable here (video tiers need WebCodecs); do not stall the edge
+    if (h.codec === CODEC_H264) {
+      onVideoFrame(h, buf);
       return;
+    }
+    if (h.codec !== CODEC_JPEG) {
+      send({ type: "ack", id: h.id }); // not drawable here; ack so the edge's window keeps moving
+      return;
+    }
+    if (videoPipe) { // switched from a video tier to JPEG: no late video picture may overwrite JPEG ones
+      videoPipe.close();
+      videoPipe = null;
     }
     if (pending) counters.skipped += 1; // superseded before it was decoded: newest frame wins
     pending = { h, blob: new Blob([new Uint8Array(buf, h.headerLen, h.payloadLen)], { type: "image/jpeg" }) };
@@ -309,18 +332,63 @@
       }
       ctx.drawImage(bitmap, 0, 0);
       bitmap.close();
-      const latencyMs = Date.now() - h.captureUs / 1000;
-      counters.framesDrawn += 1;
-      counters.width = h.width;
-      counters.height = h.height;
-      const t1 = performance.now();
-      drawn.push({ t: t1, latencyMs, decodeMs: t1 - t0 });
       session.tier = session.tiers[h.tier] ? session.tiers[h.tier].name : session.tier;
-      // acks are cumulative: this one also releases frames skipped before it
-      send({ type: "ack", id: h.id });
-      counters.acksSent += 1;
+      frameDrawn(h.id, h.captureUs, h.width, h.height, performance.now() - t0, "jpeg");
     }
     decoding = false;
+  }
+
+  // After a picture reaches the canvas: stats, then the ack (acks are cumulative on the edge,
+  // so this one also releases frames skipped before it).
+  function frameDrawn(id, captureUs, width, height, decodeMs, codec) {
+    counters.framesDrawn += 1;
+    counters.width = width;
+    counters.height = height;
+    session.codec = codec;
+    drawn.push({ t: performance.now(), latencyMs: Date.now() - captureUs / 1000, decodeMs });
+    send({ type: "ack", id });
+    counters.acksSent += 1;
+  }
+
+  // H.264: every access unit goes to the decoder in order (never newest-wins: a delta frame needs the
+  // one before it); the edge paces them with the same ack window. See static/video.js.
+  function onVideoFrame(h, buf) {
+    const tier = session.tiers[h.tier];
+    if (!window.FramecastVideo || !tier || !String(tier.codec || "").startsWith("avc1")) {
+      counters.decodeErrors += 1;
+      send({ type: "ack", id: h.id });
+      return;
+    }
+    if (!videoPipe) {
+      const ws = session.ws;
+      const pushedAt = new Map(); // frame id -> performance.now() at push, for the decode + draw time
+      videoPipe = new window.FramecastVideo.VideoPipe(canvas, {
+        onDrawn: (id, captureUs) => {
+          if (ws !== session.ws) return;
+          const t0 = pushedAt.get(id);
+          pushedAt.delete(id);
+          frameDrawn(id, captureUs, canvas.width, canvas.height, t0 === undefined ? 0 : performance.now() - t0, "h264");
+        },
+        onSkipped: (id) => {
+          pushedAt.delete(id);
+          counters.skipped += 1;
+          if (ws === session.ws) send({ type: "ack", id });
+        },
+        onKeyframeNeeded: (reason) => {
+          if (ws !== session.ws || !session.keyframeMessages) return;
+          session.lastKeyframeMsgAt = performance.now();
+          send({ type: "keyframe", reason: String(reason).slice(0, 64) });
+        },
+        onError: () => { counters.decodeErrors += 1; },
+      });
+      videoPipe.pushedAt = pushedAt;
+    }
+    session.tier = tier.name;
+    videoPipe.configure(tier);
+    videoPipe.pushedAt.set(h.id, performance.now());
+    if (videoPipe.pushedAt.size > 256) videoPipe.pushedAt.clear(); // bounded whatever the decoder does
+    videoPipe.push({ frameId: h.id, captureUs: h.captureUs, flags: h.flags, width: h.width, height: h.height },
+                   new Uint8Array(buf, h.headerLen, h.payloadLen));
   }
 
   // --- stats and overlay -------------------------------------------------------------------
@@ -354,6 +422,9 @@
       decodeDrawP50Ms: round(percentile(dec, 50), 1), // receive-side cost: decode + draw
       kbps: round((bytes * 8) / 1000 / span, 0),
       tier: session.tier,
+      codec: session.codec,
+      videoSupported: session.videoSupported,
+      video: videoPipe ? Object.assign({}, videoPipe.stats) : null,
       tierChoice: session.tierChoice,
       tiers: session.tiers.map((t) => t.name),
       dropped: counters.dropped,
@@ -393,7 +464,8 @@
                                                      : "-";
     ui.kbps.textContent = s.kbps.toLocaleString();
     ui.tierOut.textContent = s.tier ? `${s.tier}${s.tierChoice === "auto" ? " (auto)" : ""}` +
-                                      (s.width ? ` ${s.width}x${s.height}` : "") : "-";
+                                      (s.width ? ` ${s.width}x${s.height}` : "") +
+                                      (s.codec ? (s.codec === "h264" ? " H.264" : " JPEG") : "") : "-";
     ui.drop.textContent = `${s.dropped}` + (s.skipped ? ` (+${s.skipped} not drawn)` : "");
     const shown = s.stalled && session.state === "live" ? "stalled" : session.state;
     ui.conn.textContent = shown + (s.reconnects ? ` · ${s.reconnects} reconnects` : "");
@@ -486,10 +558,18 @@
   }
 
   window.framecastViewer = { session, switchStream, computeStats, parseHeader }; // for tests and debugging
-  fillTierSelect();
-  refreshStreams();
-  setInterval(refreshStreams, 10000);
-  setInterval(render, 250);
-  render();
-  connect();
+  async function start() {
+    fillTierSelect();
+    refreshStreams();
+    setInterval(refreshStreams, 10000);
+    setInterval(render, 250);
+    render();
+    // H.264 tiers need WebCodecs; ?codecs=jpeg keeps this page on JPEG tiers
+    if (window.FramecastVideo && params.get("codecs") !== "jpeg") {
+      session.videoSupported = await window.FramecastVideo.supported("avc1.42E01F");
+    }
+    connect();
+  }
+
+  start();
 })();

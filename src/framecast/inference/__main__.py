@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
                             poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick, alive=lambda: pipeline.alive())
-    pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop)
+    pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop,
+                        encode_workers=settings.encode_workers)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received, stopping", signal.Signals(signum).name)

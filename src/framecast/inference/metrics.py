@@ -15,9 +15,10 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 STAGES = ("capture", "inference", "encode", "publish")
 OUTCOMES = ("ok", "error", "dropped")
 # why a frame did not reach Redis: the next stage was still busy with an older frame
-# (newest wins), nobody asked for a tier, Redis refused or was away, the model failed
-DROP_REASONS = ("inference_busy", "encode_busy", "publish_busy", "no_demand", "redis_error", "redis_down",
-                "inference_error", "encode_error")
+# (newest wins), a newer frame was already published (several encode workers), nobody asked for a
+# tier, Redis refused or was away, the model or the encoder failed
+DROP_REASONS = ("inference_busy", "encode_busy", "publish_busy", "reordered", "no_demand", "redis_error",
+                "redis_down", "inference_error", "encode_error")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.075, 0.1,
                     0.2, 0.5, 1.0)

@@ -43,6 +43,15 @@ class LatestSlot(Generic[T]):
             self._cond.notify()
         return displaced
 
+    def put_if_newer(self, item: T, newer: Callable[[T, T], bool]) -> tuple[bool, T | None]:
+        """Put `item` unless the slot holds a newer one: (stored, the item that did not stay)."""
+        with self._cond:
+            if self._item is not None and not newer(item, self._item):
+                return False, item
+            displaced, self._item = self._item, item
+            self._cond.notify()
+        return True, displaced
+
     def get(self, timeout: float) -> T | None:
         with self._cond:
             if self._item is None:
@@ -71,7 +80,8 @@ class Pipeline:
 
     def __init__(self, source: Source, model: Model, encoder: TierEncoder, policy: DemandPolicy,
                  publisher: FramePublisher, watcher: DemandWatcher, *, first_frame_id: int,
-                 stop: threading.Event | None = None, stall_after: float | None = None) -> None:
+                 stop: threading.Event | None = None, stall_after: float | None = None,
+                 encode_workers: int = 1) -> None:
         self.source, self.model, self.encoder, self.policy = source, model, encoder, policy
         self.publisher, self.watcher = publisher, watcher
         self.next_frame_id = first_frame_id
@@ -82,14 +92,17 @@ class Pipeline:
         self._to_model: LatestSlot[PipelineFrame] = LatestSlot()
         self._to_encode: LatestSlot[PipelineFrame] = LatestSlot()
         self._to_publish: LatestSlot[EncodedFrame] = LatestSlot()
+        # frames encoded at once: with more than one, a frame's tiers overlap the next frame's in the pool
+        self.encode_workers = max(1, encode_workers)
         self._threads: list[threading.Thread] = []
         self._source_errors = RateLimitedLog(log, "source failures", interval=5.0)
         self._stage_errors = RateLimitedLog(log, "frames failed in a stage", interval=5.0)
 
     def start(self) -> None:
-        for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
-                             ("encode", self._encode_loop), ("publish", self._publish_loop),
-                             ("control", self._control_loop)):
+        stages = [("capture", self._capture_loop), ("inference", self._inference_loop)]
+        stages += [(f"encode-{i}" if i else "encode", self._encode_loop) for i in range(self.encode_workers)]
+        stages += [("publish", self._publish_loop), ("control", self._control_loop)]
+        for name, target in stages:
             thread = threading.Thread(target=self._guard(name, target), name=f"framecast-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -206,8 +219,11 @@ class Pipeline:
             for t in tiers:
                 M.ENCODE_SECONDS.labels(t.tier.name).observe(t.seconds)
                 M.ENCODED_BYTES.labels(t.tier.name).observe(len(t.payload))
-            if self._to_publish.put(EncodedFrame(frame.frame_id, frame.capture_us, tiers)) is not None:
-                M.drop("publish_busy", "publish")
+            stored, dropped = self._to_publish.put_if_newer(EncodedFrame(frame.frame_id, frame.capture_us, tiers),
+                                                            lambda a, b: a.frame_id > b.frame_id)
+            if dropped is not None:
+                # displaced while the publisher was busy, or (several encode workers) overtaken by a newer frame
+                M.drop("publish_busy" if stored else "reordered", "publish")
 
     def _publish_loop(self) -> None:
         while not self.stop.is_set():

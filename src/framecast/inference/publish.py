@@ -107,9 +107,13 @@ class FramePublisher:
         # before the first publish and shift ids above it
         self.ids_synced = ids_synced
         self.id_offset = 0
+        self.last_frame_id = -1  # the newest frame id handed to publish (before the offset)
         self._errors = RateLimitedLog(log, "redis publish failures (frames dropped)", interval=5.0)
 
     def publish(self, frame: EncodedFrame) -> bool:
+        if frame.frame_id <= self.last_frame_id:  # ids only grow in a stream, whatever overtook what
+            M.drop("reordered", "publish")
+            return False
         now = self.clock()
         if now < self.retry_at:
             M.drop("redis_down", "publish")
@@ -127,6 +131,7 @@ class FramePublisher:
                                                       publish_us=publish_us), t.payload)
                 for t in frame.tiers
             }
+            self.last_frame_id = frame.frame_id
             self.bus.publish(messages, frame.capture_us)
         except REDIS_ERRORS as exc:
             M.REDIS_ERRORS.labels("publish").inc()

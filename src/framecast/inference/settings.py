@@ -33,6 +33,8 @@ class InferenceSettings(CommonSettings):
     encoder: Literal["simplejpeg", "opencv"] = Field("simplejpeg", description="JPEG encoder")
     encode_threads: int = Field(0, ge=0, le=64, description="threads encoding tiers in parallel (0: one per tier, "
                                                            "at most the CPU count)")
+    encode_workers: int = Field(1, ge=1, le=16, description="frames encoded at once (more than 1 overlaps one "
+                                                             "frame's tiers with the next one's on many cores)")
     maxlen: int = Field(60, ge=1, le=100_000, description="entries kept per tier stream (XADD MAXLEN ~)")
     demand: Literal["edges", "all"] = Field("edges", description="edges: encode only tiers edges ask for; "
                                                                  "all: encode every tier of every frame")

@@ -86,7 +86,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
 
 def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
     server = EmbeddedRedis(maxmemory="64mb").start()
-    svc = start(server.url, tmp_path, "--demand", "all")
+    svc = start(server.url, tmp_path, "--demand", "all", "--encode-workers", "2")
     try:
         client = sync_client(server.url)
         wait_for(lambda: len(frames(client, "high")) >= 5, STARTUP, "frames before the crash")
@@ -102,6 +102,8 @@ def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
         wait_for(lambda: len(frames(client, "high")) >= 3, scaled(15), "frames after Redis came back")
         after = frames(client, "high")
         assert after[0].header.frame_id > before.header.frame_id
+        ids = [f.header.frame_id for f in after]
+        assert ids == sorted(set(ids))  # two encode workers, still in order
         assert client.get(KEYS.meta("demo")) is not None  # meta announced again
         samples = scrape(svc)
         assert samples['framecast_inference_redis_errors_total{op="publish"}'] > 0

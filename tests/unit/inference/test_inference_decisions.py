@@ -68,3 +68,35 @@ def test_latest_slot_wakes_a_waiting_consumer() -> None:
     slot.put("frame")
     consumer.join(5.0)
     assert got == ["frame"]
+
+
+def test_latest_slot_never_goes_back_in_time() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+
+    def newer(a: int, b: int) -> bool:
+        return a > b
+
+    assert slot.put_if_newer(5, newer) == (True, None)
+    assert slot.put_if_newer(4, newer) == (False, 4)  # an overtaken frame is refused
+    assert slot.put_if_newer(7, newer) == (True, 5)  # a newer one displaces the waiting one
+    assert slot.get(0.0) == 7
+    assert slot.put_if_newer(6, newer) == (True, None)  # empty slot: ordering is the publisher's job then
+
+
+def test_publisher_refuses_frames_older_than_the_last_one() -> None:
+    import redis
+
+    from framecast.bus import Keys
+    from framecast.inference import metrics as M
+    from framecast.inference.publish import EncodedFrame, FramePublisher
+    from framecast.inference.tiers import parse_ladder
+
+    ladder = parse_ladder("a=64x48@80")
+    M.init_series(["a"])
+    # nothing listens on port 9: a frame that reached Redis would be counted as a redis_error instead
+    publisher = FramePublisher(redis.Redis(port=9, socket_connect_timeout=0.2), "s", Keys(), ladder, maxlen=5,
+                               ids_synced=True)
+    publisher.last_frame_id = 10
+    before = M.DROPPED.labels("reordered")._value.get()
+    assert publisher.publish(EncodedFrame(9, 0, [])) is False
+    assert M.DROPPED.labels("reordered")._value.get() == before + 1

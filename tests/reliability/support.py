@@ -152,6 +152,10 @@ class Viewer:
     close_mono: float | None = None
     error: str = ""
     connects: int = 0
+    keep_frames: bool = True  # False: only the counters below (long soaks)
+    n_frames: int = 0
+    last_frame_id: int = -1
+    out_of_order: int = 0
     task: asyncio.Task[None] | None = None
     ws: ClientConnection | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -220,8 +224,13 @@ class Viewer:
                             self.controls.append((now, json.loads(msg)))
                             continue
                         h = decode_header(msg)
-                        self.frames.append(Seen(h.frame_id, h.capture_us, h.tier, now, time.time_ns() // 1000,
-                                                len(msg)))
+                        self.n_frames += 1
+                        if h.frame_id <= self.last_frame_id:
+                            self.out_of_order += 1
+                        self.last_frame_id = h.frame_id
+                        if self.keep_frames:
+                            self.frames.append(Seen(h.frame_id, h.capture_us, h.tier, now, time.time_ns() // 1000,
+                                                    len(msg)))
                         if self.ack:
                             await ws.send(encode_control(Ack(h.frame_id)))
                 finally:

@@ -1,0 +1,93 @@
+"""Soak: 100 viewers on one edge for FRAMECAST_SOAK_SECONDS (60 in `make test`, 600 in `make soak`).
+
+Steady frame rate, edge RSS and open file descriptors flat (the slope is
+reported), zero errors: no viewer closed or reconnected, no frame out of
+order, no error in the edge's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+
+import pytest
+
+from tests.conftest import scaled
+from tests.reliability.conftest import StackFactory
+from tests.reliability.support import (
+    Viewer,
+    eventually,
+    metric,
+    record,
+    run_viewers,
+    slope_per_minute,
+    stop_viewers,
+    wait_stream,
+)
+
+SOAK_SECONDS = float(os.environ.get("FRAMECAST_SOAK_SECONDS", "60"))
+VIEWERS = int(os.environ.get("FRAMECAST_SOAK_VIEWERS", "100"))
+SAMPLE_S = 2.0
+WARMUP_S = 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(scaled(SOAK_SECONDS + 180))
+async def test_soak_100_viewers(make_stack: StackFactory) -> None:
+    stack = make_stack(edge_args=["--viewers-per-ip", "0", "--max-viewers", str(VIEWERS + 10)])
+    await wait_stream(stack.ws())
+    viewers = [Viewer(stack.ws(), keep_frames=False) for _ in range(VIEWERS)]
+    await run_viewers(viewers, spacing=0.02)
+    await eventually(lambda: all(v.n_frames for v in viewers), 60, f"a frame to each of {VIEWERS} viewers")
+    await asyncio.sleep(WARMUP_S)  # warm-up before measuring: buffers and caches reach their working size
+
+    text = stack.metrics()
+    closes_before = metric(text, "framecast_edge_closes_total")
+    t_start = time.monotonic()
+    first_ids = [v.last_frame_id for v in viewers]
+    samples: list[tuple[float, int, int, int]] = []  # t, rss, fds, total frames
+    window_fps: list[float] = []
+    last_total, last_t = sum(v.n_frames for v in viewers), t_start
+    while time.monotonic() - t_start < SOAK_SECONDS:
+        await asyncio.sleep(SAMPLE_S)  # sampling interval
+        now = time.monotonic()
+        st = stack.edge_stats()
+        total = sum(v.n_frames for v in viewers)
+        samples.append((now - t_start, st.rss_bytes, st.fds, total))
+        window_fps.append((total - last_total) / (now - last_t) / VIEWERS)
+        last_total, last_t = total, now
+        assert not any(v.closed for v in viewers), [(v.close_code, v.error) for v in viewers if v.closed][:5]
+    duration = time.monotonic() - t_start
+    source_fps = statistics.median((v.last_frame_id - first) / duration for v, first in zip(viewers, first_ids,
+                                                                                            strict=True))
+    per_viewer_frames = [v.n_frames for v in viewers]
+    text = stack.metrics()
+    await stop_viewers(viewers)
+
+    rss = [(t, r / 2**20) for t, r, _, _ in samples]
+    fds = [f for _, _, f, _ in samples]
+    rss_slope = slope_per_minute(rss)
+    fd_slope = slope_per_minute([(t, float(f)) for t, _, f, _ in samples])
+    third = max(1, len(rss) // 3)
+    rss_growth = statistics.median(r for _, r in rss[-third:]) - statistics.median(r for _, r in rss[:third])
+    mean_fps = statistics.mean(window_fps)
+    edge_log = stack.edge.log() if stack.edge else ""
+
+    # zero errors
+    assert all(v.connects == 1 and not v.closed and v.out_of_order == 0 for v in viewers)
+    assert metric(text, "framecast_edge_closes_total") == closes_before, "the edge closed no viewer"
+    assert "Traceback" not in edge_log and " ERROR " not in edge_log, edge_log[-3000:]
+    # steady rate: every viewer near the source rate, no window far from the mean
+    assert mean_fps >= 0.8 * source_fps, (mean_fps, source_fps)
+    assert min(window_fps) >= 0.6 * mean_fps, window_fps
+    assert min(per_viewer_frames) >= 0.6 * max(per_viewer_frames), "no viewer starved"
+    # flat memory and file descriptors
+    assert rss_growth < 16, f"edge RSS grew {rss_growth:.1f} MiB over {duration:.0f}s (slope {rss_slope:.2f} MiB/min)"
+    assert max(fds) - min(fds) <= 2, fds
+    record(f"soak_{VIEWERS}_viewers_{SOAK_SECONDS:.0f}s", viewers=VIEWERS, seconds=round(duration),
+           source_fps=round(source_fps, 1), mean_viewer_fps=round(mean_fps, 2),
+           min_window_fps=round(min(window_fps), 2), deliveries_per_s=round(mean_fps * VIEWERS),
+           edge_rss_mib_start_end=f"{rss[0][1]:.1f}/{rss[-1][1]:.1f}", rss_slope_mib_per_min=round(rss_slope, 3),
+           fds_min_max=f"{min(fds)}/{max(fds)}", fd_slope_per_min=round(fd_slope, 3), errors=0, reconnects=0)

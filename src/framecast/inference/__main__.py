@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(InferenceSettings, argv, prog=PROG,
                              description="Run a torch model on a frame source and publish JPEG tiers to Redis.")
     setup_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    # from the start: a SIGTERM while the model loads still ends the process cleanly, with 0
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     import cv2  # after settings: a bad flag should not wait for heavy imports
 
@@ -85,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             first_id, synced = (newest + 1 if newest is not None else 1), True
             break
         except REDIS_ERRORS as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or stop.is_set():
                 log.warning("redis %s not reachable (%s); starting anyway, frames are dropped until it is",
                             settings.redis_url, exc)
                 break
-            time.sleep(0.2)
+            stop.wait(0.2)
 
     info = StreamInfo(stream=settings.stream, tiers=[t.describe(settings.width, settings.height) for t in ladder],
                       fps=source.fps, model=engine.info.model, device=engine.info.device, source=settings.source,
@@ -104,18 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
                           settings.encode_threads)
     publisher = FramePublisher(client, settings.stream, keys, ladder, maxlen=settings.maxlen, ids_synced=synced)
-    stop = threading.Event()
     watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
                             poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick, alive=lambda: pipeline.alive())
     pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop,
                         encode_workers=settings.encode_workers)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    if stop.is_set():  # asked to stop while starting
+        server.shutdown()
+        encoder.close()
+        source.close()
+        return 0
     pipeline.start()
     log.info("stream %s: %s -> %s on %s (%s) -> tiers %s via %s, first frame id %d, demand %s", settings.stream,
              source.description, engine.info.model, engine.info.device, engine.info.dtype, settings.tiers,

@@ -163,3 +163,12 @@ def test_metrics_port_in_use_exits_2() -> None:
                               capture_output=True, text=True, timeout=scaled(STARTUP), cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "FRAMECAST_METRICS_PORT (--metrics-port): cannot listen on" in proc.stderr.splitlines()[-1]
+
+
+def test_sigterm_while_starting_exits_0(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    svc = start(redis_server.url, tmp_path)
+    # the metrics line comes just before the model loads (the slow part of start-up)
+    wait_for(lambda: "metrics on http://" in svc.log() or not svc.alive(), STARTUP, "the metrics server")
+    started = time.monotonic()
+    assert svc.stop() == 0, svc.log()[-2000:]
+    assert time.monotonic() - started < scaled(STARTUP)

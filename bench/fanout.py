@@ -144,6 +144,7 @@ class FanoutResult:
     skipped_full: int | None
     rss_before_mb: float | None = None
     rss_per_viewer_kb: float | None = None
+    redis_used_memory_mb: float | None = None
 
 
 RAW_TARGET = "raw-asyncio-tcp"
@@ -247,6 +248,17 @@ def _publish(redis_url: str, stop: threading.Event) -> None:
     client.close()
 
 
+def _redis_used_memory(redis_url: str) -> int:
+    """Valkey's used_memory after the run: bounded by MAXLEN x frame size, whatever the viewers do."""
+    from framecast import bus
+
+    client = bus.sync_client(redis_url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
 def _wait_live(base_url: str, deadline: float) -> None:
     import urllib.request
 
@@ -298,6 +310,7 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         out, _ = viewers.communicate(timeout=duration_s + PROCESS_GRACE_S)
         cpu, wall = sample(edge.pid).cpu_s - cpu0, time.monotonic() - wall0
         got = ReaderReport(**_json_line(out))
+        redis_memory = _redis_used_memory(redis_server.url)
     except (OSError, ValueError, TypeError, KeyError, TimeoutError, subprocess.TimeoutExpired) as exc:
         return skipped_result(FRAMECAST_EDGE_TARGET, readers, duration_s, repr(exc), STATUS_ERROR)
     finally:
@@ -310,7 +323,7 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         FRAMECAST_EDGE_TARGET, readers, STATUS_OK if got.connected == readers else STATUS_ERROR,
         "" if got.connected == readers else f"only {got.connected} of {readers} viewers connected",
         wall, got.deliveries, got.deliveries / wall, cpu, deliveries_per_cpu_s(got.deliveries, cpu), None, None,
-        rss_before / MB, (at_start.rss_bytes - rss_before) / readers / KB,
+        rss_before / MB, (at_start.rss_bytes - rss_before) / readers / KB, redis_memory / MB,
     )  # fmt: skip
 
 

@@ -86,11 +86,12 @@ def step_table(results: list[dict[str, Any]]) -> str:
 
 def fanout_table(results: list[dict[str, Any]]) -> str:
     header = ["target", "readers", "deliveries/s", "server CPU s", "deliveries per CPU-s", "RSS per viewer KB",
-              "status"]  # fmt: skip
+              "Valkey MB", "status"]  # fmt: skip
     rows = [
         [
             r["target"], str(r["readers"]), fmt(r["deliveries_per_s"]), fmt(r["server_cpu_s"], 2),
             fmt(r["deliveries_per_cpu_s"]), fmt(r.get("rss_per_viewer_kb"), 0),
+            fmt(r.get("redis_used_memory_mb"), 1),
             r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
         ]
         for r in results

@@ -2,10 +2,11 @@
 //
 // Wire format (docs/protocol.md): each binary message is a 40-byte little-endian header
 // (magic "FC", version, header_len, codec, tier, flags, quality, width u16, height u16,
-// payload_len u32, frame_id u64, capture_us u64, publish_us u64) followed by the JPEG.
+// payload_len u32, frame_id u64, capture_us u64, publish_us u64) followed by the picture.
 // Control messages are JSON text. JPEGs are decoded with createImageBitmap (off the main
 // thread in Chromium); only the newest decoded frame is drawn, and it is acknowledged once
 // drawn, so the edge's glass-to-glass latency and its in-flight window follow this screen.
+// H.264 tiers go, in order, through WebCodecs (static/video.js), acked as they are drawn.
 //
 // Latency shown here = Date.now() at draw - capture_us: it assumes this computer's clock
 // agrees with the inference host's (true on one host; otherwise off by the clock offset).
@@ -18,8 +19,8 @@
   const CODEC_H264 = 2;
   const BAD_MESSAGE = 4400;
   const WINDOW_MS = 5000; // stats window for fps, latency percentiles and kbit/s
-  const STALL_MS = 3000;
-  const RESYNC_GAP_US = 2000000; // a joining viewer's first frame may be an old cached one // no frame for this long while "live" shows "stalled"
+  const STALL_MS = 3000; // no frame for this long while "live" shows "stalled"
+  const RESYNC_GAP_US = 2000000; // id gaps across more capture time are not drops (old first frame, stall)
   const CLOSE = { NORMAL: 1000, PROTOCOL: 1002, RESTART: 1012, TRY_LATER: 1013, AUTH: 4001, UNKNOWN_STREAM: 4004 };
   // retrying cannot fix these: a bug or a refusal; a person must act
   const FATAL = new Set([1002, 1003, 1008, 1009, 4001, 4400]);
@@ -28,8 +29,8 @@
   const canvas = $("view");
   const ctx = canvas.getContext("2d", { alpha: false });
   const ui = {
-    stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), statsToggle: $("stats"), state: $("state"), stage: $("stage"),
-    overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
+    stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), statsToggle: $("stats"), state: $("state"),
+    stage: $("stage"), overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
     tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
   };
 

@@ -149,8 +149,8 @@ def test_unknown_stream_says_so(stack: Stack, page: Any) -> None:
     page.goto(stack.url + "/?stream=nope")
     page.wait_for_selector("#banner:not([hidden])", timeout=scaled(20) * 1000)
     assert "unknown stream 'nope'" in page.inner_text("#banner")
-    s = stats(page)
-    assert s["closeCode"] == 4004 and s["reconnects"] == 0 and s["state"] == "reconnecting"
+    s = wait_stats(page, "s.closeCode === 4004", 5)
+    assert s["reconnects"] == 0 and s["state"] == "reconnecting" and s["framesDrawn"] == 0
 
 
 def test_page_shows_stalled_when_the_source_stops(stack: Stack, page: Any) -> None:

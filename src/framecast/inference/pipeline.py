@@ -95,6 +95,8 @@ class Pipeline:
         # frames encoded at once: with more than one, a frame's tiers overlap the next frame's in the pool
         self.encode_workers = max(1, encode_workers)
         self._threads: list[threading.Thread] = []
+        self._done_id = first_frame_id - 1
+        self._done_lock = threading.Lock()
         self._source_errors = RateLimitedLog(log, "source failures", interval=5.0)
         self._stage_errors = RateLimitedLog(log, "frames failed in a stage", interval=5.0)
 
@@ -117,6 +119,17 @@ class Pipeline:
                     log.exception("%s stage failed unexpectedly; restarting it", name)
                     self.stop.wait(0.5)
         return run
+
+    def _finished(self, frame_id: int) -> None:
+        """A frame left the pipeline for good (published, failed, or skipped)."""
+        with self._done_lock:
+            self._done_id = max(self._done_id, frame_id)
+
+    def _drain(self, last_id: int, timeout: float) -> None:
+        """Wait until frame `last_id` left the pipeline (frames displaced before it never will)."""
+        deadline = time.monotonic() + timeout
+        while self._done_id < last_id and time.monotonic() < deadline and not self.stop.wait(0.01):
+            pass
 
     def alive(self) -> bool:
         """Frames are flowing: one got through the model stage within `stall_after` seconds."""
@@ -146,16 +159,21 @@ class Pipeline:
             try:
                 captured = self.source.read(self.next_frame_id)
             except SourceEnded as exc:
-                log.info("%s: stopping", exc)
+                log.info("%s: publishing the frames in flight, then stopping", exc)
+                self._drain(self.next_frame_id - 1, timeout=5.0)
                 self.ended = True
                 self.stop.set()
                 return
             except SourceLost as exc:
                 M.SOURCE_ERRORS.labels("read").inc()
                 M.FRAMES.labels("capture", "error").inc()
-                log.warning("%s; reopening with back-off", exc)
+                if backoff.attempt == 0:
+                    log.warning("%s; reopening with back-off", exc)
+                else:
+                    self._source_errors.event(str(exc))
                 self._reopen(backoff)
                 continue
+            backoff.reset()  # only a frame read proves the source is back (a reopen alone may fail again)
             M.STAGE_SECONDS.labels("capture").observe(time.perf_counter() - start)
             M.FRAMES.labels("capture", "ok").inc()
             frame = PipelineFrame(self.next_frame_id, captured.capture_us, captured.image)
@@ -172,7 +190,6 @@ class Pipeline:
                 self._source_errors.event(str(exc))
                 continue
             log.info("source %s reopened", self.source.description)
-            backoff.reset()
             return
 
     def _inference_loop(self) -> None:
@@ -186,6 +203,7 @@ class Pipeline:
             frame.tiers = self.policy.select(now)
             if not frame.tiers:
                 M.drop("no_demand", "inference")
+                self._finished(frame.frame_id)
                 continue
             start = time.perf_counter()
             try:
@@ -194,6 +212,7 @@ class Pipeline:
                 M.DROPPED.labels("inference_error").inc()
                 M.FRAMES.labels("inference", "error").inc()
                 self._stage_errors.event(f"inference {type(exc).__name__}: {exc}")
+                self._finished(frame.frame_id)
                 continue
             self.last_progress = time.monotonic()
             M.STAGE_SECONDS.labels("inference").observe(time.perf_counter() - start)
@@ -213,6 +232,7 @@ class Pipeline:
                 M.DROPPED.labels("encode_error").inc()
                 M.FRAMES.labels("encode", "error").inc()
                 self._stage_errors.event(f"encode {type(exc).__name__}: {exc}")
+                self._finished(frame.frame_id)
                 continue
             M.STAGE_SECONDS.labels("encode").observe(time.perf_counter() - start)
             M.FRAMES.labels("encode", "ok").inc()
@@ -230,6 +250,7 @@ class Pipeline:
             frame = self._to_publish.get(0.1)
             if frame is not None:
                 self.publisher.publish(frame)
+                self._finished(frame.frame_id)
 
     def _control_loop(self) -> None:
         while not self.stop.is_set():

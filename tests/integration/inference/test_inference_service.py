@@ -128,6 +128,9 @@ def test_file_source_without_loop_ends_the_service(redis_server: EmbeddedRedis, 
     got = frames(sync_client(redis_server.url), "only")
     assert 1 <= len(got) <= 8  # at 10 fps nothing should drop, but a busy machine may
     assert all((f.header.width, f.header.height) == (160, 90) for f in got)
+    assert got[-1].header.frame_id == 8  # the frames in flight at the end were published before the exit
+    last = cv2.imdecode(np.frombuffer(got[-1].payload, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert last is not None
 
 
 BAD_STARTS = [

@@ -209,26 +209,45 @@ class PrometheusAPI:
         return {r["metric"]["instance"]: float(r["value"][1]) for r in self.query(f'up{{job="{job}"}}')}
 
 
+def port_clash(proc: Proc) -> bool:
+    """Whether `proc` died because its port was taken between free_port() and its bind."""
+    return proc.dead() is not None and "address already in use" in proc.log_tail().lower()
+
+
 class Prometheus(PrometheusAPI):
     """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
-        self.port = free_port()
-        super().__init__(f"http://127.0.0.1:{self.port}")
+        super().__init__("")
+        self.config, self.workdir, self.binary = config, workdir, binary
+        self.config_path = workdir / "prometheus.yml"
+        self.tsdb = workdir / "tsdb"
+        self.tsdb.mkdir(exist_ok=True)
+        self._configure(free_port())
+
+    def _configure(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        config = json.loads(json.dumps(self.config))
         for job in config["scrape_configs"]:
             for sc in job.get("static_configs", []):
-                sc["targets"] = [f"127.0.0.1:{self.port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
-        self.config_path = workdir / "prometheus.yml"
+                sc["targets"] = [f"127.0.0.1:{port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        tsdb = workdir / "tsdb"
-        tsdb.mkdir(exist_ok=True)
-        self.proc = Proc("prometheus", [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
-                                        f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-                                        "--storage.tsdb.retention.time=1h"], workdir)
+        self.proc = Proc("prometheus", [self.binary, f"--config.file={self.config_path}",
+                                        f"--storage.tsdb.path={self.tsdb}", f"--web.listen-address=127.0.0.1:{port}",
+                                        "--log.level=warn", "--storage.tsdb.retention.time=1h"], self.workdir)
 
-    def start(self) -> Prometheus:
-        self.proc.start()
-        wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
+    def start(self, attempts: int = 3) -> Prometheus:
+        for attempt in range(attempts):
+            self.proc.start()
+            try:
+                wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
+                return self
+            except RuntimeError:
+                if attempt + 1 == attempts or not port_clash(self.proc):
+                    raise
+                self.proc.stop()  # closes its log
+                self._configure(free_port())
         return self
 
     def stop(self) -> None:
@@ -239,26 +258,38 @@ class Nginx:
     """Real nginx, configured by rendering deploy/nginx/nginx.conf with static upstreams."""
 
     def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.upstreams, self.binary = upstreams, binary
         self.workdir = workdir / "nginx-root"
         self.workdir.mkdir(exist_ok=True)
         os.chmod(workdir, 0o755)  # nginx workers (nobody) need to traverse to their temp dirs
         os.chmod(self.workdir, 0o755)
         self.config_path = self.workdir / "nginx.conf"
-        self.config_path.write_text(render_native(NGINX_CONF.read_text(), upstreams, f"127.0.0.1:{self.port}",
+        self._logdir = workdir
+        self._configure(free_port())
+
+    def _configure(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.config_path.write_text(render_native(NGINX_CONF.read_text(), self.upstreams, f"127.0.0.1:{port}",
                                                   self.workdir))
-        self.binary = binary
-        self.proc = Proc("nginx", [binary, "-e", "stderr", "-p", str(self.workdir), "-c", str(self.config_path),
-                                   "-g", "daemon off;"], workdir)
+        self.proc = Proc("nginx", [self.binary, "-e", "stderr", "-p", str(self.workdir), "-c",
+                                   str(self.config_path), "-g", "daemon off;"], self._logdir)
 
     def check(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.binary, "-t", "-e", "stderr", "-p", str(self.workdir), "-c",
                                str(self.config_path)], capture_output=True, text=True, timeout=30)
 
-    def start(self) -> Nginx:
-        self.proc.start()
-        wait_until("nginx up", lambda: http_ok(f"{self.url}/lb-health"), 15, alive=self.proc.dead)
+    def start(self, attempts: int = 3) -> Nginx:
+        for attempt in range(attempts):
+            self.proc.start()
+            try:
+                wait_until("nginx up", lambda: http_ok(f"{self.url}/lb-health"), 15, alive=self.proc.dead)
+                return self
+            except RuntimeError:
+                if attempt + 1 == attempts or not port_clash(self.proc):
+                    raise
+                self.proc.stop()  # closes its log
+                self._configure(free_port())
         return self
 
     def stop(self) -> None:
@@ -275,39 +306,61 @@ def redis_exporter_binary() -> str | None:
 
 def start_redis_exporter(redis_url: str, workdir: Path) -> tuple[Proc, int]:
     """The real redis_exporter if installed, else tools/redis_exporter.py (same metric names)."""
-    port = free_port()
     binary = redis_exporter_binary()
-    if binary:
-        args = [binary, f"--redis.addr={redis_url}", f"--web.listen-address=127.0.0.1:{port}"]
-    else:
-        args = [sys.executable, str(ROOT / "tools" / "redis_exporter.py"), "--redis-url", redis_url,
+
+    def args(port: int) -> list[str]:
+        if binary:
+            return [binary, f"--redis.addr={redis_url}", f"--web.listen-address=127.0.0.1:{port}"]
+        return [sys.executable, str(ROOT / "tools" / "redis_exporter.py"), "--redis-url", redis_url,
                 "--port", str(port)]
-    proc = Proc("redis-exporter", args, workdir).start()
-    wait_until("redis exporter up", lambda: http_ok(f"http://127.0.0.1:{port}/metrics"), 15, alive=proc.dead)
-    return proc, port
+
+    return start_on_free_port("redis-exporter", args, "/metrics", workdir, 15)
 
 
 # --- framecast services -------------------------------------------------------------------------
 
 
+def start_on_free_port(name: str, args_for: Callable[[int], list[str]], probe_path: str, workdir: Path,
+                       timeout: float, attempts: int = 3) -> tuple[Proc, int]:
+    """Start a service on a free port and poll `probe_path` until it answers 200.
+
+    A port found free can be taken by someone else before the service binds it (an
+    outgoing connection's ephemeral port): then the service exits with EADDRINUSE, and
+    it is started again on another port.
+    """
+    for attempt in range(attempts):
+        port = free_port()
+        proc = Proc(name, args_for(port), workdir).start()
+
+        def answers(port: int = port) -> bool:
+            return http_ok(f"http://127.0.0.1:{port}{probe_path}")
+
+        try:
+            wait_until(f"{name} {probe_path}", answers, timeout, alive=proc.dead)
+            return proc, port
+        except RuntimeError:
+            if attempt + 1 == attempts or not port_clash(proc):
+                raise
+            proc.stop()  # closes its log
+    raise AssertionError("unreachable")
+
+
 def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", stream: str = "demo",
                     extra: list[str] | None = None) -> tuple[Proc, int]:
-    port = free_port()
-    args = [sys.executable, "-m", "framecast.inference", "--redis-url", redis_url, "--stream", stream,
-            "--metrics-port", str(port), *(extra or [])]
-    proc = Proc(name, args, workdir).start()
-    wait_until(f"{name} metrics", lambda: http_ok(f"http://127.0.0.1:{port}/metrics"), 60, alive=proc.dead)
-    return proc, port
+    def args(port: int) -> list[str]:
+        return [sys.executable, "-m", "framecast.inference", "--redis-url", redis_url, "--stream", stream,
+                "--metrics-port", str(port), *(extra or [])]
+
+    return start_on_free_port(name, args, "/metrics", workdir, 60)
 
 
 def start_edge(redis_url: str, workdir: Path, *, name: str = "edge",
                extra: list[str] | None = None) -> tuple[Proc, int]:
-    port = free_port()
-    args = [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
-            "--port", str(port), "--edge-id", name, *(extra or [])]
-    proc = Proc(name, args, workdir).start()
-    wait_until(f"{name} /readyz", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 30, alive=proc.dead)
-    return proc, port
+    def args(port: int) -> list[str]:
+        return [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
+                "--port", str(port), "--edge-id", name, *(extra or [])]
+
+    return start_on_free_port(name, args, "/readyz", workdir, 30)
 
 
 @dataclass

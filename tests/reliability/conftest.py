@@ -34,7 +34,9 @@ class Stack:
     def start(self) -> Stack:
         url = self.redis_url or self.redis.url
         self.inference = inference_service(url, *STREAM_ARGS, *self.inference_args).start(self.log_dir)
-        self.edge = edge_service(self.edge_url or url, "--log-level", "warning", *self.edge_args).start(self.log_dir)
+        # a short drain by default so teardown is quick; tests that measure the drain pass their own values
+        self.edge = edge_service(self.edge_url or url, "--log-level", "warning", "--drain-delay-s", "0.2",
+                                 *self.edge_args).start(self.log_dir)
         wait_http(self.base + "/healthz", 60, self.edge)
         return self
 
@@ -76,11 +78,13 @@ class Stack:
         return "\n".join(out)
 
     def stop(self) -> None:
-        for s in (self.edge, self.inference):
-            if s is not None:
-                if s.alive():
-                    s.signal(signal.SIGCONT)  # a test may have SIGSTOPped it
-                s.stop()
+        services = [s for s in (self.edge, self.inference) if s is not None]
+        for s in services:  # signal all first, then wait: they shut down in parallel
+            if s.alive():
+                s.signal(signal.SIGCONT)  # a test may have SIGSTOPped it
+                s.signal(signal.SIGTERM)
+        for s in services:
+            s.stop()
 
 
 StackFactory = Callable[..., Stack]

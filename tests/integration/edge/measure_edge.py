@@ -20,14 +20,13 @@ import psutil  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from framecast.embedded import EmbeddedRedis
 from tests.integration.edge.conftest import (
     EdgeProcess,
     Publisher,
     ViewerClient,
     metric_value,
 )
-
-from framecast.embedded import EmbeddedRedis
 
 LADDER = (("high", 1280, 720, 80), ("medium", 854, 480, 70), ("low", 426, 240, 50))
 

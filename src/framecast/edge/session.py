@@ -440,4 +440,4 @@ class ViewerSession:
             raise
         except Exception:
             log.exception("viewer sender failed")
-            self.closed = True
+            self._close_soon(C.CLOSE_INTERNAL_ERROR, "internal error")

@@ -109,6 +109,7 @@ async def test_sigterm_drains_with_1012(redis_server: EmbeddedRedis, publisher: 
         exited_after = time.monotonic() - t0
         assert codes == [C.CLOSE_SERVICE_RESTART] * 5, codes
         assert all("draining" in s for s in states), states
+        print(f"drain: all 5 viewers closed 1012 {closed_after:.2f}s after SIGTERM, exit {exited_after:.2f}s")
         assert 0.9 <= closed_after < 3, closed_after
         assert exited_after < 5.5 and rc == 0, (exited_after, rc, proc.log())
     finally:

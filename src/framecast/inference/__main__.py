@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from framecast.inference.modelspec import preflight
     from framecast.inference.pipeline import Pipeline
     from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
-    from framecast.inference.sources import SourceError, open_source
+    from framecast.inference.sources import SourceError, open_source, redact
 
     cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
     ladder = settings.ladder
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         source.close()
         return fail(str(exc))
 
-    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, settings.source,
+    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, redact(settings.source),
                   settings.encoder).set(1)
 
     client = sync_client(settings.redis_url)
@@ -96,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         except REDIS_ERRORS as exc:
             if time.monotonic() > deadline or stop.is_set():
                 log.warning("redis %s not reachable (%s); starting anyway, frames are dropped until it is",
-                            settings.redis_url, exc)
+                            redact(settings.redis_url), exc)
                 break
             stop.wait(0.2)
 
     info = StreamInfo(stream=settings.stream, tiers=[t.describe(settings.width, settings.height) for t in ladder],
-                      fps=source.fps, model=engine.info.model, device=engine.info.device, source=settings.source,
-                      started_us=now_us())
+                      fps=source.fps, model=engine.info.model, device=engine.info.device,
+                      source=redact(settings.source), started_us=now_us())
     policy = DemandPolicy(len(ladder), idle_fps=settings.idle_fps, publish_all=settings.demand == "all")
 
     def gpu_tick() -> None:

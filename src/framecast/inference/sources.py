@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings would bury our one-line errors
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet
@@ -25,6 +26,15 @@ import numpy as np
 from framecast.bus import now_us
 
 OPEN_TIMEOUT_MS = 5000
+
+
+def redact(url: str) -> str:
+    """The URL without its password (`rtsp://user:secret@cam/` -> `rtsp://user:***@cam/`), for logs and metrics."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class SourceError(Exception):
@@ -148,7 +158,7 @@ class VideoSource:
         self.spec, self.width, self.height, self.loop = spec, width, height, loop
         self.kind = "file" if spec.startswith("file:") else "camera" if spec.startswith("camera:") else "url"
         self.paced = self.kind == "file"  # live sources deliver at their own rate; pacing them would add lag
-        self.description = spec
+        self.description = redact(spec)
         self._cap: cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None
         if self.kind == "file":
@@ -176,11 +186,12 @@ class VideoSource:
             what = {"file": "cannot open the file (unsupported container or codec?)",
                     "camera": "no such camera or it cannot be opened",
                     "url": "cannot open the stream (unreachable, refused or not a video)"}[self.kind]
-            raise error(f"source {self.spec}: {what}")
+            raise error(f"source {self.description}: {what}")
         ok, frame = cap.read()
         if not ok or frame is None:
             cap.release()
-            raise error(f"source {self.spec}: opened but no frame could be decoded (unsupported codec or empty?)")
+            raise error(f"source {self.description}: opened but no frame could be decoded "
+                        "(unsupported codec or empty?)")
         self._cap, self._pending = cap, frame
 
     def read(self, frame_id: int) -> Captured:
@@ -188,17 +199,17 @@ class VideoSource:
         self._pending = None
         if frame is None:
             if self._cap is None:
-                raise SourceLost(f"source {self.spec} is closed")
+                raise SourceLost(f"source {self.description} is closed")
             ok, frame = self._cap.read()
             if not ok or frame is None:
                 if self.kind != "file":
-                    raise SourceLost(f"source {self.spec}: read failed")
+                    raise SourceLost(f"source {self.description}: read failed")
                 if not self.loop:
-                    raise SourceEnded(f"source {self.spec} ended")
+                    raise SourceEnded(f"source {self.description} ended")
                 self._open(error=SourceLost)  # start again from the first frame
                 frame, self._pending = self._pending, None
         if frame is None:
-            raise SourceLost(f"source {self.spec}: no frame")
+            raise SourceLost(f"source {self.description}: no frame")
         capture_us = now_us()
         return Captured(self._fit(frame), capture_us)
 
@@ -226,4 +237,4 @@ def open_source(spec: str, width: int, height: int, *, fps: float, loop: bool = 
         return SyntheticSource(width, height, fps)
     if spec.startswith(("file:", "camera:", "rtsp://", "rtsps://", "http://", "https://")):
         return VideoSource(spec, width, height, loop=loop, fallback_fps=fps)
-    raise SourceError(f"source {spec!r}: unknown kind (synthetic, file:PATH, camera:INDEX, rtsp://, http(s)://)")
+    raise SourceError(f"source {redact(spec)!r}: unknown kind (synthetic, file:PATH, camera:INDEX, rtsp://, http(s)://)")

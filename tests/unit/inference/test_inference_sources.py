@@ -13,7 +13,7 @@ import pytest
 
 from framecast.bus import now_us
 from framecast.embedded import free_port
-from framecast.inference.sources import SourceEnded, SourceError, SourceLost, SyntheticSource, open_source
+from framecast.inference.sources import SourceEnded, SourceError, SourceLost, SyntheticSource, open_source, redact
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -133,3 +133,12 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
         source.close()
         server.shutdown()
         server.server_close()
+
+
+def test_passwords_never_reach_logs_or_metrics() -> None:
+    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://admin:***@10.0.0.7:554/live"
+    assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"
+    assert redact("synthetic") == "synthetic"
+    with pytest.raises(SourceError) as exc:
+        open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", 64, 48, fps=30)
+    assert "s3cret" not in str(exc.value) and "admin:***@" in str(exc.value)

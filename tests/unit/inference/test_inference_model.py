@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from framecast.inference.model import InferenceEngine, ModelError, NeuralField, load_engine, load_module
+from framecast.inference.modelspec import preflight
 
 W, H = 96, 64
 
@@ -185,3 +186,16 @@ def test_torch_export_file(tmp_path: Path) -> None:
     assert np.abs(engine(img).astype(int) - img.astype(int) // 2).max() <= 1
     with pytest.raises(ModelError, match="not found"):
         load_module(str(tmp_path / "missing.pt2"))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("builtin", None),
+    ("/nonexistent/model.pt", "model /nonexistent/model.pt: TorchScript file not found"),
+    ("/nonexistent/model.pt2", "model /nonexistent/model.pt2: torch.export file not found"),
+    ("no_such_pkg_xyz.models:make", "cannot import no_such_pkg_xyz.models"),
+    ("framecast.inference.model:builtin_model", None),
+    ("plainword", "expected builtin"),
+])
+def test_preflight_without_torch(spec: str, message: str | None) -> None:
+    problem = preflight(spec)
+    assert problem == message if message is None else (problem is not None and message in problem)

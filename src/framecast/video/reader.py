@@ -65,6 +65,14 @@ async def _from_last_keyframe(client: aioredis.Redis, key: str, backlog: int) ->
     return newest_id, []
 
 
+def _raise_if_cancelling() -> None:
+    """Python 3.11's `asyncio.wait_for` (used by redis-py for every write) can swallow a cancellation
+    that lands as the write completes; the task's `cancelling()` count still says it was asked to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _exists(client: aioredis.Redis, key: str, entry_id: bytes) -> bool:
     found: Any = await client.xrange(key, entry_id, entry_id, count=1)
     return bool(found)
@@ -81,6 +89,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
     check = False  # verify that last_id still exists before reading after it
     while True:
         try:
+            _raise_if_cancelling()
             if last_id is None:
                 newest_id, run = await _from_last_keyframe(client, key, backlog)
                 last_id = newest_id if newest_id is not None else b"$"
@@ -93,6 +102,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
                     last_id, gap = None, True
                     continue
             reply: Any = await client.xread({key: last_id}, count=count, block=block_ms)
+            _raise_if_cancelling()
             backoff.reset()
             if not reply:
                 if last_id == b"$":
@@ -109,6 +119,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
         except asyncio.CancelledError:
             raise
         except REDIS_ERRORS as exc:
+            _raise_if_cancelling()  # a cancellation redis-py turned into a connection error
             if on_error is not None:
                 on_error(exc)
             if last_id is None or last_id == b"$":

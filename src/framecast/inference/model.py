@@ -198,12 +198,17 @@ class InferenceEngine:
             module.eval()
         except NotImplementedError:  # torch.export programs are always in inference mode
             pass
-        module = module.to(device)
-        if self.dtype == torch.float16:
-            module = module.half()
+        try:
+            module = module.to(device)
+            if self.dtype == torch.float16:
+                module = module.half()
+            compiled = torch.compile(module) if compile and on_cuda else module
+        except Exception as exc:  # e.g. a torch.export program that cannot be moved or cast
+            raise ModelError(f"model {name}: cannot place it on {device} as {self.dtype} ({_first_line(exc)})") \
+                from None
         # opt-in: a module with `channels_last = True` gets the frame without the NCHW transposition
         self.channels_last = bool(getattr(module, "channels_last", False))
-        self.module: Any = torch.compile(module) if compile and on_cuda else module
+        self.module: Any = compiled
         self.info = EngineInfo(model=name, device=str(device), dtype=str(self.dtype).removeprefix("torch."))
         if on_cuda:
             # pinned host buffers make the copies asynchronous DMA transfers
@@ -217,8 +222,10 @@ class InferenceEngine:
         shape = (1, 3, self.height, self.width)
         try:
             with torch.inference_mode():
-                x = self._to_tensor(torch.from_numpy(probe))
+                x = self._to_tensor(torch.from_numpy(probe).to(self.device))
                 y = self.module(x)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)  # asynchronous CUDA errors surface here, not later
         except Exception as exc:
             raise ModelError(f"model {self.info.model}: failed on a {'x'.join(map(str, shape))} "
                              f"{self.info.dtype} input ({_first_line(exc)})") from None

@@ -105,7 +105,8 @@ def plot(results: list[QueryResult], out: Path, title: str = "framecast (queries
     cols = 4
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 4.6, rows * 2.7), squeeze=False)
-    t0 = min((float(v[0][0]) for r in results for s in r.series for v in [s["values"]] if v), default=0.0)
+    times = [float(t) for r in results for s in r.series for t, _ in s["values"]]
+    t0, span = (min(times), max(times) - min(times)) if times else (0.0, 1.0)
     for ax, (name, queries) in zip(axes.flat, panels.items(), strict=False):
         drawn = 0
         for q in queries:
@@ -113,9 +114,11 @@ def plot(results: list[QueryResult], out: Path, title: str = "framecast (queries
                 points = [(float(t) - t0, float(v)) for t, v in s["values"] if math.isfinite(float(v))]
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, linewidth=1.2, label=q.label(s["metric"])[:28])
+                    ax.plot(xs, ys, linewidth=1.2, label=q.label(s["metric"])[:28],
+                            marker="o" if len(points) < 3 else None)  # a lone sample must still show
                     drawn += 1
         ax.set_title(name, fontsize=9)
+        ax.set_xlim(0, max(span, 1.0))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if drawn:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from tools.native_stack import Nginx
 from tools.render_nginx import NGINX_CONF, render_native
 

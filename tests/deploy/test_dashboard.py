@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from tools.native_stack import ALERTS_YML, NativeStack, scaled, wait_until
 from tools.render_dashboard import QueryResult, evaluate, plot, summary, variable_values
 from tools.viewers import ViewerPool

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from tools.build_dashboard import DASHBOARD_JSON, panel_queries, render
 
 from tests.deploy.conftest import ROOT

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from tools.native_stack import render_prometheus
 
 from tests.deploy.conftest import ROOT

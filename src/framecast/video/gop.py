@@ -84,6 +84,7 @@ class Decision:
     dropped: int  # frames removed from the queue, or the offered frame when it was not queued
     request_keyframe: bool  # ask the encoder for an IDR now (already rate-limited for this viewer)
     reason: Reason
+    drop_reason: DropReason | None = None  # the metrics label of `dropped`, when dropped > 0
 
 
 class GopCache(Generic[T]):
@@ -220,20 +221,21 @@ class GopViewerQueue(Generic[T]):
     # --- events ----------------------------------------------------------
     def join(self, snapshot: GopSnapshot[T], now: int) -> Decision:
         """Start (or restart, after a tier switch) from the tier's cached GOP."""
-        self._flush("chain_broken")
+        flushed = self._flush("chain_broken")  # a re-join: what was queued for the old position is void
+        why: DropReason | None = "chain_broken" if flushed else None
         self._synced = self._started = False
         self._last_id = None
         plan = plan_join(snapshot, self.cfg)
         if plan == "join-wait":
-            return Decision(0, 0, self._request(now), plan)
+            return Decision(0, flushed, self._request(now), plan, why)
         if plan == "join-replay":
             for f in snapshot.frames:
                 self._append(f.item, f.frame_id, f.keyframe, f.nbytes, now)
             self._synced = True
-            return Decision(len(snapshot.frames), 0, False, plan)
+            return Decision(len(snapshot.frames), flushed, False, plan, why)
         key = snapshot.frames[0]
         self._append(key.item, key.frame_id, True, key.nbytes, now)  # a still picture at once
-        return Decision(1, 0, self._request(now), plan)
+        return Decision(1, flushed, self._request(now), plan, why)
 
     def offer(self, item: T, frame_id: int, keyframe: bool, nbytes: int, now: int) -> Decision:
         """A new frame of the tier arrived from the bus."""
@@ -244,20 +246,21 @@ class GopViewerQueue(Generic[T]):
         if keyframe:
             if not self._synced or len(self._queue) >= cfg.catch_up_frames or self._behind(now):
                 reason: Reason = "keyframe" if not self._synced else "caught-up"
-                dropped = self._flush("catch_up" if self._synced else "gop_wait")
+                why: DropReason = "catch_up" if self._synced else "gop_wait"
+                dropped = self._flush(why)
                 self._synced = True
                 self._append(item, frame_id, True, nbytes, now)
-                return Decision(1, dropped, False, reason)
+                return Decision(1, dropped, False, reason, why if dropped else None)
             self._append(item, frame_id, True, nbytes, now)
             return Decision(1, 0, False, "in-order")
         if not self._synced:
             self.counters.dropped["gop_wait"] += 1
-            return Decision(0, 1, self._request(now), "waiting-for-keyframe")
+            return Decision(0, 1, self._request(now), "waiting-for-keyframe", "gop_wait")
         if self._behind(now):
             dropped = self._flush("behind") + 1
             self.counters.dropped["behind"] += 1
             self._synced = False
-            return Decision(0, dropped, self._request(now), "fell-behind")
+            return Decision(0, dropped, self._request(now), "fell-behind", "behind")
         self._append(item, frame_id, False, nbytes, now)
         return Decision(1, 0, False, "in-order")
 
@@ -274,7 +277,7 @@ class GopViewerQueue(Generic[T]):
         """A frame of the chain was lost outside this queue (send failed, bus gap): resync at a keyframe."""
         dropped = self._flush("chain_broken")
         self._synced = False
-        return Decision(0, dropped, self._request(now), "chain-broken")
+        return Decision(0, dropped, self._request(now), "chain-broken", "chain_broken" if dropped else None)
 
     def poll(self, now: int) -> bool:
         """Periodic check (e.g. once a second): True when a keyframe should be requested again."""

@@ -153,14 +153,14 @@ def test_viewer_that_falls_behind_flushes_waits_for_keyframe_and_asks_once_per_i
         assert offer(q, tier.next(), now).reason == "in-order"
     now += FRAME_US
     d = offer(q, tier.next(), now)  # a ninth frame would not fit: 8 flushed + this one
-    assert (d.reason, d.dropped, d.request_keyframe) == ("fell-behind", 9, True)
+    assert (d.reason, d.dropped, d.request_keyframe, d.drop_reason) == ("fell-behind", 9, True, "behind")
     assert q.queued_frames == 0 and q.waiting_for_keyframe
     requests = 1
     # while waiting: P-frames skipped, a new request at most every 500 ms
     for _ in range(40):  # 1.32 s
         now += FRAME_US
         d = offer(q, tier.next(), now)
-        assert d.reason == "waiting-for-keyframe" and d.queued == 0
+        assert d.reason == "waiting-for-keyframe" and d.queued == 0 and d.drop_reason == "gop_wait"
         requests += d.request_keyframe
     assert requests == 3  # at 1.30 s, then 1.83 s and 2.35 s
     assert q.counters.keyframe_requests == 4  # the join's request too
@@ -200,7 +200,7 @@ def test_keyframe_arriving_while_frames_wait_replaces_them() -> None:
     for i in range(3):  # P 2, 3, 4 queue up (link busy)
         offer(q, tier.next(), (i + 1) * FRAME_US)
     d = offer(q, tier.next(), 4 * FRAME_US)  # key 5
-    assert (d.reason, d.dropped, d.queued) == ("caught-up", 3, 1)
+    assert (d.reason, d.dropped, d.queued, d.drop_reason) == ("caught-up", 3, 1, "catch_up")
     sent += drain(q)
     assert [f.frame_id for f in sent] == [1, 5]
     assert_decodable(sent)
@@ -236,7 +236,7 @@ def test_break_chain_and_poll() -> None:
     q.join(cache_of([tier.next() for _ in range(3)]).snapshot(), 0)
     assert not q.poll(0)  # in sync: nothing to ask
     d = q.break_chain(100 * MS)
-    assert (d.reason, d.dropped, d.request_keyframe) == ("chain-broken", 3, True)
+    assert (d.reason, d.dropped, d.request_keyframe, d.drop_reason) == ("chain-broken", 3, True, "chain_broken")
     assert not q.poll(300 * MS)
     assert q.poll(600 * MS)
     assert not q.poll(700 * MS)

@@ -342,3 +342,14 @@ def test_cache_break_chain_and_clear() -> None:
 def test_cache_ignores_duplicates() -> None:
     cache = cache_of([F(1, True), F(2, False), F(2, False), F(1, False)])
     assert [f.frame_id for f in cache.snapshot().frames] == [1, 2]
+
+
+def test_rejoin_reports_the_frames_it_flushes() -> None:
+    tier, q = Tier(gop=100), GopViewerQueue[F]()
+    q.join(GopSnapshot(), 0)
+    for i in range(3):
+        offer(q, tier.next(), i * FRAME_US)
+    cache = cache_of([F(50, True), F(51, False)])
+    d = q.join(cache.snapshot(), 5 * FRAME_US)  # e.g. back to this tier after a switch
+    assert (d.reason, d.queued, d.dropped, d.drop_reason) == ("join-replay", 2, 3, "chain_broken")
+    assert [f.frame_id for f in drain(q)] == [50, 51]

@@ -43,8 +43,11 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
         assert frames(client, "high") == [] and frames(client, "mid") == []
 
         # an edge asks for `high`: every frame of it is published, only that tier on top of idle `low`
-        client.set(KEYS.demand("demo", "high"), "edge-1", px=int(scaled(2000)))
-        wait_for(lambda: len(frames(client, "high")) >= 15, scaled(15), "frames of the demanded tier")
+        def demand_and_count() -> bool:  # like an edge: the key is renewed while viewers watch
+            client.set(KEYS.demand("demo", "high"), "edge-1", px=1000)
+            return len(frames(client, "high")) >= 15
+
+        wait_for(demand_and_count, scaled(15), "frames of the demanded tier")
         got = frames(client, "high")
         ids = [f.header.frame_id for f in got]
         assert ids == sorted(set(ids))

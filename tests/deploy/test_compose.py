@@ -283,3 +283,38 @@ def test_nginx_native_render_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> N
 def test_render_nginx_refuses_a_template_without_markers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="native-upstream"):
         render_native("events {}\nhttp {}\n", ["127.0.0.1:1"], "127.0.0.1:2", tmp_path)
+
+
+# --- settings the stack passes must exist --------------------------------------------------------
+
+
+def _settings_fields(service: str) -> set[str]:
+    if service == "edge":
+        from framecast.edge.settings import EdgeSettings
+
+        return set(EdgeSettings.model_fields)
+    from framecast.inference.settings import InferenceSettings
+
+    return set(InferenceSettings.model_fields)
+
+
+@pytest.mark.parametrize("service", ["edge", "inference"])
+def test_every_framecast_variable_names_a_setting(service: str, resolved: dict[str, Any],
+                                                  docker_compose: str) -> None:
+    """Settings ignore unknown variables, so a misspelt FRAMECAST_* in compose would silently do nothing."""
+    fields = _settings_fields(service)
+    names = {k for k in resolved["services"][service]["environment"] if k.startswith("FRAMECAST_")}
+    names |= set(re.findall(r"\b(FRAMECAST_[A-Z_]+)=", DOCKERFILES[service].read_text()))
+    gpu = compose_config(docker_compose, "docker-compose.yml", "docker-compose.gpu.yml")
+    names |= {k for k in yaml.safe_load(gpu.stdout)["services"][service]["environment"] if k.startswith("FRAMECAST_")}
+    unknown = sorted(n for n in names if n.removeprefix("FRAMECAST_").lower() not in fields)
+    assert not unknown, f"{service}: no such setting for {unknown}"
+
+
+def test_extras_installed_by_the_images_exist() -> None:
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for dockerfile in DOCKERFILES.values():
+        for group in re.findall(r'pip install "\.\[([a-z,]+)\]"', dockerfile.read_text()):
+            assert set(group.split(",")) <= extras, f"{dockerfile.name}: unknown extra in .[{group}]"

@@ -49,15 +49,20 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
     first_ids = [v.last_frame_id for v in viewers]
     samples: list[tuple[float, int, int, int]] = []  # t, rss, fds, total frames
     window_fps: list[float] = []
+    # delivered / published per window: separates the edge's delivery from a source slowed by a busy machine
+    window_ratio: list[float] = []
     last_total, last_t = sum(v.n_frames for v in viewers), t_start
+    last_ids = sum(v.last_frame_id for v in viewers)
     while time.monotonic() - t_start < SOAK_SECONDS:
         await asyncio.sleep(SAMPLE_S)  # sampling interval
         now = time.monotonic()
         st = stack.edge_stats()
         total = sum(v.n_frames for v in viewers)
         samples.append((now - t_start, st.rss_bytes, st.fds, total))
+        ids = sum(v.last_frame_id for v in viewers)
         window_fps.append((total - last_total) / (now - last_t) / VIEWERS)
-        last_total, last_t = total, now
+        window_ratio.append((total - last_total) / max(1, ids - last_ids))
+        last_total, last_t, last_ids = total, now, ids
         assert not any(v.closed for v in viewers), [(v.close_code, v.error) for v in viewers if v.closed][:5]
     duration = time.monotonic() - t_start
     source_fps = statistics.median((v.last_frame_id - first) / duration for v, first in zip(viewers, first_ids,
@@ -75,19 +80,22 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
     mean_fps = statistics.mean(window_fps)
     edge_log = stack.edge.log() if stack.edge else ""
 
+    record(f"soak_{VIEWERS}_viewers_{SOAK_SECONDS:.0f}s", viewers=VIEWERS, seconds=round(duration),
+           source_fps=round(source_fps, 1), mean_viewer_fps=round(mean_fps, 2),
+           min_window_fps=round(min(window_fps), 2),
+           min_window_delivered_ratio=round(min(window_ratio), 2), deliveries_per_s=round(mean_fps * VIEWERS),
+           edge_rss_mib_start_end=f"{rss[0][1]:.1f}/{rss[-1][1]:.1f}", rss_slope_mib_per_min=round(rss_slope, 3),
+           fds_min_max=f"{min(fds)}/{max(fds)}", fd_slope_per_min=round(fd_slope, 3),
+           errors=sum(1 for v in viewers if v.closed or v.out_of_order), reconnects=sum(v.connects - 1 for v in viewers))
+
     # zero errors
     assert all(v.connects == 1 and not v.closed and v.out_of_order == 0 for v in viewers)
     assert metric(text, "framecast_edge_closes_total") == closes_before, "the edge closed no viewer"
     assert "Traceback" not in edge_log and " ERROR " not in edge_log, edge_log[-3000:]
-    # steady rate: every viewer near the source rate, no window far from the mean
+    # steady rate: viewers near the source rate overall, and no window where the edge fell far behind it
     assert mean_fps >= 0.8 * source_fps, (mean_fps, source_fps)
-    assert min(window_fps) >= 0.6 * mean_fps, window_fps
+    assert min(window_ratio) >= 0.5, (window_ratio, window_fps)
     assert min(per_viewer_frames) >= 0.6 * max(per_viewer_frames), "no viewer starved"
     # flat memory and file descriptors
     assert rss_growth < 16, f"edge RSS grew {rss_growth:.1f} MiB over {duration:.0f}s (slope {rss_slope:.2f} MiB/min)"
     assert max(fds) - min(fds) <= 2, fds
-    record(f"soak_{VIEWERS}_viewers_{SOAK_SECONDS:.0f}s", viewers=VIEWERS, seconds=round(duration),
-           source_fps=round(source_fps, 1), mean_viewer_fps=round(mean_fps, 2),
-           min_window_fps=round(min(window_fps), 2), deliveries_per_s=round(mean_fps * VIEWERS),
-           edge_rss_mib_start_end=f"{rss[0][1]:.1f}/{rss[-1][1]:.1f}", rss_slope_mib_per_min=round(rss_slope, 3),
-           fds_min_max=f"{min(fds)}/{max(fds)}", fd_slope_per_min=round(fd_slope, 3), errors=0, reconnects=0)

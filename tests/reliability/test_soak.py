@@ -86,7 +86,8 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
            min_window_delivered_ratio=round(min(window_ratio), 2), deliveries_per_s=round(mean_fps * VIEWERS),
            edge_rss_mib_start_end=f"{rss[0][1]:.1f}/{rss[-1][1]:.1f}", rss_slope_mib_per_min=round(rss_slope, 3),
            fds_min_max=f"{min(fds)}/{max(fds)}", fd_slope_per_min=round(fd_slope, 3),
-           errors=sum(1 for v in viewers if v.closed or v.out_of_order), reconnects=sum(v.connects - 1 for v in viewers))
+           errors=sum(1 for v in viewers if v.closed or v.out_of_order),
+           reconnects=sum(v.connects - 1 for v in viewers))
 
     # zero errors
     assert all(v.connects == 1 and not v.closed and v.out_of_order == 0 for v in viewers)

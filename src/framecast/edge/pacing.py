@@ -96,7 +96,8 @@ class InflightWindow:
     """Delay-based window of unacknowledged frames (see the module docstring)."""
 
     def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
-                 initial_frames: float = 2.0, base_window_us: int = 10 * US, decrease: float = 0.7) -> None:
+                 initial_frames: float = 2.0, base_window_us: int = 10 * US, decrease: float = 0.7,
+                 standing_samples: int = 3) -> None:
         if latency_target_us <= 0 or min_frames < 1 or max_frames < min_frames:
             raise ValueError("need latency_target_us > 0 and 1 <= min_frames <= max_frames")
         self.latency_target_us = latency_target_us
@@ -112,6 +113,7 @@ class InflightWindow:
         self._mins: deque[tuple[int, int]] = deque()
         self._sent_seq = 0
         self._decrease_seq = -1
+        self._recent: deque[int] = deque(maxlen=standing_samples)
         self._seq_of: dict[int, int] = {}
 
     # --- queries ---------------------------------------------------------
@@ -123,8 +125,8 @@ class InflightWindow:
         return self._mins[0][1] if self._mins else None
 
     def can_send(self) -> bool:
-        """May one more frame go out now? Always when nothing is in flight."""
-        return len(self.inflight) < max(self.min_frames, int(self.window))
+        """May one more frame go out now? Always when nothing is in flight (a fractional window rounds up)."""
+        return len(self.inflight) < max(self.min_frames, self.window)
 
     def oldest_unacked_us(self) -> int | None:
         return self.inflight[0].sent_us if self.inflight else None
@@ -158,7 +160,11 @@ class InflightWindow:
         self.acks += 1
         self._add_delay_sample(now, delay)
         base = self.base_delay_us() or delay
-        if delay - base > self.latency_target_us:
+        # the standing delay (smallest of the last few samples) ignores one late ack from a busy viewer;
+        # a queue that really stands raises every sample
+        self._recent.append(delay)
+        standing = min(self._recent)
+        if standing - base > self.latency_target_us:
             if seq > self._decrease_seq:
                 # one multiplicative decrease per round trip: later acks of frames sent before it are not news
                 self.window = max(float(self.min_frames), self.window * self.decrease)
@@ -180,6 +186,7 @@ class InflightWindow:
         self.inflight_bytes = 0
         self._seq_of.clear()
         self._mins.clear()
+        self._recent.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,8 @@ class EdgeSettings(CommonSettings):
     hello_timeout_s: float = Field(5.0, gt=0, description="time to send a token-carrying hello when auth is on")
 
     # --- pacing
-    latency_target_ms: float = Field(100.0, gt=0, description="queueing delay allowed above the base delay")
-    max_inflight_frames: int = Field(4, ge=1, le=32, description="most unacknowledged frames per viewer")
+    latency_target_ms: float = Field(50.0, gt=0, description="queueing delay allowed above the base delay")
+    max_inflight_frames: int = Field(8, ge=1, le=32, description="most unacknowledged frames per viewer")
     unsent_budget_bytes: int = Field(16384, ge=0, description="kernel unsent bytes allowed before the next frame")
     legacy_budget_bytes: int = Field(65536, ge=0,
                                      description="unsent bytes allowed for viewers that never ack")

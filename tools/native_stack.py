@@ -131,6 +131,15 @@ class Proc:
         except OSError:
             return ""
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the service drains and exits by itself."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.proc is not None and self.proc.poll() is None:

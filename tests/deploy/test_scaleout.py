@@ -5,6 +5,8 @@ viewers connect through nginx (least_conn) and spread over the replicas;
 each replica runs its own bus readers; Prometheus scrapes all three
 directly. Then one replica is SIGKILLed: only its viewers drop, and they
 reconnect through nginx to the survivors while the others never notice.
+Last, a rolling restart: SIGTERM drains a second replica (its viewers get
+1012 and reconnect through nginx) and every viewer ends on the last one.
 """
 
 from __future__ import annotations
@@ -91,8 +93,27 @@ def test_three_replicas_behind_nginx_survive_losing_one(prometheus_bin: str, ngi
             wait_until("survivors carry all viewers",
                        lambda: sum(v for t, v in _viewers_by_instance(stack).items() if t in survivors) == VIEWERS,
                        20)
-            print(f"spread {dict(spread)}; killed {victim} with {len(on_victim)} viewers; "
-                  f"all reconnected within {reconnect_s:.2f}s")
+
+            # --- a rolling restart: SIGTERM drains a survivor, its viewers move to the last one ---
+            drained = next(n for n in names if n != victim)
+            d_index = names.index(drained)
+            on_drained = [s for s in pool.states if s.server == drained]
+            assert on_drained
+            t_term = time.monotonic()
+            stack.edge_procs[d_index].terminate()
+            last = next(n for n in names if n not in (victim, drained))
+
+            def drained_over(s: ViewerState) -> bool:
+                return s.server == last and s.frames_since_connect > 0
+
+            wait_until("the drained replica's viewers move to the last one",
+                       lambda: all(drained_over(s) for s in on_drained), 30)
+            drain_s = time.monotonic() - t_term
+            assert stack.edge_procs[d_index].wait(scaled(15)) == 0, "a drained edge exits 0"
+            assert sum(1 for s in pool.states if s.server == last and s.frames_since_connect > 0) == VIEWERS
+            print(f"spread {dict(spread)}; killed {victim} with {len(on_victim)} viewers: all reconnected within "
+                  f"{reconnect_s:.2f}s; drained {drained} (SIGTERM) with {len(on_drained)} viewers: all on {last} "
+                  f"within {drain_s:.2f}s")
     except BaseException:
         print(stack.logs())
         raise

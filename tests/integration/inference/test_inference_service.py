@@ -61,10 +61,20 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
 
         # the key expires (no edge renews it): publishing of `high` stops
         wait_for(lambda: not client.exists(KEYS.demand("demo", "high")), scaled(5), "demand key expiry")
-        time.sleep(0.5)  # frames already in the pipeline when the demand ended may still land
-        last = newest(client, "high")
-        time.sleep(1.0)  # observe: nothing new may appear
-        assert newest(client, "high") == last
+        expired = now_us()
+        # frames already past the model when the demand ended may still land; then nothing more may appear
+        last, since = newest(client, "high"), time.monotonic()
+
+        def stopped_for_a_second() -> bool:
+            nonlocal last, since
+            current = newest(client, "high")
+            if current != last:
+                last, since = current, time.monotonic()
+            return time.monotonic() - since >= 1.0
+
+        wait_for(stopped_for_a_second, scaled(10), "publishing of the tier to stop")
+        # nothing captured after the expiry, give or take one demand poll
+        assert last is not None and last.header.capture_us < expired + scaled(0.5e6)
         samples = scrape(svc)
         assert samples['framecast_inference_published_frames_total{tier="high"}'] >= 15
         assert samples['framecast_inference_dropped_frames_total{reason="no_demand"}'] > 0

@@ -117,7 +117,7 @@ def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
         assert after[0].header.frame_id > before.header.frame_id
         ids = [f.header.frame_id for f in after]
         assert ids == sorted(set(ids))  # two encode workers, still in order
-        assert client.get(KEYS.meta("demo")) is not None  # meta announced again
+        wait_for(lambda: client.get(KEYS.meta("demo")) is not None, scaled(5), "the meta announced again")
         samples = scrape(svc)
         assert samples['framecast_inference_redis_errors_total{op="publish"}'] > 0
         assert samples['framecast_inference_dropped_frames_total{reason="redis_error"}'] > 0

@@ -318,3 +318,29 @@ def test_extras_installed_by_the_images_exist() -> None:
     for dockerfile in DOCKERFILES.values():
         for group in re.findall(r'pip install "\.\[([a-z,]+)\]"', dockerfile.read_text()):
             assert set(group.split(",")) <= extras, f"{dockerfile.name}: unknown extra in .[{group}]"
+
+
+def test_acl_override_in_the_docs_parses_and_uses_the_acl_users(docker_compose: str, tmp_path: Path) -> None:
+    """The docker-compose.acl.yml block of docs/operations.md, against deploy/redis/users.acl."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"<!-- acl-override:begin -->\n```yaml\n(.*?)```\n<!-- acl-override:end -->", doc, flags=re.S)
+    assert block, "no acl-override block in docs/operations.md"
+    override = tmp_path / "docker-compose.acl.yml"
+    override.write_text(block.group(1))
+    env = {**COMPOSE_ENV, "REDIS_MONITOR_PASSWORD": "m", "REDIS_INFERENCE_PASSWORD": "i", "REDIS_EDGE_PASSWORD": "e"}
+    done = subprocess.run([docker_compose, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+                           "-f", str(override), "config"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    acl_users = set(re.findall(r"^user (\S+) on ", (ROOT / "deploy" / "redis" / "users.acl").read_text(), re.M))
+    assert "--aclfile" in services["redis"]["command"]
+    assert services["redis-exporter"]["environment"]["REDIS_USER"] in acl_users
+    for name in ("edge", "inference"):
+        user = re.match(r"redis://([^:]+):", services[name]["environment"]["FRAMECAST_REDIS_URL"])
+        assert user and user.group(1) in acl_users, (name, user)
+    # without the passwords it refuses to start, naming them
+    bare = subprocess.run([docker_compose, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+                           "-f", str(override), "config", "-q"], capture_output=True, text=True, env=COMPOSE_ENV,
+                          cwd=ROOT, timeout=60)
+    assert bare.returncode != 0 and "REDIS_" in bare.stderr

@@ -163,13 +163,17 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Target('sum(redis_connected_clients{job="redis"})', "clients")),),
     )),
     ("Processes", (
-        Panel("CPU per process", (Target(
-            f'sum by (job, instance) (rate(process_cpu_seconds_total{{job=~"edge|inference"}}[{RI}]))',
-            "{{job}} {{instance}}"),), unit="percentunit",
-              description="1.0 = one core; the edge is single-threaded (one event loop per replica)"),
-        Panel("Resident memory per process", (Target(
-            'sum by (job, instance) (process_resident_memory_bytes{job=~"edge|inference"})',
-            "{{job}} {{instance}}"),), unit="bytes"),
+        Panel("CPU per process", (
+            Target(f'sum by (job, instance) (rate(process_cpu_seconds_total{{job=~"edge|inference"}}[{RI}]))',
+                   "{{job}} {{instance}}"),
+            Target(f'sum(rate(redis_cpu_user_seconds_total{{job="redis"}}[{RI}])'
+                   f' + rate(redis_cpu_sys_seconds_total{{job="redis"}}[{RI}]))', "redis")),
+              unit="percentunit",
+              description="1.0 = one core; an edge replica is one event loop, Redis serves commands on one thread"),
+        Panel("Resident memory per process", (
+            Target('sum by (job, instance) (process_resident_memory_bytes{job=~"edge|inference"})',
+                   "{{job}} {{instance}}"),
+            Target('sum(redis_memory_used_rss_bytes{job="redis"})', "redis")), unit="bytes"),
         Panel("Deliveries per edge CPU-second", (Target(
             f"sum by (instance) (rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))"
             f" / sum by (instance) (rate(process_cpu_seconds_total{{{EDGE}}}[{RI}]))", "{{instance}}"),),

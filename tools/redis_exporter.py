@@ -9,6 +9,9 @@ unchanged:
     redis_up                          1 if INFO answered, else 0
     redis_memory_used_bytes           INFO used_memory
     redis_memory_max_bytes            INFO maxmemory (0 = no limit)
+    redis_memory_used_rss_bytes       INFO used_memory_rss
+    redis_cpu_sys_seconds_total       INFO used_cpu_sys
+    redis_cpu_user_seconds_total      INFO used_cpu_user
     redis_connected_clients           INFO connected_clients
     redis_commands_processed_total    INFO total_commands_processed
     redis_net_input_bytes_total       INFO total_net_input_bytes
@@ -35,6 +38,9 @@ from prometheus_client.registry import Collector
 _FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("redis_memory_used_bytes", "used_memory", "Total number of bytes allocated by Redis", False),
     ("redis_memory_max_bytes", "maxmemory", "maxmemory setting (0: no limit)", False),
+    ("redis_memory_used_rss_bytes", "used_memory_rss", "Resident set size of the Redis process", False),
+    ("redis_cpu_sys_seconds", "used_cpu_sys", "System CPU time of the Redis process", True),
+    ("redis_cpu_user_seconds", "used_cpu_user", "User CPU time of the Redis process", True),
     ("redis_connected_clients", "connected_clients", "Number of client connections", False),
     ("redis_commands_processed", "total_commands_processed", "Commands processed by the server", True),
     ("redis_net_input_bytes", "total_net_input_bytes", "Bytes read from the network", True),

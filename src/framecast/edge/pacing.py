@@ -96,7 +96,7 @@ class InflightWindow:
     """Delay-based window of unacknowledged frames (see the module docstring)."""
 
     def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
-                 initial_frames: float = 2.0, base_window_us: int = 10 * US, decrease: float = 0.7,
+                 initial_frames: float = 1.0, base_window_us: int = 10 * US, decrease: float = 0.7,
                  standing_samples: int = 3) -> None:
         if latency_target_us <= 0 or min_frames < 1 or max_frames < min_frames:
             raise ValueError("need latency_target_us > 0 and 1 <= min_frames <= max_frames")
@@ -236,6 +236,8 @@ class TierConfig:
     probe_duration_us: int = 3 * US  # a probe that survives this long succeeded
     capacity_margin: float = 0.9  # switch down to a tier needing at most this share of the measured rate
     min_target_fps: float = 1.0  # below this (stalled source) no decisions are taken
+    settle_us: int = 500_000  # FPS measured over less than this after a switch is not trusted yet
+    severe_fps_ratio: float = 0.5  # below this share of the target the down hold is a third as long
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +285,7 @@ class TierPolicy:
         if self.pinned is not None or target_fps < cfg.min_target_fps:
             self.bad_since_us = self.good_since_us = None
             return None
-        settled = measure_span_us >= min(cfg.down_hold_us, cfg.probe_duration_us) // 2
+        settled = measure_span_us >= min(cfg.settle_us, cfg.down_hold_us)
         ratio = delivered_fps / target_fps if settled else 1.0
         # --- too heavy: delivered FPS fell below the target
         if ratio < cfg.down_fps_ratio:
@@ -291,6 +293,8 @@ class TierPolicy:
             if self.bad_since_us is None:
                 self.bad_since_us = now
             hold = cfg.down_hold_us // 2 if self.probe_from is not None else cfg.down_hold_us
+            if ratio < cfg.severe_fps_ratio:
+                hold //= 3  # less than half the frames: no need to wait long to be sure
             if now - self.bad_since_us >= hold and self.tier < self.n - 1:
                 if self.probe_from is not None:
                     # failed probe: back to where we came from, probe again later and less often

@@ -166,7 +166,20 @@ def test_moves_down_to_the_tier_that_fits() -> None:
     p = TierPolicy(3, 0, 0, CFG)
     events = drive(p, 0, 3, {}, rate=450_000)  # high gets 7 fps, medium 22, low 30
     assert events and events[0][1] == 2 and events[0][2] == "rate"
-    assert 1 * US <= events[0][0] <= 2 * US  # after the hold time, not at the first bad sample
+    # a severe shortfall (7 of 30 fps) waits a third of the hold, not for the first bad sample
+    assert CFG.down_hold_us // 3 <= events[0][0] <= CFG.down_hold_us
+
+
+def test_moderate_shortfall_waits_the_full_hold() -> None:
+    p = TierPolicy(3, 0, 0, CFG)
+    t = 0
+    while True:
+        d = p.update(t, delivered_fps=21, target_fps=30, acked_bytes_per_s=21 * 64000,
+                     need_bytes_per_frame=SIZES, measure_span_us=5 * US)
+        if d is not None:
+            break
+        t += 100 * MS
+    assert t >= CFG.down_hold_us and d.tier == 1
 
 
 def test_hysteresis_brief_dip_does_not_switch() -> None:

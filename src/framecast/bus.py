@@ -84,6 +84,18 @@ class Backoff:
         self.attempt = 0
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    Python 3.11's `asyncio.wait_for` (used by redis-py around its socket I/O) can
+    lose a cancellation that lands as the I/O completes; the task's
+    `cancelling()` count still says it was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def sync_client(url: str, *, timeout: float = 2.0) -> redis.Redis:
     """A blocking client for threads of the inference service."""
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -178,6 +190,7 @@ async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
     last_id: bytes | None = None
     while True:
         try:
+            raise_if_cancelling()
             if last_id is None:
                 newest = await newest_entry(client, key)
                 if newest is None:
@@ -187,6 +200,7 @@ async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
                     yield newest[1]
             # "$" means "only entries added after this call"
             reply: Any = await client.xread({key: last_id}, count=16, block=block_ms)
+            raise_if_cancelling()
             backoff.reset()
             if not reply:
                 if last_id == b"$":

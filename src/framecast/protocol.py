@@ -193,6 +193,13 @@ class SetPreferences:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyframeNeeded:
+    """The viewer's video decoder lost its reference (error, gap): it needs a keyframe."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ClientStats:
     fps: float = 0.0
     latency_ms: float = 0.0
@@ -229,7 +236,7 @@ class ErrorMessage:
     message: str
 
 
-ViewerMessage = ClientHello | Ack | SetPreferences | ClientStats
+ViewerMessage = ClientHello | Ack | SetPreferences | ClientStats | KeyframeNeeded
 ServerMessage = ServerHello | Status | TierChanged | ErrorMessage
 ControlMessage = ViewerMessage | ServerMessage
 
@@ -253,6 +260,8 @@ def encode_control(msg: ControlMessage) -> str:
             if msg.max_fps is not None:
                 body["max_fps"] = msg.max_fps
             return _dump(body)
+        case KeyframeNeeded():
+            return _dump({"type": "keyframe", "reason": msg.reason})
         case ClientStats():
             return _dump({"type": "stats", "fps": msg.fps, "latency_ms": msg.latency_ms, "dropped": msg.dropped})
         case ServerHello():
@@ -329,6 +338,8 @@ def parse_viewer_message(text: str | bytes) -> ViewerMessage:
         tier = _tier_choice(obj) if "tier" in obj else None
         max_fps = _num(obj, "max_fps") if "max_fps" in obj else None
         return SetPreferences(tier=tier, max_fps=max_fps)
+    if kind == "keyframe":
+        return KeyframeNeeded(reason=_str(obj, "reason", "", 128))
     if kind == "stats":
         return ClientStats(fps=_num(obj, "fps", 0.0), latency_ms=_num(obj, "latency_ms", 0.0),
                            dropped=_int(obj, "dropped") if "dropped" in obj else 0)

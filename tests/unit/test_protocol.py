@@ -16,6 +16,7 @@ from framecast.protocol import (
     ControlMessage,
     ErrorMessage,
     FrameHeader,
+    KeyframeNeeded,
     ProtocolError,
     ServerHello,
     SetPreferences,
@@ -128,6 +129,8 @@ VIEWER_MESSAGES: list[ControlMessage] = [
     SetPreferences(max_fps=5.0),
     SetPreferences(tier="auto", max_fps=0.0),
     ClientStats(fps=29.5, latency_ms=41.0, dropped=3),
+    KeyframeNeeded(reason="decoder error"),
+    KeyframeNeeded(),
 ]
 SERVER_MESSAGES: list[ControlMessage] = [
     ServerHello(stream="demo", tiers=(TierInfo("high", 1280, 720, 85), TierInfo("low", 640, 360, 60)), tier="high",
@@ -156,7 +159,7 @@ def test_ack_wire_form() -> None:
     "", "not json", "[]", "42", '"hello"', "{}", '{"type": 5}', '{"type":"nope"}',
     '{"type":"ack"}', '{"type":"ack","id":-1}', '{"type":"ack","id":"7"}', '{"type":"ack","id":true}',
     '{"type":"ack","id":1.5}', '{"type":"hello","tier":"NOT A TIER"}', '{"type":"hello","codecs":"jpeg"}',
-    '{"type":"set","max_fps":-3}', '{"type":"set","max_fps":"fast"}', '{"type":"stats","fps":null}',
+    '{"type":"set","max_fps":-3}', '{"type":"keyframe","reason":7}', '{"type":"set","max_fps":"fast"}', '{"type":"stats","fps":null}',
     "[" * 10000, '{"type":"ack","id":1,"pad":"' + "x" * 5000 + '"}', '{"type":"ack","id":' + "9" * 30 + "}",
 ])
 def test_bad_viewer_messages_raise_protocol_error(text: str) -> None:

@@ -160,7 +160,8 @@ def test_ack_wire_form() -> None:
     '{"type":"ack"}', '{"type":"ack","id":-1}', '{"type":"ack","id":"7"}', '{"type":"ack","id":true}',
     '{"type":"ack","id":1.5}', '{"type":"hello","tier":"NOT A TIER"}', '{"type":"hello","codecs":"jpeg"}',
     '{"type":"set","max_fps":-3}', '{"type":"set","max_fps":"fast"}', '{"type":"stats","fps":null}',
-    '{"type":"keyframe","reason":7}', "[" * 10000, '{"type":"ack","id":1,"pad":"' + "x" * 5000 + '"}', '{"type":"ack","id":' + "9" * 30 + "}",
+    '{"type":"keyframe","reason":7}',
+    "[" * 10000, '{"type":"ack","id":1,"pad":"' + "x" * 5000 + '"}', '{"type":"ack","id":' + "9" * 30 + "}",
 ])
 def test_bad_viewer_messages_raise_protocol_error(text: str) -> None:
     with pytest.raises(ProtocolError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import struct
@@ -22,12 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.constants import FANOUT_PAYLOAD_BYTES
-from bench.linkemu import stop_process
+from bench.linkemu import read_line, stop_process
 from bench.procstat import sample
 
 HOST = "127.0.0.1"
@@ -58,6 +59,7 @@ class ReaderReport:
     bytes_received: int
     deliveries: int
     connected: int
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 def deliveries_per_cpu_s(deliveries: int, cpu_s: float) -> float | None:
@@ -173,8 +175,7 @@ def run_raw_fanout(readers: int, duration_s: float) -> FanoutResult:
                   "--duration", f"{duration_s:g}"]  # fmt: skip
     server = subprocess.Popen(serve_argv, stdout=subprocess.PIPE, text=True, cwd=_repo_root())
     try:
-        assert server.stdout is not None
-        port = int(json.loads(server.stdout.readline())["listening"])
+        port = int(json.loads(read_line(server, PROCESS_GRACE_S))["listening"])
         read_argv = [sys.executable, "-m", __name__, "read", "--port", str(port),
                      "--readers", str(readers)]  # fmt: skip
         reader = subprocess.run(
@@ -302,8 +303,7 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         rss_before = sample(edge.pid).rss_bytes
         viewers = subprocess.Popen(read_argv, cwd=_repo_root(), text=True, stdout=subprocess.PIPE)
         procs.append(viewers)
-        assert viewers.stdout is not None
-        if viewers.stdout.readline().strip() != EDGE_WINDOW_START:
+        if read_line(viewers, ACCEPT_TIMEOUT_S + PROCESS_GRACE_S).strip() != EDGE_WINDOW_START:
             raise ValueError("viewers did not connect")
         at_start = sample(edge.pid)
         cpu0, wall0 = at_start.cpu_s, time.monotonic()
@@ -320,16 +320,19 @@ def run_framecast_fanout(readers: int, duration_s: float) -> FanoutResult:
         publisher.join(EDGE_HEARTBEAT_S * 2)
         redis_server.stop()
     return FanoutResult(
-        FRAMECAST_EDGE_TARGET, readers, STATUS_OK if got.connected == readers else STATUS_ERROR,
-        "" if got.connected == readers else f"only {got.connected} of {readers} viewers connected",
+        FRAMECAST_EDGE_TARGET, readers, STATUS_OK if got.connected else STATUS_ERROR,
+        "" if got.connected == readers else f"{got.connected} of {readers} viewers live: {got.errors}",
         wall, got.deliveries, got.deliveries / wall, cpu, deliveries_per_cpu_s(got.deliveries, cpu), None, None,
-        rss_before / MB, (at_start.rss_bytes - rss_before) / readers / KB, redis_memory / MB,
+        rss_before / MB, (at_start.rss_bytes - rss_before) / max(got.connected, 1) / KB, redis_memory / MB,
     )  # fmt: skip
 
 
 async def ws_read(port: int, readers: int, duration_s: float) -> ReaderReport:
-    """N acking framecast viewers; prints EDGE_WINDOW_START once all have a first frame."""
+    """N acking framecast viewers.  Prints EDGE_WINDOW_START once every viewer has a
+    first frame (or ACCEPT_TIMEOUT_S passed), counts frames for ``duration_s``, and
+    reports how many viewers were live in the window and why the others failed."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     from framecast import protocol
 
@@ -338,33 +341,40 @@ async def ws_read(port: int, readers: int, duration_s: float) -> ReaderReport:
     received = [0]
     first = [asyncio.Event() for _ in range(readers)]
     stop = asyncio.Event()
+    errors: collections.Counter[str] = collections.Counter()
 
     async def viewer(index: int) -> None:
-        async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
-            await ws.send(protocol.encode_control(protocol.ClientHello(client_id=f"fanout-{index}", tier=EDGE_TIER)))
-            while not stop.is_set():
-                try:
-                    message = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                if isinstance(message, bytes):
-                    header = protocol.decode_header(message)
-                    counts[index] += 1
-                    received[0] += len(message)
-                    first[index].set()
-                    await ws.send(protocol.encode_control(protocol.Ack(header.frame_id)))
+        hello = protocol.encode_control(protocol.ClientHello(client_id=f"fanout-{index}", tier=EDGE_TIER))
+        try:
+            async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
+                await ws.send(hello)
+                while not stop.is_set():
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), 0.5)
+                    except TimeoutError:
+                        continue
+                    if isinstance(message, bytes):
+                        header = protocol.decode_header(message)
+                        counts[index] += 1
+                        received[0] += len(message)
+                        first[index].set()
+                        await ws.send(protocol.encode_control(protocol.Ack(header.frame_id)))
+        except (OSError, TimeoutError, ConnectionClosed, protocol.ProtocolError) as exc:
+            errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
 
     tasks = [asyncio.create_task(viewer(i)) for i in range(readers)]
-    async with asyncio.timeout(ACCEPT_TIMEOUT_S):
-        await asyncio.gather(*(event.wait() for event in first))
+    waiters = [asyncio.create_task(event.wait()) for event in first]
+    await asyncio.wait(waiters, timeout=ACCEPT_TIMEOUT_S)
+    for waiter in waiters:
+        waiter.cancel()
+    live = sum(1 for event in first if event.is_set())
     start_counts = sum(counts)
     print(EDGE_WINDOW_START, flush=True)
     await asyncio.sleep(duration_s)
     deliveries = sum(counts) - start_counts
     stop.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    connected = sum(1 for r in results if not isinstance(r, BaseException))
-    return ReaderReport(readers, received[0], deliveries, connected)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return ReaderReport(readers, received[0], deliveries, live, dict(errors))
 
 
 def _repo_root() -> Path:

@@ -19,6 +19,7 @@ import atexit
 import itertools
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import sys
@@ -213,15 +214,18 @@ class EmulatedLink:
         atexit.unregister(self.close)
 
 
-def _read_ready_port(proc: subprocess.Popen[str]) -> int:
-    import selectors
-
+def read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """One line of a child's stdout, or "" if none arrives within ``timeout_s``."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(RELAY_READY_TIMEOUT_S):
-            raise LinkUnavailable("delay relay did not start in time")
-    line = proc.stdout.readline().split()
+        if not selector.select(timeout_s):
+            return ""
+    return proc.stdout.readline()
+
+
+def _read_ready_port(proc: subprocess.Popen[str]) -> int:
+    line = read_line(proc, RELAY_READY_TIMEOUT_S).split()
     if len(line) != 2 or line[0] != READY_LINE:
         raise LinkUnavailable(f"delay relay failed to start (exit {proc.poll()})")
     return int(line[1])

@@ -111,12 +111,12 @@ def run_fanout_suite(
 ) -> list[dict[str, Any]]:
     rows: list[FanoutResult] = []
     for count in readers:
-        rows.append(run_raw_fanout(count, duration_s))
-        if with_framecast:
-            rows.append(run_framecast_fanout(count, duration_s))
-    for row in rows:
-        print(f"fan-out {row.target:>16} x{row.readers:<4}: {row.status} "
-              f"{row.deliveries_per_cpu_s or 0:,.0f} deliveries/CPU-s {row.reason}", file=log, flush=True)  # fmt: skip
+        runs = [run_raw_fanout] + ([run_framecast_fanout] if with_framecast else [])
+        for measure in runs:
+            row = measure(count, duration_s)
+            rows.append(row)
+            rate = f"{row.deliveries_per_cpu_s or 0:,.0f} deliveries/CPU-s"
+            print(f"fan-out {row.target:>16} x{row.readers:<4}: {row.status} {rate} {row.reason}", file=log, flush=True)
     return [asdict(r) for r in rows]
 
 

@@ -23,7 +23,8 @@ class InferenceSettings(CommonSettings):
                                                        "do not say theirs)")
     width: int = Field(1280, ge=16, le=7680, description="width of the frames fed to the model")
     height: int = Field(720, ge=16, le=4320, description="height of the frames fed to the model")
-    model: str = Field("builtin", description="builtin, package.module:factory, or a TorchScript file (.pt)")
+    model: str = Field("builtin", description="builtin, package.module:factory, a TorchScript file (.pt) or a "
+                                              "torch.export file (.pt2)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto: cuda when present)")
     fp16: bool = Field(False, description="run the model in float16 (CUDA only; ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model (CUDA only; ignored on CPU)")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.unit.client.conftest import edge_in_thread
-from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, video_tiers
+from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, Plan, video_tiers
 
 from .test_viewer_page import CANVAS_PROBE, stats, wait_stats
 
@@ -48,3 +48,14 @@ def test_page_can_stay_on_jpeg(video_edge: FakeEdge, page: Any) -> None:
     s = wait_stats(page, "s.framesDrawn >= 5", 30)
     assert video_edge.hellos[0]["codecs"] == ["jpeg"] and video_edge.video_messages == 0
     assert s["codec"] == "jpeg" and s["tier"] == "high" and stats(page)["video"] is None
+
+
+def test_page_joining_mid_gop_asks_for_a_keyframe(page: Any) -> None:
+    with edge_in_thread(FakeEdge(tiers=video_tiers(), fps=30, plans=[Plan(video_start_delta=3)])) as edge:
+        page.goto(edge.url + "/")
+        s = wait_stats(page, "s.framesDrawn >= 5", 30)
+        if not s["videoSupported"]:
+            pytest.skip("this Chromium has no H.264 WebCodecs decoder")
+        assert s["codec"] == "h264" and s["skipped"] >= 3 and s["video"]["errors"] == 0
+        assert edge.keyframe_requests and edge.keyframe_requests[0]["reason"]
+        assert len(edge.acks) >= 5  # skipped deltas are acked too, so the edge's window never sticks

@@ -38,6 +38,7 @@ from framecast.protocol import (
     ClientStats,
     ErrorMessage,
     FrameHeader,
+    KeyframeNeeded,
     ProtocolError,
     ServerHello,
     SetPreferences,
@@ -270,6 +271,8 @@ class Subscription:
         self.decode_video = decode_video
         self._video_decoders: dict[int, Any] = {}
         self._video_tier: int | None = None
+        self._last_keyframe_request = -1e9
+        self.keyframe_requests = 0
         if decode_video:
             if "h264" not in self.codecs:
                 raise ClientError("decode_video=True needs 'h264' in codecs")
@@ -401,7 +404,22 @@ class Subscription:
         if decoder is None:
             decoder = self._video_decoders[tier] = _video_decoder_class()()
         picture = await asyncio.to_thread(decoder.decode, frame.jpeg, frame.header.keyframe)
+        if picture is None and not decoder.started:
+            await self._request_keyframe("decoder waiting for a keyframe")
         return dataclasses.replace(frame, decoded=picture)
+
+    async def _request_keyframe(self, reason: str) -> None:
+        """Ask the edge for a keyframe of the current video tier, at most once a second."""
+        now = time.monotonic()
+        ws = self._ws
+        if ws is None or now - self._last_keyframe_request < 1.0:
+            return
+        self._last_keyframe_request = now
+        self.keyframe_requests += 1
+        try:
+            await ws.send(encode_control(KeyframeNeeded(reason=reason)))
+        except ConnectionClosed:
+            pass
 
     # -- viewer -> edge -----------------------------------------------------
     async def ack(self, frame_id: int) -> None:

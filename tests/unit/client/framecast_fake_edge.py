@@ -76,6 +76,7 @@ class Plan:
     garbage_after: int | None = None  # send a malformed binary message after N frames
     drop_connection_after: int | None = None  # abort the TCP connection (no close frame)
     skip_ids: int = 0  # frame id step - 1 (to create gaps)
+    video_start_delta: int = 0  # video tiers: send this many delta frames before the first keyframe
 
 
 class FakeEdge:
@@ -192,8 +193,17 @@ class FakeEdge:
                         from framecast.video.tiers import parse_video_tier
 
                         spec = parse_video_tier(f"{t.name}={t.width}x{t.height}@h264:crf23")
-                        video = VideoTierEncoder(spec, tier_index=tier, input_format="bgr24", threads=1)
+                        video = VideoTierEncoder(spec, tier_index=tier, input_format="bgr24", threads=1,
+                                                 min_keyframe_gap_s=0.0)
                     out = video.encode(moving_picture(t.width, t.height, self.next_id))
+                    if plan.video_start_delta and sent == 0:  # a viewer that joins mid-GOP: deltas, no IDR yet
+                        for _ in range(plan.video_start_delta):
+                            out = video.encode(moving_picture(t.width, t.height, self.next_id))
+                            fake = video.message(out, frame_id=self.next_id, capture_us=time.time_ns() // 1000)
+                            self.next_id += 1
+                            await ws.send(fake)
+                        video.request_keyframe()
+                        out = video.encode(moving_picture(t.width, t.height, self.next_id))
                     message = video.message(out, frame_id=self.next_id, capture_us=time.time_ns() // 1000)
                     self.video_messages += 1
                 else:

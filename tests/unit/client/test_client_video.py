@@ -13,7 +13,7 @@ from framecast.cli import main
 from framecast.client import ClientError, connect
 from tests.conftest import scaled
 from tests.unit.client.conftest import edge_in_thread
-from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, video_tiers
+from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, Plan, video_tiers
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
 
@@ -76,3 +76,17 @@ def test_cli_watch_video_tier(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_cli_rejects_unknown_codecs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["watch", "http://127.0.0.1:1", "--codecs", "vp9"]) == 1
     assert "invalid codecs" in capsys.readouterr().err
+
+
+async def test_joining_mid_gop_asks_for_a_keyframe_and_recovers() -> None:
+    async with FakeEdge(tiers=video_tiers(), fps=60, plans=[Plan(video_start_delta=3)]) as edge, \
+            connect(edge.url, codecs=("h264", "jpeg"), decode_video=True) as sub:
+        frames = []
+        async with asyncio.timeout(scaled(20)):
+            async for frame in sub:
+                frames.append(frame)
+                if frame.decoded is not None and len(frames) >= 6:
+                    break
+    assert [f.decoded is None for f in frames[:3]] == [True, True, True]  # deltas without their reference
+    assert frames[3].keyframe and frames[3].decoded is not None
+    assert sub.keyframe_requests == 1 and edge.keyframe_requests[0]["type"] == "keyframe"

@@ -36,8 +36,10 @@ def _cpu_s(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def _redis_out(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_net_output_bytes"])
+def _redis_out(client: redis.Redis) -> tuple[int, float]:
+    """Redis' own counters: bytes written to clients, and CPU seconds (user + sys) of the server."""
+    info = client.info()
+    return int(info["total_net_output_bytes"]), float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _metric(port: int, name: str) -> dict[str, float]:
@@ -110,9 +112,9 @@ def redis_egress(replicas: int, seconds: float) -> dict[str, Any]:
             wait_until("a viewer per tier per replica", lambda: all(p.connected() for p in pools), 60)
             time.sleep(2.0)  # steady state before the window
             published0 = sum(_metric(stack.inference_port, "framecast_inference_published_frames_total").values())
-            out0, t0 = _redis_out(client), time.monotonic()
+            (out0, cpu0), t0 = _redis_out(client), time.monotonic()
             time.sleep(seconds)
-            out1, t1 = _redis_out(client), time.monotonic()
+            (out1, cpu1), t1 = _redis_out(client), time.monotonic()
             published1 = sum(_metric(stack.inference_port, "framecast_inference_published_frames_total").values())
             sizes = _encoded_bytes(stack.inference_port)
         finally:
@@ -126,14 +128,17 @@ def redis_egress(replicas: int, seconds: float) -> dict[str, Any]:
                 "bytes_per_frame": {k: round(v) for k, v in sizes.items()},
                 "predicted_egress_mbit_s": round(predicted * 8 / 1e6, 2),
                 "measured_egress_mbit_s": round(measured * 8 / 1e6, 2),
-                "measured_over_predicted": round(measured / predicted, 3) if predicted else None}
+                "measured_over_predicted": round(measured / predicted, 3) if predicted else None,
+                "redis_cpu_cores": round((cpu1 - cpu0) / wall, 3),
+                "redis_egress_mbit_per_cpu_s": round(measured * 8 / 1e6 / ((cpu1 - cpu0) / wall), 0)
+                if cpu1 > cpu0 else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", default="1,10,25,50", help="viewer counts for the per-core experiment")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per step (max 60)")
-    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--replicas", default="3", help="edge replica counts for the Redis egress experiment")
     parser.add_argument("--out", type=Path, default=Path("capacity.json"))
     args = parser.parse_args(argv)
     seconds = min(args.seconds, 60.0)
@@ -141,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                           "cpu": platform.processor() or platform.machine()},
               "inference": INFERENCE,
               "viewers_per_core": viewers_per_core([int(v) for v in args.viewers.split(",")], seconds),
-              "redis_egress": redis_egress(args.replicas, seconds)}
+              "redis_egress": [redis_egress(int(r), seconds) for r in args.replicas.split(",")]}
     args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["redis_egress"], indent=1))
+    print(json.dumps(result["redis_egress"]))
     return 0
 
 

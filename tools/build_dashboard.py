@@ -220,7 +220,7 @@ def _panel_json(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
 
 def _variable(name: str, label: str, query: str) -> dict[str, Any]:
     return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-            "query": {"query": query, "refId": f"{name}-var"}, "definition": query, "refresh": 2,
+            "query": query, "definition": query, "refresh": 2,
             "includeAll": True, "multi": True, "allValue": ".*", "sort": 1,
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0}
 

@@ -85,7 +85,7 @@ def variable_values(prometheus: Any) -> dict[str, list[str]]:
     """Values of the dashboard variables, from their `label_values(selector, label)` queries."""
     out = {}
     for var in json.loads(DASHBOARD_JSON.read_text())["templating"]["list"]:
-        query = var["query"]["query"]
+        query = var["query"] if isinstance(var["query"], str) else var["query"]["query"]
         assert query.startswith("label_values(") and query.endswith(")"), query
         selector, label = query[len("label_values("):-1].rsplit(",", 1)
         out[var["name"]] = list(prometheus.api(f"label/{label.strip()}/values", **{"match[]": selector.strip()}))

@@ -1,0 +1,89 @@
+"""Edge behaviour on an emulated link (not a test; needs root): per-2-second FPS, tiers and latency.
+
+    python tests/integration/edge/measure_link.py RATE_MBIT RTT_MS SECONDS ["--edge flags"]
+
+Uses bench.linkemu (netns + veth + tbf bottleneck facing the edge's socket + delay relay), the test
+publisher (JPEG ladder high 1280x720 q85 / mid 1280x720 q70 / low 640x360 q60 at 30 fps) and a
+`websockets` viewer inside the namespace that acks every frame on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+LADDER = (("high", 1280, 720, 85), ("mid", 1280, 720, 70), ("low", 640, 360, 60))
+
+
+def client_main(url: str, seconds: float, out: str) -> None:
+    from tests.integration.edge.conftest import ViewerClient
+
+    v = asyncio.run(ViewerClient(url).run(seconds))
+    Path(out).write_text(json.dumps({"frames": v.frames, "controls": v.controls, "close": v.close_code}))
+
+
+def main(rate: float, rtt: float, seconds: float, extra: list[str]) -> None:
+    import httpx
+    from bench.linkemu import EmulatedLink, LinkSpec
+
+    from framecast.embedded import EmbeddedRedis, free_port
+    from tests.integration.edge.conftest import Publisher, metric_value
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-link-"))
+    out = tmp / "frames.json"
+    with EmbeddedRedis() as redis_server, EmulatedLink(LinkSpec(rate, rtt)) as link:
+        pub = Publisher(redis_server.url, ladder=LADDER, fps=30).start()
+        port = free_port(link.host_addr)
+        edge = subprocess.Popen([sys.executable, "-m", "framecast.edge", "--port", str(port), "--host",
+                                 link.host_addr, "--redis-url", redis_server.url, "--log-level", "warning", *extra])
+        base = f"http://{link.host_addr}:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        relay_port = link.start_relay(port, tmp / "relay.log", seconds + 30)
+        subprocess.run(link.ns_argv([sys.executable, __file__, "--client", f"ws://127.0.0.1:{relay_port}/ws/demo",
+                                     str(seconds), str(out)]), timeout=seconds + 30, check=True)
+        metrics = httpx.get(base + "/metrics").text
+        edge.terminate()
+        edge.wait(10)
+        pub.stop()
+    data = json.loads(out.read_text())
+    frames = data["frames"]
+    offset = time.time() - time.monotonic()  # CLOCK_MONOTONIC is shared by the processes of one host
+    t0 = frames[0][3]
+    print(f"link {rate:g} Mbit/s, RTT {rtt:g} ms; JPEG sizes", {n: len(j[0]) for n, j in pub.jpegs.items()})
+    print("tier changes:", [(c["tier"], c["reason"]) for c in data["controls"] if c["type"] == "tier"])
+    for w in range(0, int(seconds), 2):
+        sel = [f for f in frames if w <= f[3] - t0 < w + 2]
+        if not sel:
+            continue
+        lat = sorted((f[3] + offset) * 1000 - f[1] / 1000 for f in sel)
+        print(f"{w:3d}s fps {len(sel) / 2:5.1f} tiers {dict(collections.Counter(f[2] for f in sel))} "
+              f"p50 {lat[len(lat) // 2]:5.0f} ms p95 {lat[int(len(lat) * 0.95)]:5.0f} ms "
+              f"{statistics.mean(f[4] for f in sel) / 1000:5.1f} KB/frame")
+    print("drops", {k: metric_value(metrics, "framecast_edge_frames_dropped_total", {"reason": k})
+                    for k in ("queue_full", "stale", "tier_switch")})
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--client":
+        client_main(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+    else:
+        main(float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split() if len(sys.argv) > 4
+             else [])

@@ -1,6 +1,7 @@
 """Frame sources: a synthetic test pattern, video files, cameras and network streams.
 
-A source hands out RGB uint8 frames of the service's working size, each stamped
+A source hands out RGB uint8 frames of the service's working size (the centre
+cropped to its aspect ratio, then scaled: never distorted), each stamped
 with its capture time (`framecast.bus.now_us()`, taken when the frame exists).
 Problems at start raise `SourceError` (the service exits 2 naming the source);
 at run time a lost camera or stream raises `SourceLost` and the capture loop
@@ -174,7 +175,13 @@ class VideoSource:
         if self.kind == "file":
             return cv2.VideoCapture(self._path)
         if self.kind == "camera":
-            return cv2.VideoCapture(int(self.spec[len("camera:"):]))
+            cap = cv2.VideoCapture(int(self.spec[len("camera:"):]))
+            if cap.isOpened():
+                # ask for the working size (the driver picks the nearest it has) and the shortest queue
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            return cap
         return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
                                                             cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
 
@@ -216,6 +223,7 @@ class VideoSource:
     def _fit(self, bgr: np.ndarray) -> np.ndarray:
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        bgr = crop_to_aspect(bgr, self.width, self.height)
         if bgr.shape[0] != self.height or bgr.shape[1] != self.width:
             shrink = bgr.shape[0] > self.height
             bgr = cv2.resize(bgr, (self.width, self.height),
@@ -229,6 +237,20 @@ class VideoSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def crop_to_aspect(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The centre of `image` with the aspect ratio of width x height (a view: no copy, no distortion)."""
+    h, w = image.shape[:2]
+    if w * height > h * width:  # too wide: crop the sides
+        keep = max(1, round(h * width / height))
+        x0 = (w - keep) // 2
+        return image[:, x0:x0 + keep]
+    if w * height < h * width:  # too tall: crop top and bottom
+        keep = max(1, round(w * height / width))
+        y0 = (h - keep) // 2
+        return image[y0:y0 + keep]
+    return image
 
 
 def open_source(spec: str, width: int, height: int, *, fps: float, loop: bool = False) -> Source:

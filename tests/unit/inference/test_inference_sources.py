@@ -13,7 +13,15 @@ import pytest
 
 from framecast.bus import now_us
 from framecast.embedded import free_port
-from framecast.inference.sources import SourceEnded, SourceError, SourceLost, SyntheticSource, open_source, redact
+from framecast.inference.sources import (
+    SourceEnded,
+    SourceError,
+    SourceLost,
+    SyntheticSource,
+    crop_to_aspect,
+    open_source,
+    redact,
+)
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -142,3 +150,27 @@ def test_passwords_never_reach_logs_or_metrics() -> None:
     with pytest.raises(SourceError) as exc:
         open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", 64, 48, fps=30)
     assert "s3cret" not in str(exc.value) and "admin:***@" in str(exc.value)
+
+
+def test_other_aspect_ratios_are_cropped_not_distorted(tmp_path: Path) -> None:
+    path = tmp_path / "tall.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))  # type: ignore[attr-defined]
+    frame = np.zeros((96, 128, 3), np.uint8)
+    frame[:8] = 255  # a white band at the top, outside the 16:9 centre (rows 12..84) of a 4:3 frame
+    for _ in range(2):
+        writer.write(frame)
+    writer.release()
+    source = open_source(f"file:{path}", 64, 36, fps=30)
+    try:
+        image = source.read(0).image
+    finally:
+        source.close()
+    assert image.shape == (36, 64, 3)
+    assert image[:2].mean() < 40  # cropped away; a squeeze would have kept the band in the first rows
+
+
+def test_crop_to_aspect_shapes() -> None:
+    img = np.zeros((720, 1280, 3), np.uint8)
+    assert crop_to_aspect(img, 1280, 720).shape == (720, 1280, 3)
+    assert crop_to_aspect(img, 640, 480).shape == (720, 960, 3)
+    assert crop_to_aspect(img, 1000, 200).shape == (256, 1280, 3)

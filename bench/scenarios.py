@@ -28,7 +28,7 @@ LINK_8MBIT_50MS = Scenario("8mbit-50ms", LinkSpec(8.0, 50.0), 20.0, 4.0)
 LINK_20MBIT_20MS = Scenario("20mbit-20ms", LinkSpec(20.0, 20.0), 20.0, 4.0)
 LINK_3MBIT_100MS = Scenario("3mbit-100ms", LinkSpec(3.0, 100.0), 20.0, 4.0)
 STEP_20_TO_5MBIT = Scenario("step-20to5mbit-50ms", LinkSpec(20.0, 50.0), 30.0, 4.0, 15.0, 5.0)
-LOOPBACK_QUICK = Scenario(SCENARIO_LOOPBACK, None, 1.5, 0.3)
+LOOPBACK_QUICK = Scenario(SCENARIO_LOOPBACK, None, 2.0, 0.3)
 
 LINK_SCENARIOS: tuple[Scenario, ...] = (
     LINK_8MBIT_50MS,

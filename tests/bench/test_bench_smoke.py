@@ -74,7 +74,7 @@ def test_link_scenario_or_skip(tmp_path: Path) -> None:
     reason = linkemu.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    argv = ["--scenarios", "8mbit-50ms", "--systems", "seed-optimized", "--duration-scale", "0.2"]
+    argv = ["--scenarios", "8mbit-50ms", "--systems", "seed-optimized", "--duration-scale", "0.3"]
     assert main([*argv, "--no-fanout", "--out", str(tmp_path)]) == 0
     (row,) = json.loads((tmp_path / "links.json").read_text())["results"]
     assert row.keys() == LINK_FIELDS

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, now_us, sync_client
@@ -15,8 +17,15 @@ from framecast.inference.settings import InferenceSettings
 from framecast.logs import setup_logging
 from framecast.settings import load_settings
 
+if TYPE_CHECKING:
+    from framecast.inference.pipeline import Pipeline
+
 PROG = "framecast-inference"
 log = logging.getLogger("framecast.inference")
+
+
+class StartupInterrupted(Exception):
+    """SIGTERM/SIGINT arrived before the pipeline ran (raised from the signal handler)."""
 
 
 def fail(message: str) -> int:
@@ -29,15 +38,34 @@ def main(argv: list[str] | None = None) -> int:
                              description="Run a torch model on a frame source and publish JPEG tiers to Redis.")
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
+    started = threading.Event()  # set just before the pipeline threads start
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received, stopping", signal.Signals(signum).name)
         stop.set()
+        if not started.is_set():  # abandon start-up at once (even in the middle of importing torch)
+            raise StartupInterrupted
 
-    # from the start: a SIGTERM while the model loads still ends the process cleanly, with 0
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    with contextlib.ExitStack() as cleanup:  # closes what start-up opened, in reverse order, on every way out
+        try:
+            pipeline = start(settings, stop, started, cleanup)
+        except StartupInterrupted:
+            return 0
+        if isinstance(pipeline, int):
+            return pipeline
+        while not stop.wait(0.5):
+            pass
+        if not pipeline.join(1.5):
+            log.warning("some stages did not stop within 1.5 s; exiting anyway")
+    log.info("stopped")
+    return 0
 
+
+def start(settings: InferenceSettings, stop: threading.Event, started: threading.Event,
+          cleanup: contextlib.ExitStack) -> Pipeline | int:
+    """Open the source, load the model, serve metrics and start the pipeline; an exit code on a bad start."""
     import cv2  # after settings: a bad flag should not wait for heavy imports
 
     from framecast.inference import metrics as M
@@ -53,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(settings.source, settings.width, settings.height, fps=settings.fps, loop=settings.loop)
     except SourceError as exc:
         return fail(str(exc))
+    cleanup.callback(source.close)
 
     problem = preflight(settings.model)
     if problem is not None:
-        source.close()
         return fail(problem)
 
     # the metrics port is taken before the slow model load, so a port conflict fails at once
@@ -66,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server, _, port = M.serve(settings.metrics_host, settings.metrics_port)
     except OSError as exc:
-        source.close()
         return fail(f"invalid setting FRAMECAST_METRICS_PORT (--metrics-port): cannot listen on "
                     f"{settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}")
+    cleanup.callback(server.shutdown)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
 
     from framecast.inference.model import ModelError, load_engine  # imports torch (1-5 s)
@@ -77,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_engine(settings.model, settings.device, settings.width, settings.height, fp16=settings.fp16,
                              compile=settings.compile, torch_threads=settings.torch_threads)
     except ModelError as exc:
-        server.shutdown()
-        source.close()
         return fail(str(exc))
-
     M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, redact(settings.source),
                   settings.encoder).set(1)
 
     client = sync_client(settings.redis_url)
+    cleanup.callback(client.close)
     keys = Keys(settings.key_prefix)
     first_id, synced = 1, False
     deadline = time.monotonic() + 2.0
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             first_id, synced = (newest + 1 if newest is not None else 1), True
             break
         except REDIS_ERRORS as exc:
-            if time.monotonic() > deadline or stop.is_set():
+            if time.monotonic() > deadline:
                 log.warning("redis %s not reachable (%s); starting anyway, frames are dropped until it is",
                             redact(settings.redis_url), exc)
                 break
@@ -112,31 +138,18 @@ def main(argv: list[str] | None = None) -> int:
 
     encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
                           settings.encode_threads)
+    cleanup.callback(encoder.close)
     publisher = FramePublisher(client, settings.stream, keys, ladder, maxlen=settings.maxlen, ids_synced=synced)
     watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
                             poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick, alive=lambda: pipeline.alive())
     pipeline = Pipeline(source, engine, encoder, policy, publisher, watcher, first_frame_id=first_id, stop=stop,
                         encode_workers=settings.encode_workers)
-
-    if stop.is_set():  # asked to stop while starting
-        server.shutdown()
-        encoder.close()
-        source.close()
-        return 0
+    started.set()  # from here a signal only sets `stop`: the stages see it and end
     pipeline.start()
     log.info("stream %s: %s -> %s on %s (%s) -> tiers %s via %s, first frame id %d, demand %s", settings.stream,
              source.description, engine.info.model, engine.info.device, engine.info.dtype, settings.tiers,
              settings.encoder, first_id, settings.demand)
-    while not stop.wait(0.5):
-        pass
-    if not pipeline.join(1.5):
-        log.warning("some stages did not stop within 1.5 s; exiting anyway")
-    server.shutdown()
-    encoder.close()
-    source.close()
-    client.close()
-    log.info("stopped")
-    return 0
+    return pipeline
 
 
 if __name__ == "__main__":

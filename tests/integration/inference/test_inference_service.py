@@ -185,4 +185,4 @@ def test_sigterm_while_starting_exits_0(redis_server: EmbeddedRedis, tmp_path: P
     wait_for(lambda: "metrics on http://" in svc.log() or not svc.alive(), STARTUP, "the metrics server")
     started = time.monotonic()
     assert svc.stop() == 0, svc.log()[-2000:]
-    assert time.monotonic() - started < scaled(STARTUP)
+    assert time.monotonic() - started < scaled(3.0)  # start-up is abandoned, not finished first

@@ -135,7 +135,8 @@ class FramePublisher:
             self.bus.publish(messages, frame.capture_us)
         except REDIS_ERRORS as exc:
             M.REDIS_ERRORS.labels("publish").inc()
-            M.drop("redis_error", "publish")
+            M.DROPPED.labels("redis_error").inc()
+            M.FRAMES.labels("publish", "error").inc()
             self._errors.event(type(exc).__name__)
             self.retry_at = self.clock() + self.backoff.next_delay()
             if self.connected:

@@ -191,21 +191,21 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return total
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis().start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def publisher(redis_server: EmbeddedRedis) -> Iterator[Publisher]:
     pub = Publisher(redis_server.url).start()
     yield pub
     pub.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def edge(redis_server: EmbeddedRedis, publisher: Publisher, tmp_path_factory: Any) -> Iterator[EdgeProcess]:
     proc = EdgeProcess(redis_server.url, extra=["--ack-timeout-s", "3", "--reader-grace-s", "1"]).start(
         str(tmp_path_factory.mktemp("edge")))

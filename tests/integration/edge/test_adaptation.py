@@ -52,7 +52,7 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
     loop = asyncio.get_running_loop()
     acks: set[asyncio.Future[None]] = set()
     t0 = time.monotonic()
-    phases = [(8e6, 2.5), (0.45e6, 7.0), (8e6, 9.0)]  # rate bytes/s, seconds
+    phases = [(8e6, 2.0), (0.45e6, 6.0), (8e6, 8.0)]  # rate bytes/s, seconds
 
     async with connect(adapt_edge.ws(), compression=None, max_size=2**25) as ws:
 

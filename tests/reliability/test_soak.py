@@ -12,6 +12,7 @@ import os
 import statistics
 import time
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import scaled
@@ -45,6 +46,8 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
 
     text = stack.metrics()
     closes_before = metric(text, "framecast_edge_closes_total")
+    edge_proc = psutil.Process(stack.edge_pid)
+    cpu_start = sum(edge_proc.cpu_times()[:2])
     t_start = time.monotonic()
     first_ids = [v.last_frame_id for v in viewers]
     samples: list[tuple[float, int, int, int]] = []  # t, rss, fds, total frames
@@ -65,6 +68,7 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
         last_total, last_t, last_ids = total, now, ids
         assert not any(v.closed for v in viewers), [(v.close_code, v.error) for v in viewers if v.closed][:5]
     duration = time.monotonic() - t_start
+    edge_cpu = (sum(edge_proc.cpu_times()[:2]) - cpu_start) / duration
     source_fps = statistics.median((v.last_frame_id - first) / duration for v, first in zip(viewers, first_ids,
                                                                                             strict=True))
     per_viewer_frames = [v.n_frames for v in viewers]
@@ -78,12 +82,20 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
     third = max(1, len(rss) // 3)
     rss_growth = statistics.median(r for _, r in rss[-third:]) - statistics.median(r for _, r in rss[:third])
     mean_fps = statistics.mean(window_fps)
+    # 2-s windows show hiccups of a shared machine (another process holding both cores for a moment);
+    # 10-s windows show whether delivery as a whole held
+    ratios = sorted(window_ratio)
+    p10_ratio = ratios[len(ratios) // 10]
+    per_block = max(1, round(10 / SAMPLE_S))
+    block_ratio = [statistics.mean(window_ratio[i:i + per_block]) for i in range(0, len(window_ratio), per_block)]
     edge_log = stack.edge.log() if stack.edge else ""
 
     record(f"soak_{VIEWERS}_viewers_{SOAK_SECONDS:.0f}s", viewers=VIEWERS, seconds=round(duration),
            source_fps=round(source_fps, 1), mean_viewer_fps=round(mean_fps, 2),
            min_window_fps=round(min(window_fps), 2),
-           min_window_delivered_ratio=round(min(window_ratio), 2), deliveries_per_s=round(mean_fps * VIEWERS),
+           min_2s_delivered_ratio=round(min(window_ratio), 2), p10_2s_delivered_ratio=round(p10_ratio, 2),
+           min_10s_delivered_ratio=round(min(block_ratio), 2), deliveries_per_s=round(mean_fps * VIEWERS),
+           edge_cpu_percent=round(100 * edge_cpu, 1),
            edge_rss_mib_start_end=f"{rss[0][1]:.1f}/{rss[-1][1]:.1f}", rss_slope_mib_per_min=round(rss_slope, 3),
            fds_min_max=f"{min(fds)}/{max(fds)}", fd_slope_per_min=round(fd_slope, 3),
            errors=sum(1 for v in viewers if v.closed or v.out_of_order),
@@ -95,7 +107,8 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
     assert "Traceback" not in edge_log and " ERROR " not in edge_log, edge_log[-3000:]
     # steady rate: viewers near the source rate overall, and no window where the edge fell far behind it
     assert mean_fps >= 0.8 * source_fps, (mean_fps, source_fps)
-    assert min(window_ratio) >= 0.5, (window_ratio, window_fps)
+    assert p10_ratio >= 0.8, (window_ratio, window_fps)
+    assert min(block_ratio) >= 0.6, (block_ratio, window_fps)
     assert min(per_viewer_frames) >= 0.6 * max(per_viewer_frames), "no viewer starved"
     # flat memory and file descriptors
     assert rss_growth < 16, f"edge RSS grew {rss_growth:.1f} MiB over {duration:.0f}s (slope {rss_slope:.2f} MiB/min)"

@@ -30,7 +30,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client, newest_entry
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
-from framecast.edge.fanout import FanoutHub, jpeg_tiers, tiers_of
+from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import TokenBucket
 from framecast.edge.session import ViewerSession, close_reason, mono_us
@@ -310,9 +310,9 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
     runtime.per_ip[ip] += 1
     session: ViewerSession | None = None
     try:
-        session = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
+        session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
         if session is not None:
-            await _control_loop(runtime, ws, session)
+            await _control_loop(runtime, ws, session, early)
     finally:
         runtime.admitted -= 1
         runtime.per_ip[ip] -= 1
@@ -325,8 +325,10 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
 
 
 async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict[str, str],
-                 subprotocols: list[str], subprotocol: str | None) -> ViewerSession | None:
+                 subprotocols: list[str], subprotocol: str | None) -> tuple[ViewerSession | None, str | None]:
+    """Admit a viewer: (its session, a first control message to handle) or (None, None) when refused."""
     settings, metrics = runtime.settings, runtime.metrics
+    refused: tuple[None, None] = (None, None)
     # 3. known stream (a stream is known while its meta key exists)
     try:
         info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.match(stream) else None
@@ -335,13 +337,12 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
         if info is None:
             await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "bus unavailable, try again later",
                           "too_many_viewers", subprotocol)
-            return None
+            return refused
     ladder = tiers_of(info) if info is not None else ()
-    tiers = jpeg_tiers(ladder)
-    if info is None or not tiers:
-        await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}" if not ladder
-                      else f"stream {stream[:64]!r} has no JPEG tier", "unknown_stream", subprotocol)
-        return None
+    if info is None or not ladder:
+        await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}", "unknown_stream",
+                      subprotocol)
+        return refused
     await ws.accept(subprotocol=subprotocol)
     hello: ClientHello | None = None
     # 4. auth: a header token now, else the first message must be a hello carrying one
@@ -353,9 +354,9 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             except TimeoutError:
                 await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, "authentication failed: no hello with a token",
                               "auth")
-                return None
+                return refused
             if first.get("type") == "websocket.disconnect":
-                return None
+                return refused
             text = first.get("text")
             try:
                 msg = parse_viewer_message(text) if isinstance(text, str) else None
@@ -364,17 +365,43 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             if not isinstance(msg, ClientHello):
                 await _reject(runtime, ws, C.CLOSE_AUTH_FAILED,
                               "authentication failed: first message must be a hello with a token", "auth")
-                return None
+                return refused
             hello = msg
             token = msg.token
         try:
             grant = auth.verify_token(settings.auth_secret, token, stream)
         except auth.AuthError as exc:
             await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, f"authentication failed: {exc}", "auth")
-            return None
+            return refused
         expires_at: float | None = grant.expires + auth.LEEWAY_S
     else:
         expires_at = None
+    early: str | None = None
+    if hello is None and any(is_video(t) for t in ladder):
+        # the ladder has video tiers: the viewer's hello says whether it decodes them (wait briefly for it)
+        try:
+            first = await asyncio.wait_for(ws.receive(), timeout=settings.hello_wait_s)
+        except TimeoutError:
+            first = {}
+        if first.get("type") == "websocket.disconnect":
+            return refused
+        if first.get("type") == "websocket.receive":
+            early = first.get("text")
+            if early is None:
+                await _reject(runtime, ws, C.CLOSE_UNSUPPORTED_DATA, C.CLOSE_REASONS[C.CLOSE_UNSUPPORTED_DATA],
+                              "bad_message")
+                return refused
+            try:
+                msg = parse_viewer_message(early)
+            except ProtocolError:
+                msg = None  # the control loop closes it with 4400
+            if isinstance(msg, ClientHello):
+                hello, early = msg, None
+    tiers = tiers_for(ladder, hello.codecs if hello is not None else None)
+    if not tiers:
+        await _reject(runtime, ws, C.CLOSE_BAD_MESSAGE, "no tier of this stream in a codec the viewer accepts",
+                      "bad_message")
+        return refused
     transport, proto = ws.scope.get(TRANSPORT_KEY, (None, None))
     session = ViewerSession(ws, hub=runtime.hub, settings=settings, metrics=metrics, stream=stream, tiers=tiers,
                             source_fps=info.fps, transport=transport, protocol=proto)
@@ -384,7 +411,7 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             session.apply_hello(hello)
     except ProtocolError as exc:
         await _reject(runtime, ws, C.CLOSE_BAD_MESSAGE, str(exc), "auth")
-        return None
+        return refused
     # 5. hello first, then the stream's state; frames follow from the sender task
     await ws.send_text(encode_control(ServerHello(stream=stream, tiers=ladder, tier=session.feed_tier,
                                                   server=runtime.edge_id, fps=info.fps, ack=True)))
@@ -396,13 +423,13 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
     if runtime.draining:
         session.send_control(encode_control(Status("draining", "server restarting; reconnect soon")))
     try:
-        first_frame = await runtime.hub.freshest(stream, session.tier_names)
+        first_frame = await runtime.hub.freshest(stream, [t.name for t in jpeg_tiers(tiers)])
     except REDIS_ERRORS:
         first_frame = None
     runtime.sessions.add(session)
     session.start(first_frame)
     runtime.refresh_viewer_gauges()
-    return session
+    return session, early
 
 
 async def _is_live(runtime: EdgeRuntime, stream: str) -> bool:
@@ -413,7 +440,7 @@ async def _is_live(runtime: EdgeRuntime, stream: str) -> bool:
     return raw is not None and raw.isdigit() and wall_us() - int(raw) <= runtime.settings.stall_after_s * 1e6
 
 
-async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSession) -> None:
+async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSession, early: str | None) -> None:
     settings, metrics = runtime.settings, runtime.metrics
     bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, mono_us())
     # uvicorn's ASGI receive directly: Starlette's wrapper only re-checks state we track ourselves
@@ -421,8 +448,12 @@ async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSess
     if not callable(receive):
         receive = ws.receive
     max_bytes = settings.max_message_bytes
+    event: Any
     while not session.closed:
-        event = await receive()
+        if early is not None:  # a first message read while admitting
+            event, early = {"type": "websocket.receive", "text": early}, None
+        else:
+            event = await receive()
         kind = event.get("type")
         if kind == "websocket.disconnect":
             if not session.closed:

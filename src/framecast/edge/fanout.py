@@ -32,6 +32,9 @@ from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
 from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
+from framecast.video.gop import GopCache
+from framecast.video.keyframes import AsyncKeyframeRequester
+from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
 _MAX_CACHED_STREAMS = 1024
@@ -46,6 +49,7 @@ class BusFrame:
     capture_us: int
     tier_index: int
     read_us: int
+    keyframe: bool = True  # JPEG frames always are; H.264 frames when the header's flag says so
 
     @property
     def nbytes(self) -> int:
@@ -54,6 +58,9 @@ class BusFrame:
 
 class Subscriber(Protocol):
     def offer(self, tier: str, frame: BusFrame) -> None: ...
+
+    def on_gap(self, tier: str) -> None:
+        """Frames of a video tier were missed (the bus reader reconnected): its chain is broken."""
 
 
 class StreamWatcher(Protocol):
@@ -75,16 +82,22 @@ def tiers_of(info: StreamInfo) -> tuple[TierInfo, ...]:
     return tuple(out)
 
 
-def jpeg_tiers(tiers: tuple[TierInfo, ...]) -> tuple[TierInfo, ...]:
-    """The tiers this edge serves to viewers: JPEG only.
+def is_video(tier: TierInfo) -> bool:
+    return codec_family(tier.codec) != "jpeg"
 
-    Video (H.264) tiers need a GOP-aware queue instead of newest-frame-wins
-    (dropping a frame breaks every frame after it until the next keyframe);
-    until that is integrated (src/framecast/video/INTEGRATION.md) the edge
-    never feeds a viewer from them. They stay listed in the hello, so the
-    header's tier index still names a position in the announced ladder.
+
+def jpeg_tiers(tiers: tuple[TierInfo, ...]) -> tuple[TierInfo, ...]:
+    return tuple(t for t in tiers if not is_video(t))
+
+
+def tiers_for(tiers: tuple[TierInfo, ...], codecs: tuple[str, ...] | None) -> tuple[TierInfo, ...]:
+    """The tiers a viewer may be fed: JPEG always, a video tier when its hello names the codec family.
+
+    Viewers that sent no hello (legacy clients) get JPEG only. The hello still
+    lists the whole ladder, so the header's tier index names a position in it.
     """
-    return tuple(t for t in tiers if t.codec.lower() == "jpeg")
+    offered = {c.lower() for c in codecs or ()}
+    return tuple(t for t in tiers if not is_video(t) or codec_family(t.codec) in offered)
 
 
 @dataclass
@@ -100,6 +113,8 @@ class TierReader:
     mean_bytes: float | None = None
     frames: int = 0
     started_us: int = field(default_factory=wall_us)
+    gop: GopCache[BusFrame] | None = None  # video tiers: the last keyframe and its followers, for joins
+    gap: bool = False  # a bus error since the last frame: the video chain is broken
 
     def fps(self, now: int) -> float:
         return self.arrivals.rate(now)
@@ -125,6 +140,7 @@ class FanoutHub:
         self._bad_frames = RateLimitedLog(log, "bad frames on the bus")
         self._bus_errors = RateLimitedLog(log, "bus read errors")
         self.on_tick: list[Callable[[], None]] = []
+        self.keyframes = AsyncKeyframeRequester(client, keys, edge_id=edge_id)
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +155,8 @@ class FanoutHub:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.keyframes.drain(), 1.0)
         self.readers.clear()
         self.metrics.bus_readers.set(0)
 
@@ -168,13 +186,15 @@ class FanoutHub:
         return cached[1] if cached else None
 
     # --- subscriptions ---------------------------------------------------
-    def subscribe(self, stream: str, tier: str, sub: Subscriber) -> BusFrame | None:
+    def subscribe(self, stream: str, tier: str, sub: Subscriber, *, video: bool = False) -> BusFrame | None:
         """Feed `sub` from the (stream, tier) reader, starting it if needed; returns its newest frame."""
         reader = self.readers.get((stream, tier))
         if reader is None:
             reader = TierReader(stream, tier, self.keys.frames(stream, tier))
             self.readers[(stream, tier)] = reader
             self.metrics.tier_seen(tier)
+        if video and reader.gop is None:
+            reader.gop = GopCache()
         reader.subscribers.add(sub)
         reader.idle_since = None
         if reader.task is None or reader.task.done():
@@ -229,6 +249,11 @@ class FanoutHub:
         self._newest[stream] = (time.monotonic(), best)
         return best
 
+    def request_keyframe(self, stream: str, tier: str) -> None:
+        """Ask the encoder for an IDR on a video tier (rate-limited per replica, never awaits)."""
+        if self.keyframes.request_nowait(stream, tier):
+            self.metrics.keyframe_requests.inc()
+
     def reader(self, stream: str, tier: str) -> TierReader | None:
         return self.readers.get((stream, tier))
 
@@ -254,6 +279,7 @@ class FanoutHub:
         def on_error(exc: BaseException) -> None:
             metrics.bus_reconnects.inc()
             self._bus_errors.event(type(exc).__name__)
+            reader.gap = True
 
         try:
             # back-off capped at 1 s: viewers resume within about a second of Redis returning
@@ -265,8 +291,15 @@ class FanoutHub:
                     self._bad_frames.event(str(exc)[:60])
                     continue
                 now = wall_us()
-                frame = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+                frame = BusFrame(data, header.frame_id, header.capture_us, header.tier, now, header.keyframe)
                 reader.latest = frame
+                if reader.gop is not None:
+                    if reader.gap:
+                        reader.gop.break_chain()
+                        for sub in tuple(reader.subscribers):
+                            sub.on_gap(reader.tier)
+                    reader.gop.add(frame, header.frame_id, header.keyframe, len(data), now)
+                reader.gap = False
                 reader.frames += 1
                 reader.arrivals.add(now, len(data))
                 size = float(len(data))

@@ -13,8 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from framecast import constants as C
 
-DROP_REASONS = ("queue_full", "stale", "tier_switch")
-REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining")
+DROP_REASONS = ("queue_full", "stale", "tier_switch",
+                # video tiers (framecast.video.gop): waiting for a keyframe, fell behind, replaced by a keyframe,
+                # chain broken (bus gap, re-join, keyframe asked by the viewer)
+                "gop_wait", "behind", "catch_up", "chain_broken")
+REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining", "bad_message")
 CLOSE_CODES = (C.CLOSE_NORMAL, C.CLOSE_GOING_AWAY, C.CLOSE_PROTOCOL_ERROR, C.CLOSE_UNSUPPORTED_DATA,
                C.CLOSE_POLICY_VIOLATION, C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_INTERNAL_ERROR, C.CLOSE_SERVICE_RESTART,
                C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_AUTH_FAILED, C.CLOSE_UNKNOWN_STREAM, C.CLOSE_VIEWER_TIMEOUT,
@@ -62,6 +65,8 @@ class EdgeMetrics:
                                 registry=r)
         self.control = Counter("framecast_edge_control_messages_total", "Control messages from viewers",
                                ["type"], registry=r)
+        self.keyframe_requests = Counter("framecast_edge_keyframe_requests_total",
+                                         "IDR requests sent to the inference service for video tiers", registry=r)
         self.draining = Gauge("framecast_edge_draining", "1 while the replica drains after SIGTERM", registry=r)
         self.first_frame = Histogram("framecast_edge_first_frame_seconds",
                                      "Accept to first frame written, per viewer", buckets=_LATENCY_BUCKETS,

@@ -330,6 +330,17 @@ class TierPolicy:
             return self._switch(self.tier - 1, now, "probe")
         return None
 
+    def fell_behind(self, now: int) -> TierDecision | None:
+        """A video tier's queue overflowed (its link cannot carry it): one tier down at once."""
+        if self.pinned is not None or self.tier >= self.n - 1:
+            return None
+        if self.probe_from is not None:  # a failed probe: back off like one
+            self.failed_probes += 1
+            self.probe_interval_us = min(self.probe_interval_us * 2, self.cfg.probe_interval_max_us)
+            self.probe_from = None
+        self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
+        return self._switch(self.tier + 1, now, "rate")
+
     def _fit(self, bytes_per_s: float, fps: float, need: list[float | None]) -> int:
         """The best tier below the current one whose frames fit the measured rate at `fps`."""
         budget = bytes_per_s * self.cfg.capacity_margin

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
-from framecast.edge.fanout import BusFrame, FanoutHub
+from framecast.edge.fanout import BusFrame, FanoutHub, is_video
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import FpsCap, InflightWindow, RateMeter, TierConfig, TierPolicy
 from framecast.edge.settings import EdgeSettings
@@ -43,6 +43,8 @@ from framecast.protocol import (
     ViewerMessage,
     encode_control,
 )
+from framecast.video.gop import Decision as GopDecision
+from framecast.video.gop import GopSnapshot, GopViewerQueue
 
 log = logging.getLogger("framecast.edge.session")
 _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
@@ -121,6 +123,10 @@ class ViewerSession:
         self.delivered.reset(now)
         self.feed_tier: str = self.tier_names[0]
         self.pending_tier: str | None = None
+        # video (H.264) tiers go through an in-order, keyframe-aware queue instead of newest-frame-wins
+        self.video_names = frozenset(t.name for t in tiers if is_video(t))
+        self.vq: GopViewerQueue[BusFrame] | None = None  # the feeding tier's queue, when it is a video tier
+        self.pending_vq: GopViewerQueue[BusFrame] | None = None
         self.acking = False
         self.window_blocked = False
         self.last_ack_us: int | None = None
@@ -144,6 +150,11 @@ class ViewerSession:
     def start(self, first: BusFrame | None = None) -> None:
         """Join the readers; `first` (the stream's freshest frame of any tier) goes out at once."""
         self.hub.watch(self)
+        if self.feed_tier in self.video_names:
+            self.vq = self._join_video(self.feed_tier)
+            self._video_window(True)
+            self.sender = asyncio.create_task(self._send_loop(), name=f"viewer-{self.stream}")
+            return
         latest = self.hub.subscribe(self.stream, self.feed_tier, self)
         if latest is not None and (first is None or latest.capture_us >= first.capture_us):
             self.offer(self.feed_tier, latest)
@@ -160,6 +171,7 @@ class ViewerSession:
         if self.pending_tier is not None:
             self.hub.unsubscribe(self.stream, self.pending_tier, self)
         self.queue.clear()
+        self.vq = self.pending_vq = None
         if self.sender is not None and not self.sender.done():
             self.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -200,7 +212,19 @@ class ViewerSession:
         if tier != self.feed_tier:
             if tier != self.pending_tier:
                 return
+            if self.pending_vq is not None:
+                self._gop(self.pending_vq.offer(frame, frame.frame_id, frame.keyframe, frame.nbytes, mono_us()), tier)
+                if self.pending_vq.started:  # the new tier has a keyframe queued: switch now
+                    self._complete_switch()
+                    self.wake.set()
+                return
             self._complete_switch()
+        if self.vq is not None:
+            d = self.vq.offer(frame, frame.frame_id, frame.keyframe, frame.nbytes, mono_us())
+            self._gop(d, tier)
+            if d.queued:
+                self.wake.set()
+            return
         q = self.queue
         if len(q) >= self.settings.queue_size:
             q.popleft()
@@ -208,6 +232,40 @@ class ViewerSession:
             _drop_log.event("queue_full")
         q.append(frame)
         self.wake.set()
+
+    def on_gap(self, tier: str) -> None:
+        """The bus reader of a video tier missed frames: resume that tier from a keyframe."""
+        vq = self.vq if tier == self.feed_tier else self.pending_vq if tier == self.pending_tier else None
+        if vq is not None:
+            self._gop(vq.break_chain(mono_us()), tier)
+
+    # --- video tiers -----------------------------------------------------
+    def _join_video(self, tier: str) -> GopViewerQueue[BusFrame]:
+        """Subscribe to a video tier and start a queue from its cached GOP (or a keyframe request)."""
+        vq: GopViewerQueue[BusFrame] = GopViewerQueue()
+        self.hub.subscribe(self.stream, tier, self, video=True)
+        reader = self.hub.reader(self.stream, tier)
+        snapshot = reader.gop.snapshot() if reader is not None and reader.gop is not None else GopSnapshot()
+        self._gop(vq.join(snapshot, mono_us()), tier)
+        if vq.queued_frames:
+            self.wake.set()
+        return vq
+
+    def _gop(self, d: GopDecision, tier: str) -> None:
+        if d.dropped and d.drop_reason is not None:
+            self.metrics.drops.labels(d.drop_reason).inc(d.dropped)
+        if d.request_keyframe:
+            self.hub.request_keyframe(self.stream, tier)
+        if d.reason == "fell-behind" and tier == self.feed_tier and self.settings.adapt:
+            decision = self.policy.fell_behind(mono_us())
+            if decision is not None:
+                self._switch_to(decision.tier, decision.reason)
+
+    def _video_window(self, video: bool) -> None:
+        # no frame of a video tier may be skipped: allow a longer pipe (frames are small; bytes stay gated)
+        self.window.max_frames = max(self.settings.max_inflight_frames, 16) if video \
+            else self.settings.max_inflight_frames
+        self.window.window = min(self.window.window, float(self.window.max_frames))
 
     # --- control messages ------------------------------------------------
     def apply_hello(self, hello: ClientHello) -> None:
@@ -223,10 +281,13 @@ class ViewerSession:
                 self.policy.pin(None, now)
             else:
                 if msg.tier not in self.tier_names:
-                    raise ProtocolError(f"unknown tier {msg.tier!r}; this stream has {self.tier_names}")
+                    raise ProtocolError(f"unknown tier {msg.tier!r}; this viewer may use {self.tier_names}")
                 decision = self.policy.pin(self.tier_names.index(msg.tier), now)
                 if decision is not None:
                     self._switch_to(decision.tier, decision.reason)
+                elif msg.tier == self.feed_tier and self.vq is not None and self.pending_tier is None:
+                    # a `set` to the current video tier: the viewer's decoder lost its state, resync at a keyframe
+                    self._gop(self.vq.break_chain(now), msg.tier)
 
     def on_message(self, msg: ViewerMessage) -> None:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
@@ -291,6 +352,9 @@ class ViewerSession:
             stuck_since = since if stuck_since is None else min(stuck_since, since)
         elif not self.acking and self.blocked_since_us is not None:
             stuck_since = self.blocked_since_us if stuck_since is None else min(stuck_since, self.blocked_since_us)
+        for vq, tier in ((self.vq, self.feed_tier), (self.pending_vq, self.pending_tier)):
+            if vq is not None and tier is not None and vq.poll(now):
+                self.hub.request_keyframe(self.stream, tier)  # still waiting for a keyframe: ask again
         if stuck_since is not None and now - stuck_since > timeout:
             what = "acks" if self.acking else "reads"
             self._close_soon(C.CLOSE_VIEWER_TIMEOUT, f"viewer timed out: no {what} for "
@@ -311,15 +375,21 @@ class ViewerSession:
         if self.pending_tier is not None and self.pending_tier != name:
             self.hub.unsubscribe(self.stream, self.pending_tier, self)
             self.pending_tier = None
+            self.pending_vq = None
         if name == self.feed_tier:
             return
         direction = "up" if index < self.tier_names.index(self.feed_tier) else "down"
         self.metrics.tier_switches.labels(direction).inc()
         self._switch_reason = reason
         self.pending_tier = name
+        # make before break: the old tier keeps feeding until the new one can be shown
+        if name in self.video_names:
+            self.pending_vq = self._join_video(name)  # ... from a keyframe
+            if self.pending_vq.started:
+                self._complete_switch()
+            return
         latest = self.hub.subscribe(self.stream, name, self)
-        # make before break: keep the old tier until the new one has a frame at least as new
-        if latest is not None and latest.capture_us > self.last_sent_capture_us:
+        if latest is not None and latest.capture_us > self.last_sent_capture_us:  # ... with a newer frame
             self.offer(name, latest)
 
     def _complete_switch(self) -> None:
@@ -330,6 +400,10 @@ class ViewerSession:
         if self.queue:
             self.metrics.drops.labels("tier_switch").inc(len(self.queue))
             self.queue.clear()
+        if self.vq is not None and self.vq.queued_frames:
+            self.metrics.drops.labels("tier_switch").inc(self.vq.queued_frames)
+        self.vq, self.pending_vq = self.pending_vq, None
+        self._video_window(self.vq is not None)
         self.delivered.reset(mono_us())
         self.send_control(encode_control(TierChanged(new, getattr(self, "_switch_reason", ""))))
 
@@ -337,6 +411,9 @@ class ViewerSession:
         if not self.settings.adapt or now < self._next_adapt_us or len(self.tiers) < 2:
             return
         self._next_adapt_us = now + _ADAPT_EVERY_US
+        if self.vq is not None and self.vq.waiting_for_keyframe:
+            self.delivered.reset(now)  # waiting for a keyframe is not a slow link: measure from the resync
+            return
         wall = wall_us()
         reader = self.hub.reader(self.stream, self.feed_tier)
         source_fps = reader.fps(wall) if reader is not None and reader.frames >= 10 else self.source_fps
@@ -354,13 +431,15 @@ class ViewerSession:
         for name in self.tier_names:
             r = self.hub.reader(self.stream, name)
             sizes.append(r.mean_bytes if r is not None else None)
-        known = [(i, s) for i, s in enumerate(sizes) if s is not None]
-        if known:
-            i0, s0 = known[0]
-            area0 = max(1, self.tiers[i0].width * self.tiers[i0].height)
-            for i, s in enumerate(sizes):
-                if s is None and self.tiers[i].width and self.tiers[i].height:
-                    sizes[i] = s0 * self.tiers[i].width * self.tiers[i].height / area0
+        for i, size in enumerate(sizes):
+            tier = self.tiers[i]
+            if size is not None or not tier.width or not tier.height:
+                continue
+            # scale from a measured tier of the same codec family (H.264 frames are far smaller than JPEG)
+            same = [(j, s) for j, s in enumerate(sizes) if s is not None and is_video(self.tiers[j]) == is_video(tier)]
+            if same:
+                j, s = same[0]
+                sizes[i] = s * tier.width * tier.height / max(1, self.tiers[j].width * self.tiers[j].height)
         return sizes
 
     # --- the sender ------------------------------------------------------
@@ -386,11 +465,12 @@ class ViewerSession:
                 if self.controls:
                     await raw_send({"type": "websocket.send", "text": self.controls.popleft()})
                     continue
-                if not self.queue:
+                vq = self.vq
+                if not (self.queue or (vq is not None and vq.queued_frames)):
                     await self._wait(None)
                     continue
                 now = mono_us()
-                wait = self.cap.wait_us(now)
+                wait = self.cap.wait_us(now) if vq is None else 0  # a video tier cannot skip frames for a cap
                 if wait:
                     await self._wait(wait / 1e6)
                     continue
@@ -408,12 +488,18 @@ class ViewerSession:
                     continue
                 poll = _LEGACY_POLL_S[0]
                 self.blocked_since_us = None
-                frame = self.queue.pop()
-                if self.queue:
-                    metrics.drop_stale.inc(len(self.queue))
-                    self.queue.clear()
-                if frame.capture_us <= self.last_sent_capture_us:
-                    continue  # never the same moment twice, never back in time (joins, tier switches)
+                if vq is not None:
+                    popped = vq.pop()  # in order: every frame of the chain, from a keyframe on
+                    if popped is None:
+                        continue
+                    frame = popped
+                else:
+                    frame = self.queue.pop()
+                    if self.queue:
+                        metrics.drop_stale.inc(len(self.queue))
+                        self.queue.clear()
+                    if frame.capture_us <= self.last_sent_capture_us:
+                        continue  # never the same moment twice, never back in time (joins, tier switches)
                 self.send_started_us = now
                 await raw_send({"type": "websocket.send", "bytes": frame.data})
                 self.send_started_us = None
@@ -432,7 +518,7 @@ class ViewerSession:
                 metrics.bytes_sent.inc(frame.nbytes)
                 if not self.acking:
                     self._maybe_adapt(now)
-                if self.queue or self.controls:
+                if self.queue or self.controls or (self.vq is not None and self.vq.queued_frames):
                     await asyncio.sleep(0)  # yield between frames: a send loop that never waits starves accept()
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.closed = True

@@ -37,6 +37,9 @@ class EdgeSettings(CommonSettings):
     ack_timeout_s: float = Field(10.0, gt=0,
                                  description="close (4008) a viewer that neither acks nor reads for this long")
     hello_timeout_s: float = Field(5.0, gt=0, description="time to send a token-carrying hello when auth is on")
+    hello_wait_s: float = Field(0.5, ge=0,
+                                description="for streams with video tiers, time to wait for the viewer's hello "
+                                            "(its codecs) before choosing its tier")
 
     # --- pacing
     latency_target_ms: float = Field(50.0, gt=0, description="queueing delay allowed above the base delay")

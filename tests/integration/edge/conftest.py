@@ -236,6 +236,7 @@ class ViewerClient:
     close_code: int | None = None
     close_reason: str = ""
     server_hello: dict[str, Any] | None = None
+    raw: list[bytes] | None = None  # set to a list to keep every frame message
 
     async def run(self, duration: float, *, until_frames: int | None = None) -> ViewerClient:
         import json
@@ -266,6 +267,8 @@ class ViewerClient:
                             self.server_hello = obj
                         self.controls.append(obj)
                         continue
+                    if self.raw is not None:
+                        self.raw.append(msg)
                     frame = decode_frame(msg)
                     h = frame.header
                     self.frames.append((h.frame_id, h.capture_us, h.tier, time.monotonic(), len(msg)))

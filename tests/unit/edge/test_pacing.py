@@ -249,3 +249,14 @@ def test_window_rejects_bad_config() -> None:
         InflightWindow(0)
     with pytest.raises(ValueError):
         TierPolicy(0, 0, 0)
+
+
+def test_video_tier_that_fell_behind_goes_down_at_once_and_counts_as_a_failed_probe() -> None:
+    p = TierPolicy(3, 1, 0, CFG)
+    p.probe_from, p.probe_started_us = 2, 0  # probing up from tier 2
+    d = p.fell_behind(100 * MS)
+    assert d is not None and d.tier == 2 and d.reason == "rate"
+    assert p.failed_probes == 1 and p.probe_interval_us == 2 * CFG.probe_interval_us
+    assert p.fell_behind(200 * MS) is None  # already on the lightest tier
+    p.pin(0, 300 * MS)
+    assert p.fell_behind(400 * MS) is None  # a pinned tier stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -152,5 +153,15 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
     return pipeline
 
 
+def run() -> None:
+    """Run as a process and leave fast: everything is closed already, so skip the interpreter's teardown
+    (torch, OpenCV and thread-pool finalizers take a second or more on a busy machine)."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

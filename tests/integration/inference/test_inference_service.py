@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -84,17 +85,27 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
         assert rc == 0, svc.log()[-2000:]
         assert time.monotonic() - started < scaled(3.0)  # clean shutdown within ~2 s
 
-    # a restarted service continues the frame ids above the newest one stored
+    # a restarted service continues the frame ids above the newest one stored; beside it, a second
+    # stream (its own process, as docs/inference.md says) shares the Valkey without touching demo's keys
     last_id = max(f.header.frame_id for f in frames(client, "high") + frames(client, "low"))
     (tmp_path / "second").mkdir()
+    (tmp_path / "lobby").mkdir()
     again = start(redis_server.url, tmp_path / "second", "--demand", "all")
+    lobby = start(redis_server.url, tmp_path / "lobby", "--demand", "all", "--tiers", "only=160x90@50",
+                  stream="lobby")
     try:
-        wait_for(lambda: len(frames(client, "mid")) >= 3, STARTUP, "frames of the second run")
+        wait_for(lambda: len(frames(client, "mid")) >= 3 and len(frames(client, "only", "lobby")) >= 3, STARTUP,
+                 "frames of the second run and of the second stream")
     finally:
         assert again.stop() == 0, again.log()[-2000:]
+        assert lobby.stop() == 0, lobby.log()[-2000:]
     ids = [f.header.frame_id for f in frames(client, "mid")]
     assert ids == sorted(set(ids)) and ids[0] > last_id
     assert f"first frame id {last_id + 1}," in again.log()
+    assert frames(client, "only") == [] and frames(client, "high", "lobby") == []
+    assert frames(client, "only", "lobby")[0].header.frame_id == 1  # ids are per stream
+    members: Any = client.zrange(KEYS.streams_index(), 0, -1)
+    assert {m.decode() for m in members} == {"demo", "lobby"}
 
 
 def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:

@@ -174,8 +174,9 @@ def test_cuda_engine(fp16: bool) -> None:
     assert engine.info.device.startswith("cuda") and engine.info.dtype == ("float16" if fp16 else "float32")
     assert engine.gpu_memory()[0] > 0
     cpu = load_engine("builtin", "cpu", 1280, 720)
-    # same seeded weights on both devices: the pictures agree up to float rounding
-    assert np.abs(cpu(img).astype(int) - out.astype(int)).mean() < (3.0 if fp16 else 1.0)
+    # same seeded weights on both devices: the pictures agree up to rounding (the CPU path upsamples the
+    # field in 8 bits, CUDA in float)
+    assert np.abs(cpu(img).astype(int) - out.astype(int)).mean() < (3.0 if fp16 else 2.0)
 
 
 def test_torch_export_file(tmp_path: Path) -> None:

@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml  # type: ignore[import-untyped]
 
+from framecast.bus import Keys
 from tools.render_nginx import NGINX_CONF, render_native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,7 +362,18 @@ def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", s
         return [sys.executable, "-m", "framecast.inference", "--redis-url", redis_url, "--stream", stream,
                 "--metrics-port", str(port), *(extra or [])]
 
-    return start_on_free_port(name, args, "/metrics", workdir, 60)
+    proc, port = start_on_free_port(name, args, "/metrics", workdir, 60)
+    # ready = the stream is announced (meta key), else viewers are refused with 4004 "unknown stream"
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        wait_until(f"stream {stream} announced", lambda: bool(client.exists(Keys().meta(stream))), 90,
+                   alive=proc.dead)
+    except BaseException:
+        proc.stop()
+        raise
+    finally:
+        client.close()
+    return proc, port
 
 
 def start_edge(redis_url: str, workdir: Path, *, name: str = "edge",

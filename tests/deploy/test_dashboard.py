@@ -55,18 +55,29 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
         start = time.time()
         url = f"ws://127.0.0.1:{stack.nginx.port}/ws/demo"
         with ViewerPool(url, 6) as auto, ViewerPool(url, 2, tier="low") as low:
-            wait_until("8 viewers receiving frames", lambda: len(auto.connected()) + len(low.connected()) == 8, 30,
+            wait_until("8 viewers receiving frames", lambda: len(auto.connected()) + len(low.connected()) == 8, 60,
                        alive=stack.inference.dead if stack.inference else None)
             # traffic for the rate windows ($__rate_interval = 10s): poll until enough has been scraped
             wait_until("edge traffic scraped", lambda: time.time() - start > TRAFFIC_S and float(prom.query(
                 "sum(increase(framecast_edge_frames_sent_total[10s]))")[0]["value"][1]) > 0, 60)
             # a replica crash: its viewers move to the other replica, its alert goes pending
             stack.edge_procs[1].kill()
-            wait_until("an alert pending or firing", lambda: bool(prom.query("ALERTS")), 30)
+            wait_until("the replica-down alert pending",
+                       lambda: bool(prom.query('ALERTS{alertname="FramecastEdgeReplicaDown"}')), 30)
             wait_until("viewers back on the remaining replica",
                        lambda: len(auto.connected()) + len(low.connected()) == 8, 30)
-        end = time.time()
-        results = evaluate(prom, start, end, step=1.0)
+        results: list[QueryResult] = []
+
+        def every_panel_has_data() -> bool:
+            nonlocal results
+            results = evaluate(prom, start, time.time(), step=1.0)
+            return all(r.finite_points() > 0 for r in results if r.panel not in AWAITING_UPSTREAM)
+
+        # on a loaded machine scrapes and rule evaluations lag: give them a bounded time to land
+        try:
+            wait_until("every panel query returning data", every_panel_has_data, 30, interval=1.0)
+        except TimeoutError:
+            pass  # test_every_panel_query_returns_data names the empty ones
         variables = variable_values(prom)
         rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
         names = set(prom.api("label/__name__/values"))
@@ -99,7 +110,7 @@ def test_panel_values_are_plausible(run: DashboardRun) -> None:
     viewers = by_panel[("Viewers", "A")].series[0]["values"]
     assert max(float(v) for _, v in viewers) == 8
     p95 = by_panel[("Glass-to-glass latency", "B")].last_values()
-    assert 0 < min(p95.values()) < 1.0  # loopback: well under a second
+    assert 0 < min(p95.values()) < scaled(1.0)  # loopback: well under a second
     assert by_panel[("Redis memory", "B")].last_values()["maxmemory"] == 256 * 1024 * 1024
     # CPU and memory per service process: the inference always, the edge once it exports process metrics
     expected_jobs = {"inference"} | ({"edge"} if "Deliveries per edge CPU-second" not in AWAITING_UPSTREAM else set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -149,3 +150,49 @@ def test_heartbeat_stops_while_frames_stall_and_resumes(redis_server: EmbeddedRe
         source.thawed.set()
         assert pipeline.join(3.0)
         encoder.close()
+
+
+class SlowEncoder:
+    """A JPEG encoder that takes 40 ms a frame (sleeping: no CPU, so the test holds on a busy machine)."""
+
+    name = "slow"
+
+    def encode(self, rgb: np.ndarray, quality: int) -> bytes:
+        threading.Event().wait(0.04)
+        return make_encoder("simplejpeg").encode(rgb, quality)
+
+
+def test_stages_overlap_so_the_slowest_stage_sets_the_rate(redis_server: EmbeddedRedis) -> None:
+    """Model 40 ms + encode 40 ms: run one after the other that is 12.5 fps; overlapped, about 25."""
+    client = sync_client(redis_server.url)
+    keys = Keys()
+    ladder = parse_ladder("a=64x48@80")
+    policy = DemandPolicy(1, publish_all=True)
+    encoder = TierEncoder(SlowEncoder(), ladder, 64, 48)
+
+    class Camera(FlakyCamera):
+        fps = 100.0
+
+        def read(self, frame_id: int) -> Captured:
+            threading.Event().wait(0.01)
+            return Captured(np.zeros((48, 64, 3), np.uint8), now_us())
+
+    def slow_model(image: np.ndarray) -> np.ndarray:
+        threading.Event().wait(0.04)
+        return image
+
+    info = StreamInfo(stream="ovl", tiers=[t.describe(64, 48) for t in ladder], fps=100.0)
+    pipeline = Pipeline(Camera(), slow_model, encoder, policy,
+                        FramePublisher(client, "ovl", keys, ladder, maxlen=1000, ids_synced=True),
+                        DemandWatcher(client, "ovl", keys, ladder, policy, info), first_frame_id=1)
+    pipeline.start()
+    try:
+        wait_for(lambda: len(frames(client, "a", "ovl")) >= 5, 10.0, "first frames")
+        start_n, started = len(frames(client, "a", "ovl")), time.monotonic()
+        threading.Event().wait(2.0)  # measure the published rate over two seconds
+        rate = (len(frames(client, "a", "ovl")) - start_n) / (time.monotonic() - started)
+    finally:
+        pipeline.stop.set()
+        assert pipeline.join(3.0)
+        encoder.close()
+    assert rate > 17.0, f"{rate:.1f} fps: stages do not overlap"

@@ -105,3 +105,12 @@ async def test_video_tiers_are_announced_but_never_fed(edge: EdgeProcess, redis_
         assert pinned.close_code == 4400
     finally:
         pub.stop()
+
+
+async def test_permessage_deflate_is_never_negotiated(edge: EdgeProcess) -> None:
+    """JPEG does not compress: deflate would cost CPU per viewer for nothing, so the edge refuses it."""
+    from websockets.asyncio.client import connect
+
+    async with connect(edge.ws(), max_size=2**25) as ws:  # the client offers permessage-deflate by default
+        assert ws.protocol.extensions == []
+        assert "sec-websocket-extensions" not in {k.lower() for k in ws.response.headers}  # type: ignore[union-attr]

@@ -8,8 +8,9 @@ with configurations rendered from the files compose ships:
 - Prometheus from prometheus/prometheus.yml: the same jobs and rule file,
   the DNS discovery of edge replicas replaced by their static loopback
   targets, a short scrape interval,
-- Redis metrics from the real redis_exporter binary when one is installed,
-  else from tools/redis_exporter.py (same metric names).
+- Redis metrics from tools/redis_exporter.py (same metric names as the real
+  redis_exporter; set FRAMECAST_REDIS_EXPORTER to a redis_exporter binary to
+  use that instead).
 
 Every process runs in its own session and is stopped (SIGTERM, then SIGKILL
 after a deadline) by the owner; nothing waits with a bare sleep: readiness is
@@ -308,15 +309,13 @@ class Nginx:
 
 
 def redis_exporter_binary() -> str | None:
-    for name in ("redis_exporter", "prometheus-redis-exporter"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    """The real exporter named by FRAMECAST_REDIS_EXPORTER (e.g. /usr/bin/prometheus-redis-exporter), if any."""
+    path = os.environ.get("FRAMECAST_REDIS_EXPORTER", "")
+    return (shutil.which(path) or path) if path else None
 
 
 def start_redis_exporter(redis_url: str, workdir: Path) -> tuple[Proc, int]:
-    """The real redis_exporter if installed, else tools/redis_exporter.py (same metric names)."""
+    """The real redis_exporter when FRAMECAST_REDIS_EXPORTER names it, else tools/redis_exporter.py (same names)."""
     binary = redis_exporter_binary()
 
     def args(port: int) -> list[str]:

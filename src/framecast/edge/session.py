@@ -283,7 +283,9 @@ class ViewerSession:
                 if msg.tier not in self.tier_names:
                     raise ProtocolError(f"unknown tier {msg.tier!r}; this viewer may use {self.tier_names}")
                 decision = self.policy.pin(self.tier_names.index(msg.tier), now)
-                if decision is not None:
+                if decision is not None and self.sender is None:
+                    self.feed_tier = msg.tier  # not started yet (a hello before the first frame): start there
+                elif decision is not None:
                     self._switch_to(decision.tier, decision.reason)
                 elif msg.tier == self.feed_tier and self.vq is not None and self.pending_tier is None:
                     # a `set` to the current video tier: the viewer's decoder lost its state, resync at a keyframe

@@ -490,8 +490,13 @@
   }
 
   // --- controls ------------------------------------------------------------------------------
+  function decodable(tier) {
+    const codec = String(tier.codec || "jpeg");
+    return codec === "jpeg" || (session.videoSupported && codec.startsWith("avc1"));
+  }
+
   function fillTierSelect() {
-    const names = session.tiers.map((t) => t.name);
+    const names = session.tiers.filter(decodable).map((t) => t.name); // the edge feeds only these
     const options = ["auto", ...names];
     const current = Array.from(ui.tier.options).map((o) => o.value);
     if (current.join() !== options.join()) {

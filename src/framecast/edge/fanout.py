@@ -115,6 +115,7 @@ class TierReader:
     started_us: int = field(default_factory=wall_us)
     gop: GopCache[BusFrame] | None = None  # video tiers: the last keyframe and its followers, for joins
     gap: bool = False  # a bus error since the last frame: the video chain is broken
+    demanded: bool = False  # this replica has set the tier's demand key and not released it
 
     def fps(self, now: int) -> float:
         return self.arrivals.rate(now)
@@ -141,6 +142,7 @@ class FanoutHub:
         self._bus_errors = RateLimitedLog(log, "bus read errors")
         self.on_tick: list[Callable[[], None]] = []
         self.keyframes = AsyncKeyframeRequester(client, keys, edge_id=edge_id)
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -201,6 +203,10 @@ class FanoutHub:
             reader.started_us = wall_us()
             reader.task = asyncio.create_task(self._run_reader(reader), name=f"reader-{stream}-{tier}")
             self.metrics.bus_readers.set(sum(1 for r in self.readers.values() if r.task is not None))
+        elif not reader.demanded:  # a reader in its grace period whose demand was released: ask again now
+            task = asyncio.create_task(self._demand_now(reader))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return reader.latest
 
     def unsubscribe(self, stream: str, tier: str, sub: Subscriber) -> None:
@@ -321,6 +327,7 @@ class FanoutHub:
         pipe = self.client.pipeline(transaction=False)
         for r in readers:
             pipe.set(self.keys.demand(r.stream, r.tier), self.edge_id, ex=self.demand_ttl_s)
+            r.demanded = True
         await pipe.execute()
 
     async def _housekeep(self) -> None:
@@ -351,7 +358,26 @@ class FanoutHub:
                 del self.readers[key]
         self.metrics.bus_readers.set(sum(1 for r in self.readers.values() if r.task is not None))
         await self._set_demand([r for r in self.readers.values() if r.subscribers])
+        await self._release_demand([r for r in self.readers.values() if not r.subscribers and r.demanded])
         await self._check_heartbeats()
+
+    async def _demand_now(self, reader: TierReader) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._set_demand([reader])
+
+    async def _release_demand(self, readers: list[TierReader]) -> None:
+        """Tell the inference service at once that this replica no longer needs a tier.
+
+        The demand key expires by itself; deleting it (when no other replica
+        refreshed it since) saves the encoder up to `demand_ttl_s` of work on a
+        tier nobody watches, e.g. after a failed probe up. The reader keeps its
+        grace period: a viewer coming back re-demands the tier.
+        """
+        for r in readers:
+            r.demanded = False
+            key = self.keys.demand(r.stream, r.tier)
+            if await self.client.get(key) == self.edge_id.encode() and not r.subscribers:  # nobody came back
+                await self.client.delete(key)
 
     async def _check_heartbeats(self) -> None:
         streams = list(self.watchers)

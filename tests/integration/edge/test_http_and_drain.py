@@ -67,6 +67,11 @@ async def test_demand_key_set_while_watched(edge: EdgeProcess, redis_server: Emb
         await asyncio.sleep(0.05)
     assert 0 < client.ttl(Keys().demand("demo", "low")) <= 5
     await task
+    # the last viewer of the tier left: the edge releases its demand at once instead of letting it expire
+    deadline = time.monotonic() + scaled(3)
+    while client.exists(Keys().demand("demo", "low")):
+        assert time.monotonic() < deadline, "demand key not released"
+        await asyncio.sleep(0.05)
     client.close()
 
 

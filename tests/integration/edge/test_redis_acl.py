@@ -15,8 +15,9 @@ from framecast.embedded import EmbeddedRedis
 from .conftest import EdgeProcess, Publisher, ViewerClient
 
 # documented in docs/edge.md
-EDGE_ACL = ("on >edge-pass resetkeys %R~framecast:* %W~framecast:{*}:demand:* resetchannels -@all "
-            "+ping +get +mget +zrange +xrevrange +xread +set")
+EDGE_ACL = ("on >edge-pass resetkeys %R~framecast:* %W~framecast:{*}:demand:* %W~framecast:{*}:keyframe:* "
+            "resetchannels -@all "
+            "+ping +get +mget +zrange +xrevrange +xread +set +del")
 
 
 @pytest.fixture(scope="module")

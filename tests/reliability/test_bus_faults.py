@@ -197,3 +197,32 @@ async def test_redis_memory_bounded_whatever_viewers_do(make_stack: StackFactory
                used_memory_spread_kib=round((max(used) - min(used)) / 1024), tiers=len(TIERS))
     finally:
         r.close()
+
+
+async def test_redis_full_refuses_writes_then_recovers(make_stack: StackFactory) -> None:
+    """maxmemory smaller than MAXLEN x frame size: noeviction refuses XADD; nothing crashes, viewers see
+    'stalled' on their connection, and frames resume once memory is raised (no restart of anything)."""
+    stack = make_stack(inference_args=["--maxlen", "5000"], maxmemory="3mb")
+    await wait_stream(stack.ws())
+    viewer = Viewer(stack.ws()).start()
+    r = redis.Redis.from_url(stack.redis.url)
+    try:
+        await eventually(lambda: "stalled" in viewer.statuses(), 60, "Redis full: the stream stalls for viewers")
+        info = r.info("memory")
+        assert int(info["used_memory"]) <= int(info["maxmemory"]) * 1.1
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            r.xadd(KEYS.frames("demo", "high"), {"m": b"x" * 10_000})
+        assert stack.inference is not None and stack.inference.alive() and stack.edge is not None
+        assert stack.edge.alive()
+        frames_when_full = len(viewer.frames)
+        r.config_set("maxmemory", "64mb")
+        t_raise = time.monotonic()
+        await eventually(lambda: len(viewer.frames) >= frames_when_full + 10, 30, "frames after memory was raised")
+        await eventually(lambda: viewer.statuses()[-1] == "live", 10, "status live again")
+        resume_s = viewer.frames[frames_when_full].recv_mono - t_raise
+        assert viewer.connects == 1 and not viewer.closed
+        record("redis_full_noeviction", maxmemory_mib=3, resume_after_raise_s=round(resume_s, 2),
+               used_memory_mib_when_full=round(int(info["used_memory"]) / 2**20, 2), reconnects=0)
+    finally:
+        await stop_viewers([viewer])
+        r.close()

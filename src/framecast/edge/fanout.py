@@ -376,8 +376,11 @@ class FanoutHub:
         for r in readers:
             r.demanded = False
             key = self.keys.demand(r.stream, r.tier)
-            if await self.client.get(key) == self.edge_id.encode() and not r.subscribers:  # nobody came back
-                await self.client.delete(key)
+            try:
+                if await self.client.get(key) == self.edge_id.encode() and not r.subscribers:  # nobody came back
+                    await self.client.delete(key)
+            except REDIS_ERRORS as exc:  # e.g. an ACL without DEL: the key then simply expires
+                self._bus_errors.event(f"release demand: {type(exc).__name__}")
 
     async def _check_heartbeats(self) -> None:
         streams = list(self.watchers)

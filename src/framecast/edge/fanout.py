@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import redis
 import redis.asyncio as aioredis
 
 from framecast.bus import REDIS_ERRORS, Backoff, Keys, StreamInfo, read_frames
@@ -143,6 +144,7 @@ class FanoutHub:
         self.on_tick: list[Callable[[], None]] = []
         self.keyframes = AsyncKeyframeRequester(client, keys, edge_id=edge_id)
         self._background: set[asyncio.Task[None]] = set()
+        self._release_demand_ok = True
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -375,12 +377,18 @@ class FanoutHub:
         """
         for r in readers:
             r.demanded = False
+            if not self._release_demand_ok:
+                continue
             key = self.keys.demand(r.stream, r.tier)
             try:
                 if await self.client.get(key) == self.edge_id.encode() and not r.subscribers:  # nobody came back
                     await self.client.delete(key)
-            except REDIS_ERRORS as exc:  # e.g. an ACL without DEL: the key then simply expires
-                self._bus_errors.event(f"release demand: {type(exc).__name__}")
+            except redis.exceptions.NoPermissionError:
+                # an ACL without GET/DEL on demand keys: they then simply expire after demand_ttl_s
+                self._release_demand_ok = False
+                log.info("the Redis user may not GET/DEL demand keys: demand expires instead of being released")
+            except REDIS_ERRORS as exc:
+                self._bus_errors.event(type(exc).__name__)
 
     async def _check_heartbeats(self) -> None:
         streams = list(self.watchers)

@@ -10,7 +10,7 @@ Two bounded experiments on the native stack (real Valkey, inference, edges, acki
    counter (INFO total_net_output_bytes) is compared with the formula
    `frames/s x sum(bytes per frame of the tiers read) x replicas`.
 
-    .venv/bin/python -m tools.capacity --out capacity.json   # about 2-3 minutes on 2 cores
+    .venv/bin/python -m tools.capacity     # about 3 minutes on 2 cores; writes tests/artifacts/capacity.json
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", default="1,10,25,50", help="viewer counts for the per-core experiment")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per step (max 60)")
     parser.add_argument("--replicas", default="3", help="edge replica counts for the Redis egress experiment")
-    parser.add_argument("--out", type=Path, default=Path("capacity.json"))
+    parser.add_argument("--out", type=Path, default=Path("tests/artifacts/capacity.json"))
     args = parser.parse_args(argv)
     seconds = min(args.seconds, 60.0)
     result = {"machine": {"cpus": psutil.cpu_count(), "python": platform.python_version(),
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
               "inference": INFERENCE,
               "viewers_per_core": viewers_per_core([int(v) for v in args.viewers.split(",")], seconds),
               "redis_egress": [redis_egress(int(r), seconds) for r in args.replicas.split(",")]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result["redis_egress"]))
     return 0

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=15.0, help="time range with --prometheus")
     parser.add_argument("--native", action="store_true", help="start the native stack and drive viewers")
     parser.add_argument("--seconds", type=float, default=60.0, help="traffic time with --native (max 600)")
-    parser.add_argument("--out", type=Path, default=Path("dashboard.png"))
+    parser.add_argument("--out", type=Path, default=Path("tests/artifacts/dashboard.png"))
     parser.add_argument("--json", type=Path, help="also write every query's result summary here")
     args = parser.parse_args(argv)
     if args.native:

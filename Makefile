@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run --update-docs
 
 soak: $(STAMP)
 	FRAMECAST_SOAK_SECONDS=600 $(PY) -m pytest tests/reliability -m slow -q

@@ -102,11 +102,22 @@ def sync_client(url: str, *, timeout: float = 2.0) -> redis.Redis:
                                 health_check_interval=10)
 
 
-def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0) -> aioredis.Redis:
-    """An asyncio client whose socket timeout outlives an XREAD BLOCK of `block_ms`."""
+def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
+                 max_connections: int | None = None) -> aioredis.Redis:
+    """An asyncio client whose socket timeout outlives an XREAD BLOCK of `block_ms`.
+
+    With `max_connections`, the pool is capped: a burst of concurrent commands
+    (a join storm) waits up to `timeout` for a free connection instead of
+    opening one connection per command and keeping them all idle afterwards.
+    """
     # redis-py's socket_timeout applies to the blocking read too: it must exceed the block time
-    return aioredis.Redis.from_url(url, socket_timeout=block_ms / 1000 + timeout, socket_connect_timeout=timeout,
-                                   health_check_interval=10)
+    options: dict[str, Any] = {"socket_timeout": block_ms / 1000 + timeout, "socket_connect_timeout": timeout,
+                               "health_check_interval": 10}
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout,
+                                                    **options)
+    return aioredis.Redis(connection_pool=pool)
 
 
 @dataclass(slots=True)

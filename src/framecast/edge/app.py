@@ -63,7 +63,8 @@ class EdgeRuntime:
         self.metrics = EdgeMetrics()
         self.keys = Keys(settings.key_prefix)
         self.edge_id = settings.name
-        self.client = async_client(settings.redis_url)
+        # bounded: a join storm must not leave one idle Redis connection per concurrent handshake
+        self.client = async_client(settings.redis_url, max_connections=16)
         self.reader_client = async_client(settings.redis_url, block_ms=settings.block_ms)
         self.hub = FanoutHub(self.client, self.reader_client, self.keys, self.metrics, edge_id=self.edge_id,
                              block_ms=settings.block_ms, reader_grace_s=settings.reader_grace_s,

@@ -36,7 +36,7 @@ def fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(InferenceSettings, argv, prog=PROG,
-                             description="Run a torch model on a frame source and publish JPEG tiers to Redis.")
+                             description="Run a torch model on a frame source and publish JPEG/H.264 tiers to Redis.")
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     started = threading.Event()  # set just before the pipeline threads start
@@ -70,11 +70,13 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
     import cv2  # after settings: a bad flag should not wait for heavy imports
 
     from framecast.inference import metrics as M
-    from framecast.inference.encode import TierEncoder, make_encoder
+    from framecast.inference.encode import TierEncoder, VideoOptions, make_encoder
     from framecast.inference.modelspec import preflight
     from framecast.inference.pipeline import Pipeline
     from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
     from framecast.inference.sources import SourceError, open_source, redact
+    from framecast.video.keyframes import KeyframeRequestPoller
+    from framecast.video.tiers import VideoTier
 
     cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
     ladder = settings.ladder
@@ -90,7 +92,7 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
 
     # the metrics port is taken before the slow model load, so a port conflict fails at once
     names = [t.name for t in ladder]
-    M.init_series(names)
+    M.init_series(names, [t.name for t in ladder if isinstance(t, VideoTier)])
     M.TARGET_FPS.set(source.fps)
     try:
         server, _, port = M.serve(settings.metrics_host, settings.metrics_port)
@@ -127,7 +129,15 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
                 break
             stop.wait(0.2)
 
-    info = StreamInfo(stream=settings.stream, tiers=[t.describe(settings.width, settings.height) for t in ladder],
+    encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
+                          settings.encode_threads,
+                          video=VideoOptions(fps=source.fps, keyframe_interval_s=settings.keyframe_interval_s,
+                                             keyframe_min_gap_s=settings.keyframe_min_gap_s,
+                                             encoder=settings.video_encoder),
+                          keyframe_poller=KeyframeRequestPoller(client, keys, settings.stream,
+                                                                min_interval_s=settings.keyframe_poll_ms / 1000))
+    cleanup.callback(encoder.close)
+    info = StreamInfo(stream=settings.stream, tiers=[encoder.describe(i) for i in range(len(ladder))],
                       fps=source.fps, model=engine.info.model, device=engine.info.device,
                       source=redact(settings.source), started_us=now_us())
     policy = DemandPolicy(len(ladder), idle_fps=settings.idle_fps, publish_all=settings.demand == "all")
@@ -137,9 +147,6 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
         M.GPU_MEMORY.labels("allocated").set(allocated)
         M.GPU_MEMORY.labels("reserved").set(reserved)
 
-    encoder = TierEncoder(make_encoder(settings.encoder), ladder, settings.width, settings.height,
-                          settings.encode_threads)
-    cleanup.callback(encoder.close)
     publisher = FramePublisher(client, settings.stream, keys, ladder, maxlen=settings.maxlen, ids_synced=synced)
     watcher = DemandWatcher(client, settings.stream, keys, ladder, policy, info,
                             poll_s=settings.demand_poll_ms / 1000, on_tick=gpu_tick, alive=lambda: pipeline.alive())

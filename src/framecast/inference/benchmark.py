@@ -155,7 +155,7 @@ def pipeline_run(redis_url: str, demanded: list[str], seconds: float, encoder: s
     source = SyntheticSource(W, H, 30)
     policy = DemandPolicy(len(ladder), idle_fps=1.0)
     te = TierEncoder(make_encoder(encoder), ladder, W, H)
-    info = StreamInfo(stream=stream, tiers=[t.describe(W, H) for t in ladder], fps=30.0)
+    info = StreamInfo(stream=stream, tiers=[te.describe(i) for i in range(len(ladder))], fps=30.0)
     pipeline = Pipeline(source, engine, te, policy,
                         FramePublisher(client, stream, keys, ladder, maxlen=60, ids_synced=True),
                         DemandWatcher(client, stream, keys, ladder, policy, info), first_frame_id=1)

@@ -45,12 +45,29 @@ INFO = Gauge("framecast_inference_info", "Model and runtime of this service (val
 GPU_MEMORY = Gauge("framecast_inference_gpu_memory_bytes", "CUDA memory of this process (0 on CPU)", ["kind"])
 TARGET_FPS = Gauge("framecast_inference_target_fps", "Native frame rate of the source")
 
+VIDEO_KEYFRAMES = Counter("framecast_inference_video_keyframes_total",
+                          "IDR frames encoded for a video tier, by why (first/interval/requested/resumed/encoder)",
+                          ["tier", "reason"])
+KEYFRAME_REQUESTS = Counter("framecast_inference_video_keyframe_requests_total",
+                            "Keyframe requests for a video tier, by source (edge: Redis request; started: demand "
+                            "began; lost: an encoded frame was not published) and outcome (accepted/coalesced)",
+                            ["tier", "source", "outcome"])
+
 SOURCE_ERROR_KINDS = ("read", "reopen")
-OPS = ("publish", "demand", "heartbeat")
+OPS = ("publish", "demand", "heartbeat", "keyframe")
+KEYFRAME_REASONS = ("first", "interval", "requested", "resumed", "encoder")  # framecast.video.encoder's
+KEYFRAME_REQUEST_SOURCES = ("edge", "started", "lost")
+KEYFRAME_REQUEST_OUTCOMES = ("accepted", "coalesced")
 
 
-def init_series(tiers: Iterable[str]) -> None:
+def init_series(tiers: Iterable[str], video_tiers: Iterable[str] = ()) -> None:
     """Create every labelled series at zero so they exist before the first frame."""
+    for tier in video_tiers:
+        for reason in KEYFRAME_REASONS:
+            VIDEO_KEYFRAMES.labels(tier, reason).inc(0)
+        for source in KEYFRAME_REQUEST_SOURCES:
+            for outcome in KEYFRAME_REQUEST_OUTCOMES:
+                KEYFRAME_REQUESTS.labels(tier, source, outcome).inc(0)
     for stage in STAGES:
         STAGE_SECONDS.labels(stage)
         for outcome in OUTCOMES:

@@ -244,12 +244,14 @@ class Pipeline:
             if dropped is not None:
                 # displaced while the publisher was busy, or (several encode workers) overtaken by a newer frame
                 M.drop("publish_busy" if stored else "reordered", "publish")
+                self.encoder.lost(dropped.tiers)  # a video frame never published breaks its tier's chain
 
     def _publish_loop(self) -> None:
         while not self.stop.is_set():
             frame = self._to_publish.get(0.1)
             if frame is not None:
-                self.publisher.publish(frame)
+                if not self.publisher.publish(frame):
+                    self.encoder.lost(frame.tiers)
                 self._finished(frame.frame_id)
 
     def _control_loop(self) -> None:

@@ -25,7 +25,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Backoff, BusPublisher, Keys, StreamInfo, now_us
 from framecast.inference import metrics as M
 from framecast.inference.encode import EncodedTier
-from framecast.inference.tiers import Tier
+from framecast.inference.tiers import AnyTier
 from framecast.logs import RateLimitedLog
 from framecast.protocol import FrameHeader, ProtocolError, decode_header, encode_frame
 
@@ -95,7 +95,7 @@ class EncodedFrame:
 class FramePublisher:
     """XADDs encoded frames; survives Redis going away (drops, counts, backs off, resumes)."""
 
-    def __init__(self, client: redis.Redis, stream: str, keys: Keys, ladder: Sequence[Tier], *, maxlen: int,
+    def __init__(self, client: redis.Redis, stream: str, keys: Keys, ladder: Sequence[AnyTier], *, maxlen: int,
                  ids_synced: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.bus = BusPublisher(client, stream, keys=keys, maxlen=maxlen)
         self.client, self.stream, self.keys, self.ladder = client, stream, keys, tuple(ladder)
@@ -126,8 +126,8 @@ class FramePublisher:
             publish_us = now_us()
             messages = {
                 t.tier.name: encode_frame(FrameHeader(frame_id=frame_id, capture_us=frame.capture_us, width=t.width,
-                                                      height=t.height, tier=t.index, codec=C.CODEC_JPEG,
-                                                      quality=t.tier.quality, flags=C.FLAG_KEYFRAME,
+                                                      height=t.height, tier=t.index, codec=t.codec,
+                                                      quality=t.quality, flags=t.flags,
                                                       publish_us=publish_us), t.payload)
                 for t in frame.tiers
             }
@@ -171,7 +171,7 @@ class DemandWatcher:
     or the model is stuck, so an edge tells a stalled stream from an idle or slow one.
     """
 
-    def __init__(self, client: redis.Redis, stream: str, keys: Keys, ladder: Sequence[Tier], policy: DemandPolicy,
+    def __init__(self, client: redis.Redis, stream: str, keys: Keys, ladder: Sequence[AnyTier], policy: DemandPolicy,
                  info: StreamInfo, *, poll_s: float = 0.25, heartbeat_s: float = 1.0,
                  on_tick: Callable[[], None] | None = None, alive: Callable[[], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from framecast import constants as C
-from framecast.inference.tiers import DEFAULT_LADDER, Tier, parse_ladder
+from framecast.inference.tiers import DEFAULT_LADDER, AnyTier, parse_ladder
 from framecast.settings import CommonSettings
 
 SOURCE_FORMS = "synthetic, file:PATH, camera:INDEX, rtsp://..., http(s)://..."
@@ -30,7 +30,15 @@ class InferenceSettings(CommonSettings):
     compile: bool = Field(False, description="torch.compile the model (CUDA only; ignored on CPU)")
     torch_threads: int = Field(0, ge=0, le=256,
                                description="torch intra-op threads on CPU (0: one fewer than the CPU count, max 8)")
-    tiers: str = Field(DEFAULT_LADDER, description="quality ladder, best first: name=WIDTHxHEIGHT@QUALITY,...")
+    tiers: str = Field(DEFAULT_LADDER, description="quality ladder, best first: name=WIDTHxHEIGHT@QUALITY,... "
+                                                   "(JPEG) or name=WIDTHxHEIGHT@h264:2500k|crf23 (H.264 video)")
+    keyframe_interval_s: float = Field(2.0, gt=0, le=60, description="video tiers: an IDR every this many seconds")
+    keyframe_min_gap_s: float = Field(0.25, ge=0, le=10, description="video tiers: least time between two "
+                                                                     "requested IDRs")
+    keyframe_poll_ms: int = Field(100, ge=10, le=10_000, description="video tiers: how often keyframe requests "
+                                                                     "from edges are read (before a frame)")
+    video_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        "auto", description="H.264 encoder of video tiers (auto: h264_nvenc when it works, else libx264)")
     encoder: Literal["simplejpeg", "opencv"] = Field("simplejpeg", description="JPEG encoder")
     encode_threads: int = Field(0, ge=0, le=64, description="threads encoding tiers in parallel (0: one per tier, "
                                                            "at most the CPU count)")
@@ -78,5 +86,5 @@ class InferenceSettings(CommonSettings):
         return value
 
     @property
-    def ladder(self) -> tuple[Tier, ...]:
+    def ladder(self) -> tuple[AnyTier, ...]:
         return parse_ladder(self.tiers)

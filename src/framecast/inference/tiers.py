@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from framecast import constants as C
+from framecast.video.tiers import VideoTier, check_video_order, is_video_spec, parse_video_tier
 
 DEFAULT_LADDER: Final = "high=1280x720@85,mid=1280x720@70,low=640x360@60"
 MAX_TIERS: Final = 8
@@ -43,15 +44,26 @@ class Tier:
         return {"name": self.name, "width": w, "height": h, "quality": self.quality, "codec": "jpeg"}
 
 
-def parse_ladder(text: str) -> tuple[Tier, ...]:
-    """Parse `name=WxH@Q,...`; raise ValueError saying which item is wrong and why."""
+AnyTier = Tier | VideoTier
+
+
+def parse_ladder(text: str) -> tuple[AnyTier, ...]:
+    """Parse `name=WxH@Q,...` (JPEG) and `name=WxH@h264:RATE` (video) items; raise ValueError saying which
+    item is wrong and why. JPEG tiers are ordered among themselves, video tiers among themselves."""
     items = [item for item in text.split(",") if item.strip()]
     if not items:
         raise ValueError("empty tier ladder: expected name=WIDTHxHEIGHT@QUALITY[,...]")
     if len(items) > MAX_TIERS:
         raise ValueError(f"{len(items)} tiers, at most {MAX_TIERS}")
-    tiers: list[Tier] = []
+    tiers: list[AnyTier] = []
+    prev: Tier | None = None
     for item in items:
+        if is_video_spec(item):
+            video = parse_video_tier(item)
+            if any(t.name == video.name for t in tiers):
+                raise ValueError(f"tier name {video.name!r} appears twice")
+            tiers.append(video)
+            continue
         match = _TIER_RE.match(item)
         if not match:
             raise ValueError(f"tier {item.strip()!r} is not name=WIDTHxHEIGHT@QUALITY (e.g. high=1280x720@85)")
@@ -64,14 +76,16 @@ def parse_ladder(text: str) -> tuple[Tier, ...]:
             raise ValueError(f"tier {name!r}: JPEG quality {q} outside 1..100")
         if any(t.name == name for t in tiers):
             raise ValueError(f"tier name {name!r} appears twice")
-        if tiers:
-            prev = tiers[-1]
-            if w * h > prev.width * prev.height or (w * h == prev.width * prev.height and q >= prev.quality):
-                raise ValueError(f"tier {name!r} ({w}x{h}@{q}) is not below {prev.name!r} "
-                                 f"({prev.width}x{prev.height}@{prev.quality}): list tiers best first")
-        tiers.append(Tier(name, w, h, q))
+        if prev is not None and (w * h > prev.width * prev.height
+                                 or (w * h == prev.width * prev.height and q >= prev.quality)):
+            raise ValueError(f"tier {name!r} ({w}x{h}@{q}) is not below {prev.name!r} "
+                             f"({prev.width}x{prev.height}@{prev.quality}): list tiers best first")
+        prev = Tier(name, w, h, q)
+        tiers.append(prev)
+    check_video_order([t for t in tiers if isinstance(t, VideoTier)])
     return tuple(tiers)
 
 
-def format_ladder(tiers: tuple[Tier, ...]) -> str:
-    return ",".join(f"{t.name}={t.width}x{t.height}@{t.quality}" for t in tiers)
+def format_ladder(tiers: tuple[AnyTier, ...]) -> str:
+    return ",".join(t.spec() if isinstance(t, VideoTier) else f"{t.name}={t.width}x{t.height}@{t.quality}"
+                    for t in tiers)

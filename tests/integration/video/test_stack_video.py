@@ -1,0 +1,117 @@
+"""H.264 tiers through the real stack: Valkey + `python -m framecast.inference` + `python -m framecast.edge`.
+
+A raw websockets viewer offering h264 gets the video tier from a keyframe, every frame decodes
+with PyAV, frame ids grow; a `{"type":"keyframe"}` control message yields an IDR promptly (the
+interval is set far longer than the wait, so the IDR can only be the requested one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framecast import constants as C
+from framecast.embedded import EmbeddedRedis
+from framecast.protocol import Frame, decode_frame
+from tests.conftest import scaled
+from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
+from tests.procs import edge_service, inference_service, running, service_port
+
+pytest.importorskip("av")
+
+LADDER = "video=640x360@h264:800k,low=320x180@60"
+KEYFRAME_INTERVAL_S = 30.0  # no interval IDR during the test: every later IDR was asked for
+
+
+def inference_metric(svc_args: list[str], name: str, **labels: str) -> float:
+    port = svc_args[svc_args.index("--metrics-port") + 1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}\{{([^}}]*)\}} ([0-9.eE+-]+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
+                ) -> tuple[dict[str, Any], list[tuple[float, Frame]], float | None]:
+    """Frames (arrival time, frame) for `seconds`; with `keyframe_after`, send a keyframe request then."""
+    from websockets.asyncio.client import connect
+
+    frames: list[tuple[float, Frame]] = []
+    hello: dict[str, Any] = {}
+    sent_at: float | None = None
+    deadline = time.monotonic() + scaled(seconds)
+    async with connect(url, compression=None, max_size=32 << 20, open_timeout=scaled(10)) as ws:
+        await ws.send(json.dumps({"type": "hello", "codecs": ["h264", "jpeg"]}))
+        start = time.monotonic()
+        while (now := time.monotonic()) < deadline:
+            if keyframe_after is not None and sent_at is None and now - start >= keyframe_after:
+                await ws.send(json.dumps({"type": "keyframe", "reason": "test"}))
+                # the edge's documented fallback for the same request (a `set` to the current video tier)
+                await ws.send(json.dumps({"type": "set", "tier": hello.get("tier", "video")}))
+                sent_at = time.monotonic()
+            try:
+                msg = await asyncio.wait_for(ws.recv(), max(0.01, min(0.2, deadline - now)))
+            except TimeoutError:
+                continue
+            if isinstance(msg, str):
+                obj = json.loads(msg)
+                if obj.get("type") == "hello" and not hello:
+                    hello = obj
+                continue
+            frame = decode_frame(msg)
+            frames.append((time.monotonic(), frame))
+            await ws.send(json.dumps({"type": "ack", "id": frame.header.frame_id}))
+    return hello, frames, sent_at
+
+
+def test_inference_h264_tier_through_the_edge(tmp_path: Path) -> None:
+    from framecast.video.decode import H264Decoder
+
+    require_services()
+    with EmbeddedRedis(maxmemory="128mb") as redis:
+        inference = inference_service(redis.url, "--width", "640", "--height", "360", "--fps", "30",
+                                      "--tiers", LADDER, "--keyframe-interval-s", str(KEYFRAME_INTERVAL_S),
+                                      "--video-encoder", "libx264")
+        edge = edge_service(redis.url, *EDGE_ARGS)
+        with running(inference, edge, log_dir=tmp_path):
+            base = f"http://127.0.0.1:{service_port(edge)}"
+            wait_ready(base, edge, inference)
+            url = f"ws://127.0.0.1:{service_port(edge)}/ws/{C.DEFAULT_STREAM}"
+            hello, frames, sent_at = asyncio.run(watch(url, 6.0, keyframe_after=3.0))
+            logs = f"--- inference\n{inference.log()[-3000:]}\n--- edge\n{edge.log()[-3000:]}"
+
+            assert hello.get("tier") == "video", (hello, logs)
+            assert hello["tiers"][0]["codec"].startswith("avc1."), hello
+            assert hello["tiers"][1]["codec"] == "jpeg", hello
+            video = [(t, f) for t, f in frames if f.header.codec == C.CODEC_H264]
+            assert len(video) >= 45, (len(video), len(frames), logs)
+            first = video[0][1].header
+            assert first.keyframe and first.quality == 0 and first.tier == 0, first
+            ids = [f.header.frame_id for _, f in video]
+            assert ids == sorted(set(ids)), "frame ids only grow"
+            gaps = [(a, f.header.frame_id) for a, (_, f) in zip(ids, video[1:], strict=False)
+                    if f.header.frame_id != a + 1 and not f.header.keyframe]
+            assert not gaps, f"a P-frame followed a gap: {gaps[:5]}"
+            dec = H264Decoder()
+            pictures = sum(dec.decode(f.payload, f.header.keyframe) is not None for _, f in video)
+            assert dec.errors == 0 and pictures >= len(video) - 2, (dec.errors, pictures, len(video))
+
+            # the requested IDR: the first keyframe after the request, within about a second
+            assert sent_at is not None
+            later = [t for t, f in video if t > sent_at and f.header.keyframe]
+            assert later, f"no keyframe after the request\n{logs}"
+            assert later[0] - sent_at < scaled(1.5), later[0] - sent_at
+            requested = inference_metric(inference.args, "framecast_inference_video_keyframes_total",
+                                         tier="video", reason="requested")
+            assert requested >= 1, logs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -18,16 +19,17 @@ def test_token_round_trip_and_wildcard() -> None:
     assert auth.verify_token(SECRET, auth.make_token(SECRET, "*"), "anything").streams is None
 
 
-@pytest.mark.parametrize("token,message", [
-    ("", "required"),
-    ("x.y.z", "invalid token"),
-    (auth.make_token(SECRET, ["a"], now=time.time() - 1000, ttl_s=10), "expired"),
-    (auth.make_token("other-secret-0123456789abcdef012345", ["a"]), "signature"),
-    (auth.make_token(SECRET, ["b"]), "not valid for stream"),
-])
-def test_bad_tokens(token: str, message: str) -> None:
+# tokens are made when the test runs, not at collection: a long suite would expire them first
+@pytest.mark.parametrize("make,message", [
+    (lambda: "", "required"),
+    (lambda: "x.y.z", "invalid token"),
+    (lambda: auth.make_token(SECRET, ["a"], now=time.time() - 1000, ttl_s=10), "expired"),
+    (lambda: auth.make_token("other-secret-0123456789abcdef012345", ["a"]), "signature"),
+    (lambda: auth.make_token(SECRET, ["b"]), "not valid for stream"),
+], ids=["missing", "garbage", "expired", "signature", "stream"])
+def test_bad_tokens(make: Callable[[], str], message: str) -> None:
     with pytest.raises(auth.AuthError, match=message):
-        auth.verify_token(SECRET, token, "a")
+        auth.verify_token(SECRET, make(), "a")
 
 
 def test_token_sources() -> None:

@@ -115,3 +115,47 @@ def test_inference_h264_tier_through_the_edge(tmp_path: Path) -> None:
             requested = inference_metric(inference.args, "framecast_inference_video_keyframes_total",
                                          tier="video", reason="requested")
             assert requested >= 1, logs
+
+
+def test_ladder_mixes_video_and_jpeg_tiers() -> None:
+    from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
+    from framecast.video.tiers import VideoTier
+
+    text = "high=1280x720@85,video=1280x720@h264:2500k,low=640x360@60"
+    ladder = parse_ladder(text)
+    assert [type(t) for t in ladder] == [Tier, VideoTier, Tier]
+    assert format_ladder(ladder) == text
+    assert all(isinstance(t, Tier) for t in parse_ladder(DEFAULT_LADDER))  # the default stays JPEG-only
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_ladder("high=1280x720@85,high=640x360@h264:600k")
+
+
+def test_tier_encoder_starts_video_at_an_idr_and_heals_lost_frames() -> None:
+    import numpy as np
+
+    from framecast.inference.encode import TierEncoder, VideoOptions, make_encoder
+    from framecast.inference.tiers import parse_ladder
+
+    clock = [100.0]
+    te = TierEncoder(make_encoder("simplejpeg"), parse_ladder(LADDER), 640, 360,
+                     video=VideoOptions(keyframe_interval_s=60, keyframe_min_gap_s=0.0, encoder="libx264"),
+                     clock=lambda: clock[0])
+    try:
+        assert te.describe(0)["codec"].startswith("avc1.") and te.describe(1)["codec"] == "jpeg"
+        rng = np.random.default_rng(1)
+        img = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        keys = []
+        for i in range(8):
+            clock[0] += 1 / 30
+            if i == 4:  # tier 0 not demanded for one frame (< resume_after_s): demand restarts at an IDR
+                assert [t.index for t in te.encode(img, [1])] == [1]
+                continue
+            video, jpeg = te.encode(img, [0, 1])
+            assert video.codec == C.CODEC_H264 and video.quality == 0 and jpeg.codec == C.CODEC_JPEG
+            assert jpeg.flags == C.FLAG_KEYFRAME and jpeg.quality == 60
+            keys.append(bool(video.flags & C.FLAG_KEYFRAME))
+            if i == 6:
+                te.lost([video])  # encoded, never published: the next frame must be an IDR
+        assert keys == [True, False, False, False, True, False, True], keys
+    finally:
+        te.close()

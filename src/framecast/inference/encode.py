@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -145,7 +145,7 @@ class TierEncoder:
         self._poll_lock = threading.Lock()
         self._poll_errors = RateLimitedLog(log, "keyframe request polls failed", interval=5.0)
 
-    def describe(self, index: int) -> dict[str, object]:
+    def describe(self, index: int) -> dict[str, Any]:
         """The tier's entry in the stream meta (video: `codec` = WebCodecs codec string)."""
         if index in self.video:
             return self.video[index].describe(*self.frame_size)

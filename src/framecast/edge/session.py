@@ -35,6 +35,7 @@ from framecast.protocol import (
     ClientHello,
     ClientStats,
     ErrorMessage,
+    KeyframeNeeded,
     ProtocolError,
     SetPreferences,
     Status,
@@ -304,6 +305,11 @@ class ViewerSession:
             self.apply_hello(msg)
         elif isinstance(msg, ClientStats):
             self.metrics.control.labels("stats").inc()
+        elif isinstance(msg, KeyframeNeeded):
+            self.metrics.control.labels("keyframe").inc()
+            if self.vq is not None and self.pending_tier is None:
+                # the viewer's decoder lost its reference: skip to a keyframe (and ask the encoder for one)
+                self._gop(self.vq.break_chain(mono_us()), self.feed_tier)
 
     def on_ack(self, frame_id: int) -> None:
         now = mono_us()

@@ -57,8 +57,6 @@ async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
         while (now := time.monotonic()) < deadline:
             if keyframe_after is not None and sent_at is None and now - start >= keyframe_after:
                 await ws.send(json.dumps({"type": "keyframe", "reason": "test"}))
-                # the edge's documented fallback for the same request (a `set` to the current video tier)
-                await ws.send(json.dumps({"type": "set", "tier": hello.get("tier", "video")}))
                 sent_at = time.monotonic()
             try:
                 msg = await asyncio.wait_for(ws.recv(), max(0.01, min(0.2, deadline - now)))

@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools scripts
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 from framecast import constants as C
 
@@ -33,6 +33,9 @@ class EdgeMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        if registry is None:  # a private registry: export the process' CPU, memory and fds like the default one
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
         r = self.registry
         self.viewers = Gauge("framecast_edge_viewers", "Connected viewers by stream", ["stream"], registry=r)
         self.viewers_total = Gauge("framecast_edge_viewers_total", "Connected viewers on this replica", registry=r)

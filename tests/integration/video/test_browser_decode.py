@@ -27,7 +27,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("FRAMECAST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-VIDEO_JS = Path(__file__).resolve().parents[3] / "src" / "framecast" / "video" / "static" / "video.js"
+VIDEO_JS = Path(__file__).resolve().parents[3] / "src" / "framecast" / "edge" / "static" / "video.js"
 PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><script src="/video.js"></script></head>
 <body><canvas id="c" width="16" height="16"></canvas></body></html>"""
 

@@ -184,6 +184,22 @@ def render_prometheus(edge_targets: list[str], inference_targets: list[str], red
     return conf
 
 
+
+def _start_on_a_free_port(current: Callable[[], Proc], configure: Callable[[int], None], what: str,
+                          ready: Callable[[], bool], timeout: float, attempts: int) -> None:
+    """Start a server; when its free port was taken before it bound, configure another port and retry."""
+    for attempt in range(attempts):
+        proc = current()  # `configure` builds a new Proc for the new port
+        proc.start()
+        try:
+            wait_until(what, ready, timeout, alive=proc.dead)
+            return
+        except RuntimeError:
+            if attempt + 1 == attempts or not port_clash(proc):
+                raise
+            proc.stop()  # closes its log
+            configure(free_port())
+
 class PrometheusAPI:
     """Prometheus' HTTP API (queries, targets), for a local process or any URL."""
 
@@ -250,16 +266,8 @@ class Prometheus(PrometheusAPI):
                                         "--log.level=warn", "--storage.tsdb.retention.time=1h"], self.workdir)
 
     def start(self, attempts: int = 3) -> Prometheus:
-        for attempt in range(attempts):
-            self.proc.start()
-            try:
-                wait_until("prometheus ready", lambda: http_ok(f"{self.url}/-/ready"), 30, alive=self.proc.dead)
-                return self
-            except RuntimeError:
-                if attempt + 1 == attempts or not port_clash(self.proc):
-                    raise
-                self.proc.stop()  # closes its log
-                self._configure(free_port())
+        _start_on_a_free_port(lambda: self.proc, self._configure, "prometheus ready",
+                              lambda: http_ok(f"{self.url}/-/ready"), 30, attempts)
         return self
 
     def stop(self) -> None:
@@ -292,16 +300,8 @@ class Nginx:
                                str(self.config_path)], capture_output=True, text=True, timeout=30)
 
     def start(self, attempts: int = 3) -> Nginx:
-        for attempt in range(attempts):
-            self.proc.start()
-            try:
-                wait_until("nginx up", lambda: http_ok(f"{self.url}/lb-health"), 15, alive=self.proc.dead)
-                return self
-            except RuntimeError:
-                if attempt + 1 == attempts or not port_clash(self.proc):
-                    raise
-                self.proc.stop()  # closes its log
-                self._configure(free_port())
+        _start_on_a_free_port(lambda: self.proc, self._configure, "nginx up",
+                              lambda: http_ok(f"{self.url}/lb-health"), 15, attempts)
         return self
 
     def stop(self) -> None:

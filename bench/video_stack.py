@@ -37,8 +37,9 @@ def _pct(values: list[float], p: float) -> float:
 async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
+    from framecast import constants as C
     from framecast.bus import now_us
-    from framecast.protocol import decode_frame
+    from framecast.protocol import Ack, ClientHello, decode_frame, encode_control
 
     dec: Any = None
     if "h264" in codecs:
@@ -50,7 +51,7 @@ async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> d
     hello: dict[str, Any] = {}
     start = time.monotonic()
     async with connect(url, compression=None, max_size=32 << 20, open_timeout=20) as ws:
-        await ws.send(json.dumps({"type": "hello", "codecs": codecs}))
+        await ws.send(encode_control(ClientHello(codecs=tuple(codecs))))
         while (now := time.monotonic()) < start + warmup + seconds:
             try:
                 msg = await asyncio.wait_for(ws.recv(), 0.5)
@@ -63,11 +64,11 @@ async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> d
                 continue
             f = decode_frame(msg)
             lat = (now_us() - f.header.capture_us) / 1000
-            if dec is not None and f.header.codec == 2:
+            if dec is not None and f.header.codec == C.CODEC_H264:
                 video.append((f.payload, f.header.keyframe))  # decoded after the run: no viewer CPU in the loop
             names = [t["name"] for t in hello.get("tiers", [])]
             tier = names[f.header.tier] if f.header.tier < len(names) else str(f.header.tier)
-            await ws.send(json.dumps({"type": "ack", "id": f.header.frame_id}))
+            await ws.send(encode_control(Ack(f.header.frame_id)))
             if now - start >= warmup:
                 rows.append((now, len(msg), lat, tier, f.header.keyframe))
     for payload, key in video:

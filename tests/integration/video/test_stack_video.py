@@ -19,7 +19,7 @@ import pytest
 
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
-from framecast.protocol import Frame, decode_frame
+from framecast.protocol import Ack, ClientHello, Frame, KeyframeNeeded, decode_frame, encode_control
 from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.procs import edge_service, inference_service, running, service_port
@@ -52,11 +52,11 @@ async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
     sent_at: float | None = None
     deadline = time.monotonic() + scaled(seconds)
     async with connect(url, compression=None, max_size=32 << 20, open_timeout=scaled(10)) as ws:
-        await ws.send(json.dumps({"type": "hello", "codecs": ["h264", "jpeg"]}))
+        await ws.send(encode_control(ClientHello(codecs=("h264", "jpeg"))))
         start = time.monotonic()
         while (now := time.monotonic()) < deadline:
             if keyframe_after is not None and sent_at is None and now - start >= keyframe_after:
-                await ws.send(json.dumps({"type": "keyframe", "reason": "test"}))
+                await ws.send(encode_control(KeyframeNeeded("test")))
                 sent_at = time.monotonic()
             try:
                 msg = await asyncio.wait_for(ws.recv(), max(0.01, min(0.2, deadline - now)))
@@ -69,7 +69,7 @@ async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
                 continue
             frame = decode_frame(msg)
             frames.append((time.monotonic(), frame))
-            await ws.send(json.dumps({"type": "ack", "id": frame.header.frame_id}))
+            await ws.send(encode_control(Ack(frame.header.frame_id)))
     return hello, frames, sent_at
 
 

@@ -28,6 +28,7 @@ SEED_MESSAGE_TYPE_FRAME: Final = "frame"
 # Suites and result files.
 SUITE_LINKS: Final = "links"
 SUITE_FANOUT: Final = "fanout"
+SUITE_VIDEO: Final = "video"
 RESULTS_SCHEMA_VERSION: Final = 1
 
 # Loopback-only scenario used by --quick and by CI.

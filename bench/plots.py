@@ -121,3 +121,36 @@ def plot_fanout(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return [path]
+
+
+PLOT_VIDEO = "video_vs_jpeg.png"
+
+
+def plot_video(rows: list[dict[str, Any]], scenario: str, out_dir: Path) -> list[Path]:
+    """Per viewer of the video suite: FPS, latency p50/p95 and KB per frame, side by side."""
+    ok = [r for r in _ok(rows) if r.get("frames")]
+    if not ok:
+        return []
+    labels = [r["viewer"] for r in ok]
+    colours = ["tab:blue" if "h264" in r["codecs"] else "tab:orange" for r in ok]
+    fig, axes = plt.subplots(1, 3, figsize=(FIGSIZE_WIDE[0] * 1.4, FIGSIZE_WIDE[1]))
+    axes[0].bar(labels, [r["fps"] for r in ok], color=colours)
+    axes[0].set_title("delivered FPS")
+    width = BAR_GROUP_WIDTH / 2
+    positions = range(len(ok))
+    axes[1].bar([p - width / 2 for p in positions], [r["latency_p50_ms"] for r in ok], width, label="p50",
+                color=colours)
+    axes[1].bar([p + width / 2 for p in positions], [r["latency_p95_ms"] for r in ok], width, label="p95",
+                color=colours, alpha=0.5)
+    axes[1].set_title("latency, capture to viewer (ms): p50 solid, p95 light")
+    axes[2].bar(labels, [r["bytes_per_frame"] / 1e3 for r in ok], color=colours)
+    axes[2].set_title("KB per frame")
+    for ax in axes:
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels(labels, rotation=20, ha="right")
+    fig.suptitle(f"H.264 (blue) and JPEG (orange) tiers through the real stack, {scenario}")
+    fig.tight_layout()
+    path = out_dir / PLOT_VIDEO
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return [path]

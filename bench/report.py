@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.constants import SUITE_FANOUT, SUITE_LINKS
+from bench.constants import SUITE_FANOUT, SUITE_LINKS, SUITE_VIDEO
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -23,6 +23,8 @@ SECTION_LINKS = "links"
 SECTION_STEP = "step"
 SECTION_FANOUT = "fanout"
 SECTION_MACHINE = "machine"
+SECTION_VIDEO = "video"
+SECTION_VIDEO_RATIOS = "video-ratios"
 
 
 def marker(name: str, edge: str) -> str:
@@ -99,6 +101,32 @@ def fanout_table(results: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
+def video_table(results: list[dict[str, Any]]) -> str:
+    header = ["viewer", "offers", "tier choice", "tiers received (frames)", "FPS", "KB/frame", "kbit/s",
+              "p50 ms", "p95 ms", "first frame ms", "decode errors", "inference cores", "host load", "status"]
+    rows = []
+    for r in results:
+        if r["status"] != "ok":
+            rows.append([r["viewer"], *[MISSING] * 12, f"{r['status']}: {r['reason']}"])
+            continue
+        received = ", ".join(f"{k} {v}" for k, v in sorted(r["tiers"].items(), key=lambda kv: -kv[1]))
+        rows.append([
+            r["viewer"], ",".join(r["codecs"]), r["tier_choice"], received or MISSING, fmt(r["fps"], 1),
+            fmt(r["bytes_per_frame"], 1, KB), fmt(r["kbit_s"]), fmt(r["latency_p50_ms"]), fmt(r["latency_p95_ms"]),
+            fmt(r["first_frame_ms"]), fmt(r["decode_errors"]), fmt(r["inference_cpu_cores"], 2),
+            fmt(r["host_loadavg_1m"], 1), r["status"],
+        ])  # fmt: skip
+    return table(header, rows)
+
+
+def video_ratios_table(comparisons: list[dict[str, Any]]) -> str:
+    header = ["video", "against JPEG", "FPS ratio", "bytes/frame ratio", "p50 diff ms", "p95 diff ms",
+              "target met"]
+    rows = [[c["video"], c["jpeg"], fmt(c["fps_ratio"], 2), fmt(c["bytes_ratio"], 3), fmt(c["p50_diff_ms"]),
+             fmt(c["p95_diff_ms"]), "yes" if c["target_met"] else "no"] for c in comparisons]
+    return table(header, rows)
+
+
 def machine_line(document: dict[str, Any]) -> str:
     m = document["machine"]
     return (
@@ -131,6 +159,12 @@ def update_doc(results_dir: Path, doc: Path) -> None:
             text = replace_section(text, section, render(document["results"]))
             if suite == SUITE_LINKS:
                 text = replace_section(text, SECTION_MACHINE, machine_line(document))
+    path = results_dir / f"{SUITE_VIDEO}.json"
+    if path.exists():
+        document = json.loads(path.read_text())
+        text = replace_section(text, SECTION_VIDEO, f"{document['scenario']}, {document['mode']} run, "
+                               f"{document['seconds']:g} s per viewer:\n\n" + video_table(document["results"]))
+        text = replace_section(text, SECTION_VIDEO_RATIOS, video_ratios_table(document.get("comparisons", [])))
     doc.write_text(text)
 
 

@@ -1,7 +1,8 @@
 """Benchmark entry point: ``python -m bench.run [--quick] [--scenarios ...]``.
 
 Runs the link suite (every scenario x every system, link emulation when
-available) and the fan-out suite, writes one JSON file per suite under
+available), the fan-out suite and the video suite (H.264 against JPEG tiers
+through the real stack on the 8 Mbit/s, 50 ms link), writes one JSON file per suite under
 ``--out`` (default bench/results) and the PNG plots beside them.  ``--quick``
 is the CI smoke mode: loopback only, about 1-2 s per system, no namespaces.
 """
@@ -28,14 +29,16 @@ from bench.constants import (
     RESULTS_SCHEMA_VERSION,
     SUITE_FANOUT,
     SUITE_LINKS,
+    SUITE_VIDEO,
     SystemName,
 )
 from bench.fanout import FanoutResult, run_framecast_fanout, run_raw_fanout
 from bench.linkbench import STATUS_OK, STATUS_SKIPPED, LinkResult, describe, run_one
-from bench.plots import plot_fanout, plot_links
+from bench.plots import plot_fanout, plot_links, plot_video
 from bench.report import DEFAULT_DOC, update_doc
 from bench.scenarios import ALL_SCENARIOS, LINK_SCENARIOS, LOOPBACK_QUICK, Scenario, scaled
 from bench.systems import unavailable_reason
+from bench.video_stack import VIEWERS, run_video_suite
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 WORK_SUBDIR = "tmp"
@@ -43,6 +46,11 @@ QUICK_FANOUT_READERS = (1, 10)
 QUICK_FANOUT_DURATION_S = 0.5
 FULL_FANOUT_DURATION_S = 3.0
 JSON_SUFFIX = ".json"
+# video suite: H.264 tiers against JPEG tiers through the real stack (bench.video_stack)
+VIDEO_LINK = (8.0, 50.0)  # the issue's link: 8 Mbit/s bottleneck, 50 ms round trip
+FULL_VIDEO_SECONDS, FULL_VIDEO_WARMUP_S = 15.0, 3.0
+QUICK_VIDEO_SECONDS, QUICK_VIDEO_WARMUP_S = 2.0, 1.0
+QUICK_VIDEO_VIEWERS = VIEWERS[:2]
 MODE_QUICK = "quick"
 MODE_FULL = "full"
 
@@ -106,6 +114,14 @@ def _one_line(row: LinkResult) -> str:
     )
 
 
+def _video_line(scenario: str, row: dict[str, Any]) -> str:
+    if row["status"] != STATUS_OK:
+        return f"{scenario:>22} {row['viewer']:>15}: {row['status']} ({row['reason']})"
+    return (f"{scenario:>22} {row['viewer']:>15}: {row['fps']:5.1f} fps  p50 {row['latency_p50_ms']:8.0f} ms  "
+            f"p95 {row['latency_p95_ms']:8.0f} ms  {(row['bytes_per_frame'] or 0) / 1e3:5.1f} KB/frame  "
+            f"tiers {row['tiers']}")
+
+
 def run_fanout_suite(
     readers: tuple[int, ...], duration_s: float, with_framecast: bool, log: Any
 ) -> list[dict[str, Any]]:
@@ -133,6 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration-scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--no-fanout", action="store_true", help="skip the fan-out suite")
     parser.add_argument("--no-links", action="store_true", help="skip the link suite")
+    parser.add_argument("--no-video", action="store_true", help="skip the video suite (H.264 vs JPEG tiers)")
     parser.add_argument(
         "--update-docs", action="store_true", help=f"rewrite the result tables in {DEFAULT_DOC.name} from --out"
     )
@@ -178,6 +195,19 @@ def _run(args: argparse.Namespace) -> int:
         extra = {"readers": list(readers), "duration_s": duration, "payload_bytes": FANOUT_PAYLOAD_BYTES}
         write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
         written += [path, *plot_fanout(rows, out)]
+    if not args.no_video:
+        if args.quick:
+            video = run_video_suite(None, QUICK_VIDEO_SECONDS * args.duration_scale, QUICK_VIDEO_WARMUP_S, workdir,
+                                    QUICK_VIDEO_VIEWERS)
+        else:
+            video = run_video_suite(VIDEO_LINK, FULL_VIDEO_SECONDS * args.duration_scale, FULL_VIDEO_WARMUP_S,
+                                    workdir)
+        for row in video["results"]:
+            print(_video_line(video["scenario"], row), flush=True)
+        path = out / f"{SUITE_VIDEO}{JSON_SUFFIX}"
+        rows = video.pop("results")
+        write_json(path, suite_document(SUITE_VIDEO, mode, rows, video))
+        written += [path, *plot_video(rows, video["scenario"], out)]
     if args.update_docs:
         update_doc(out, DEFAULT_DOC)
         written.append(DEFAULT_DOC)

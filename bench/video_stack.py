@@ -1,40 +1,77 @@
-"""H.264 tier vs the best JPEG tier through the real framecast stack, same run.
+"""H.264 tiers against the JPEG tiers through the real framecast stack, same source, same run.
 
-``python -m bench.video_stack [--link 8:50] [--seconds 15]`` starts an embedded Valkey, the
-inference service (1280x720/30 fps bench scene, ladder ``--tiers``) and the edge, then runs two
-viewers one after the other against the same processes: one offering ``h264`` (gets the video
-tier) and one offering only ``jpeg`` (auto tier among the JPEG tiers). With ``--link RATE:RTT``
-the viewers run inside an emulated link (bench.linkemu: tbf bottleneck + delay relay).
-Prints one JSON object: per viewer FPS, bytes/frame, kbit/s, latency p50/p95 (capture to
-arrival), tiers seen; H.264 frames are decoded with PyAV after the run and decode errors counted.
+``python -m bench.video_stack [--link 8:50] [--seconds 15]`` (``make bench`` runs it as the
+``video`` suite) starts an embedded Valkey, the inference service (1280x720/30 fps bench
+scene, the default ladder: two H.264 tiers, three JPEG tiers) and the edge, then runs the
+viewers of `VIEWERS` one after the other against the same processes:
+
+* ``video auto``: offers ``h264,jpeg``, the edge chooses (the browser's default);
+* ``jpeg auto``: offers only ``jpeg`` (a viewer without a decoder), the edge chooses;
+* ``jpeg 720p q85`` / ``jpeg 720p q70``: JPEG pinned to ``high`` (the best JPEG tier) and to
+  ``mid``, the pictures the size of ``video-high``;
+* ``video 360p`` / ``jpeg 360p q60``: both pinned to the 640x360 tiers, the same picture.
+
+With ``--link RATE:RTT`` the viewers run inside an emulated link (bench.linkemu: tbf
+bottleneck + delay relay). Each viewer acks every frame as it arrives; H.264 frames are
+decoded with PyAV after the run and decode errors counted. Latency is capture to arrival (one
+host, one clock).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TIERS = "video=1280x720@h264:2500k,high=1280x720@85,mid=1280x720@70,low=640x360@60"
+from bench import linkemu
+
 SCENE_MODEL = "bench.framecast_scene_model:factory"
 REPO = Path(__file__).resolve().parents[1]
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+READY_TIMEOUT_S = 90.0
+VIEWER_GRACE_S = 60.0
 
 
-def _pct(values: list[float], p: float) -> float:
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    label: str
+    codecs: str  # what the hello offers, comma-separated
+    tier: str  # "auto" or a tier name to pin
+
+
+VIEWERS: tuple[Viewer, ...] = (
+    Viewer("video auto", "h264,jpeg", "auto"),
+    Viewer("jpeg auto", "jpeg", "auto"),
+    Viewer("jpeg 720p q85", "jpeg", "high"),
+    Viewer("jpeg 720p q70", "jpeg", "mid"),
+    Viewer("video 360p", "h264,jpeg", "video-low"),
+    Viewer("jpeg 360p q60", "jpeg", "low"),
+)
+# (video row, JPEG row) pairs compared in the summary: same picture size
+COMPARISONS: tuple[tuple[str, str], ...] = (("video auto", "jpeg 720p q85"), ("video auto", "jpeg 720p q70"),
+                                            ("video auto", "jpeg auto"), ("video 360p", "jpeg 360p q60"))
+
+
+def _pct(values: list[float], p: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> dict[str, Any]:
+async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: float) -> dict[str, Any]:
+    """One viewer: hello, then ack every frame on arrival; frames after `warmup` are counted."""
     from websockets.asyncio.client import connect
 
     from framecast import constants as C
@@ -49,9 +86,10 @@ async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> d
     rows: list[tuple[float, int, float, str, bool]] = []  # t, bytes, latency ms, tier, keyframe
     video: list[tuple[bytes, bool]] = []
     hello: dict[str, Any] = {}
+    first_frame_ms: float | None = None
     start = time.monotonic()
     async with connect(url, compression=None, max_size=32 << 20, open_timeout=20) as ws:
-        await ws.send(encode_control(ClientHello(codecs=tuple(codecs))))
+        await ws.send(encode_control(ClientHello(codecs=tuple(codecs), tier=tier, client_id="bench-video")))
         while (now := time.monotonic()) < start + warmup + seconds:
             try:
                 msg = await asyncio.wait_for(ws.recv(), 0.5)
@@ -63,14 +101,16 @@ async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> d
                     hello = obj
                 continue
             f = decode_frame(msg)
+            if first_frame_ms is None:
+                first_frame_ms = (now - start) * 1000
             lat = (now_us() - f.header.capture_us) / 1000
             if dec is not None and f.header.codec == C.CODEC_H264:
                 video.append((f.payload, f.header.keyframe))  # decoded after the run: no viewer CPU in the loop
             names = [t["name"] for t in hello.get("tiers", [])]
-            tier = names[f.header.tier] if f.header.tier < len(names) else str(f.header.tier)
+            name = names[f.header.tier] if f.header.tier < len(names) else str(f.header.tier)
             await ws.send(encode_control(Ack(f.header.frame_id)))
             if now - start >= warmup:
-                rows.append((now, len(msg), lat, tier, f.header.keyframe))
+                rows.append((now, len(msg), lat, name, f.header.keyframe))
     for payload, key in video:
         dec.decode(payload, key)
     n = len(rows)
@@ -78,20 +118,22 @@ async def _view(url: str, codecs: list[str], seconds: float, warmup: float) -> d
     tiers: dict[str, int] = {}
     for r in rows:
         tiers[r[3]] = tiers.get(r[3], 0) + 1
-    return {"codecs": codecs, "frames": n, "fps": round(n / seconds, 1),
+    p50, p95 = _pct([r[2] for r in rows], 50), _pct([r[2] for r in rows], 95)
+    return {"codecs": codecs, "tier_choice": tier, "frames": n, "fps": round(n / seconds, 1),
             "bytes_per_frame": round(total / n) if n else None, "kbit_s": round(total * 8 / 1000 / seconds),
-            "latency_p50_ms": round(_pct([r[2] for r in rows], 50), 1),
-            "latency_p95_ms": round(_pct([r[2] for r in rows], 95), 1),
+            "latency_p50_ms": None if p50 is None else round(p50, 1),
+            "latency_p95_ms": None if p95 is None else round(p95, 1),
+            "first_frame_ms": None if first_frame_ms is None else round(first_frame_ms, 1),
             "keyframes": sum(r[4] for r in rows), "tiers": tiers,
             "decode_errors": dec.errors if dec is not None else None,
             "tier_codecs": {t["name"]: t["codec"] for t in hello.get("tiers", [])}}
 
 
-def _wait(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90) -> None:
+def _wait_live(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
-            raise SystemExit("a service exited early")
+            raise RuntimeError("a service exited early")
         try:
             with urllib.request.urlopen(url + "/streams", timeout=2) as resp:
                 if any(s.get("live") for s in json.loads(resp.read()).get("streams", [])):
@@ -99,65 +141,32 @@ def _wait(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90) -
         except OSError:
             pass
         time.sleep(0.2)
-    raise SystemExit("stream not live")
+    raise RuntimeError("stream not live")
 
 
-def _inference_cpu(pid: int) -> float:
+def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         parts = fh.read().rsplit(")", 1)[1].split()
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiers", default=DEFAULT_TIERS)
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--link", default="", help="RATE_MBIT:RTT_MS, e.g. 8:50 (needs root, ip, tc)")
-    ap.add_argument("--viewer", nargs=2, metavar=("URL", "CODECS"), help=argparse.SUPPRESS)
-    ap.add_argument("--log", default="/tmp/framecast-video-stack.log")
-    args = ap.parse_args()
-    if args.viewer:  # one viewer (run inside the link's namespace)
-        print(json.dumps(asyncio.run(_view(args.viewer[0], args.viewer[1].split(","), args.seconds, args.warmup))))
-        return
-
+@contextlib.contextmanager
+def _stack(host: str, log_path: Path, tiers: str | None) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """Embedded Valkey, inference (bench scene) and edge as real processes; yields (edge port, processes)."""
     from framecast.embedded import EmbeddedRedis, free_port
 
-    link: Any = None
-    host = "127.0.0.1"
-    if args.link:
-        from bench.linkemu import EmulatedLink, LinkSpec
-
-        rate, rtt = (float(x) for x in args.link.split(":"))
-        link = EmulatedLink(LinkSpec(rate, rtt)).__enter__()
-        host = link.host_addr
-    results: dict[str, Any] = {"tiers": args.tiers, "link": args.link or "loopback", "seconds": args.seconds}
-    with EmbeddedRedis(maxmemory="256mb") as redis, open(args.log, "wb") as log:
+    with EmbeddedRedis(maxmemory="256mb") as redis, open(log_path, "wb") as log:
         env = {**os.environ, "FRAMECAST_REDIS_URL": redis.url}
-        port = free_port(host) if args.link else free_port()
-        procs = [subprocess.Popen([sys.executable, "-m", "framecast.inference", "--model", SCENE_MODEL,
-                                   "--tiers", args.tiers, "--metrics-port", "0"],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
+        port = free_port(host)
+        inference = [sys.executable, "-m", "framecast.inference", "--model", SCENE_MODEL, "--metrics-port", "0"]
+        if tiers:
+            inference += ["--tiers", tiers]
+        procs = [subprocess.Popen(inference, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
                  subprocess.Popen([sys.executable, "-m", "framecast.edge", "--host", host, "--port", str(port)],
                                   stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)]
         try:
-            _wait(f"http://{host}:{port}", procs)
-            for label, codecs in (("video", "h264,jpeg"), ("jpeg", "jpeg")):
-                argv = [sys.executable, "-m", "bench.video_stack", "--seconds", str(args.seconds),
-                        "--warmup", str(args.warmup), "--viewer"]
-                if link is not None:
-                    relay = link.start_relay(port, Path(args.log + f".relay-{label}"), args.seconds + 60)
-                    argv = link.ns_argv([*argv, f"ws://127.0.0.1:{relay}/ws/demo", codecs])
-                else:
-                    argv = [*argv, f"ws://{host}:{port}/ws/demo", codecs]
-                cpu0, t0 = _inference_cpu(procs[0].pid), time.monotonic()
-                out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
-                                     timeout=args.seconds + args.warmup + 60)
-                cpu = (_inference_cpu(procs[0].pid) - cpu0) / (time.monotonic() - t0)
-                if out.returncode != 0:
-                    raise SystemExit(f"viewer failed: {out.stderr[-2000:]}")
-                results[label] = {**json.loads(out.stdout.strip().splitlines()[-1]),
-                                  "inference_cpu_cores": round(cpu, 2)}
+            _wait_live(f"http://{host}:{port}", procs)
+            yield port, procs
         finally:
             for p in reversed(procs):
                 p.terminate()
@@ -165,9 +174,96 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-            if link is not None:
-                link.close()
-    print(json.dumps(results, indent=1))
+
+
+def run_video_suite(link: tuple[float, float] | None, seconds: float, warmup: float, workdir: Path,
+                    viewers: tuple[Viewer, ...] = VIEWERS, tiers: str | None = None) -> dict[str, Any]:
+    """Run every viewer against one stack; returns the suite's rows and the side-by-side ratios."""
+    scenario = "loopback" if link is None else f"{link[0]:g}mbit-{link[1]:g}ms"
+    doc: dict[str, Any] = {"scenario": scenario, "seconds": seconds, "warmup_s": warmup,
+                           "tiers": tiers or "default", "results": [], "comparisons": []}
+    reason = linkemu.unavailable_reason() if link is not None else None
+    if reason:
+        doc["results"] = [{"viewer": v.label, "status": STATUS_SKIPPED, "reason": reason} for v in viewers]
+        return doc
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        emu: Any = None
+        host = "127.0.0.1"
+        if link is not None:
+            emu = stack.enter_context(linkemu.EmulatedLink(linkemu.LinkSpec(*link)))
+            host = emu.host_addr
+        port, procs = stack.enter_context(_stack(host, workdir / "video-stack.log", tiers))
+        for i, v in enumerate(viewers):
+            argv = [sys.executable, "-m", "bench.video_stack", "--seconds", str(seconds), "--warmup", str(warmup),
+                    "--viewer", v.codecs, v.tier]
+            if emu is not None:
+                relay = emu.start_relay(port, workdir / f"video-relay-{i}.log", seconds + warmup + VIEWER_GRACE_S)
+                argv = emu.ns_argv([*argv, f"ws://127.0.0.1:{relay}/ws/demo"])
+            else:
+                argv = [*argv, f"ws://{host}:{port}/ws/demo"]
+            cpu0 = [_cpu_s(p.pid) for p in procs]
+            t0 = time.monotonic()
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
+                                 timeout=seconds + warmup + VIEWER_GRACE_S)
+            elapsed = time.monotonic() - t0
+            cpu = [(_cpu_s(p.pid) - c) / elapsed for p, c in zip(procs, cpu0, strict=True)]
+            row: dict[str, Any] = {"viewer": v.label, "status": STATUS_OK, "reason": ""}
+            if out.returncode != 0:
+                row.update(status="failed", reason=out.stderr.strip().splitlines()[-1:] or ["viewer failed"])
+            else:
+                row.update(json.loads(out.stdout.strip().splitlines()[-1]))
+            row.update(inference_cpu_cores=round(cpu[0], 2), edge_cpu_cores=round(cpu[1], 2),
+                       host_loadavg_1m=round(os.getloadavg()[0], 2))
+            doc["results"].append(row)
+    doc["comparisons"] = compare(doc["results"])
+    return doc
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Video row against JPEG row: FPS ratio, bytes ratio, latency difference; and whether the issue's target
+    (>= 2x the FPS at equal or lower latency, or equal FPS at a quarter of the bytes) is met."""
+    by = {r["viewer"]: r for r in rows if r.get("status") == STATUS_OK and r.get("frames")}
+    out = []
+    for video, jpeg in COMPARISONS:
+        if video not in by or jpeg not in by:
+            continue
+        v, j = by[video], by[jpeg]
+        fps_ratio = v["fps"] / j["fps"] if j["fps"] else None
+        bytes_ratio = v["bytes_per_frame"] / j["bytes_per_frame"]
+        lower_latency = v["latency_p50_ms"] <= j["latency_p50_ms"] and v["latency_p95_ms"] <= j["latency_p95_ms"]
+        met = bool(fps_ratio is not None and ((fps_ratio >= 2 and lower_latency)
+                                              or (fps_ratio >= 0.95 and bytes_ratio <= 0.25)))
+        out.append({"video": video, "jpeg": jpeg, "fps_ratio": None if fps_ratio is None else round(fps_ratio, 2),
+                    "bytes_ratio": round(bytes_ratio, 3),
+                    "p50_diff_ms": round(v["latency_p50_ms"] - j["latency_p50_ms"], 1),
+                    "p95_diff_ms": round(v["latency_p95_ms"] - j["latency_p95_ms"], 1),
+                    "target_met": met})
+    return out
+
+
+def _parse_link(text: str) -> tuple[float, float] | None:
+    if not text:
+        return None
+    rate, rtt = (float(x) for x in text.split(":"))
+    return rate, rtt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiers", default="", help="ladder for the inference service (default: its default ladder)")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--link", default="", help="RATE_MBIT:RTT_MS, e.g. 8:50 (needs root, ip, tc)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/framecast-video-stack"))
+    ap.add_argument("--viewer", nargs=3, metavar=("CODECS", "TIER", "URL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.viewer:  # one viewer (run inside the link's namespace)
+        codecs, tier, url = args.viewer
+        print(json.dumps(asyncio.run(_view(url, codecs.split(","), tier, args.seconds, args.warmup))))
+        return
+    doc = run_video_suite(_parse_link(args.link), args.seconds, args.warmup, args.out, tiers=args.tiers or None)
+    print(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

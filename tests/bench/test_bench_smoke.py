@@ -19,6 +19,7 @@ from bench.metrics import id_gaps, percentile, recovery_time_s
 from bench.report import marker, update_doc
 from bench.run import main
 from bench.scene import HEIGHT, WIDTH, SceneRenderer, encode_jpeg
+from bench.video_stack import VIEWERS, run_video_suite
 
 from bench import linkemu
 
@@ -61,11 +62,20 @@ def test_quick_run_writes_complete_json(tmp_path: Path) -> None:
         assert row.keys() == FANOUT_FIELDS
     assert any(r["status"] == "ok" for r in fanout["results"])
     assert (tmp_path / "links_fps_latency.png").stat().st_size > 0
+    video = json.loads((tmp_path / "video.json").read_text())  # the real stack: H.264 and JPEG viewers
+    assert video.keys() >= SUITE_FIELDS and video["scenario"] == "loopback"
+    rows = {r["viewer"]: r for r in video["results"]}
+    assert set(rows) == {"video auto", "jpeg auto"}
+    assert all(r["status"] == "ok" and r["frames"] > 0 for r in rows.values()), rows
+    assert set(rows["video auto"]["tiers"]) <= {"video-high", "low"} and rows["video auto"]["decode_errors"] == 0
+    assert all(not t.startswith("video") for t in rows["jpeg auto"]["tiers"])
+    assert (tmp_path / "video_vs_jpeg.png").stat().st_size > 0
     doc = tmp_path / "benchmarks.md"
-    sections = ("machine", "links", "step", "fanout")
+    sections = ("machine", "links", "step", "fanout", "video", "video-ratios")
     doc.write_text("".join(f"{marker(n, 'start')}\n{marker(n, 'end')}\n" for n in sections))
     update_doc(tmp_path, doc)
     assert "| loopback | seed-optimized |" in doc.read_text()
+    assert "| video auto | h264,jpeg | auto |" in doc.read_text()
 
 
 @pytest.mark.netns
@@ -75,8 +85,20 @@ def test_link_scenario_or_skip(tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     argv = ["--scenarios", "8mbit-50ms", "--systems", "seed-optimized", "--duration-scale", "0.3"]
-    assert main([*argv, "--no-fanout", "--out", str(tmp_path)]) == 0
+    assert main([*argv, "--no-fanout", "--no-video", "--out", str(tmp_path)]) == 0
     (row,) = json.loads((tmp_path / "links.json").read_text())["results"]
     assert row.keys() == LINK_FIELDS
     assert row["status"] == "ok", row["reason"]
     assert row["rate_mbit"] == 8.0
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+def test_video_suite_on_the_emulated_link_or_skip(tmp_path: Path) -> None:
+    reason = linkemu.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    doc = run_video_suite((8.0, 50.0), 2.0, 1.0, tmp_path, VIEWERS[:1])
+    (row,) = doc["results"]
+    assert doc["scenario"] == "8mbit-50ms" and row["status"] == "ok", row["reason"]
+    assert row["frames"] > 0 and row["decode_errors"] == 0 and row["latency_p50_ms"] > 25  # the 50 ms round trip

@@ -24,6 +24,7 @@ from framecast.client.http import HttpClient
 from framecast.client.stats import percentile
 from framecast.client.subscription import Subscription
 from framecast.client.urls import Endpoint, resolve
+from framecast.video.tiers import codec_family
 
 CARRY_FRACTION = 0.9  # a tier "carries" when it reaches this fraction of the source frame rate
 
@@ -178,7 +179,8 @@ async def probe(url: str, *, stream: str | None = None, seconds_per_tier: float 
                        client_id=client_id or "framecast-probe")
     async with sub:
         connect_ms = (time.monotonic() - t0) * 1000.0
-        ladder = sub.tiers
+        # the tiers this viewer decodes (a JPEG-only probe cannot pin a video tier: the edge refuses it)
+        ladder = [t for t in sub.tiers if codec_family(t.codec) in sub.codecs]
         tiers = [TierMeasurement(t.name, t.width, t.height, t.quality) for t in ladder]
         if not tiers:
             tiers = [TierMeasurement(sub.tier or "default", 0, 0, 0)]

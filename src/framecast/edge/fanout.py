@@ -101,6 +101,22 @@ def tiers_for(tiers: tuple[TierInfo, ...], codecs: tuple[str, ...] | None) -> tu
     return tuple(t for t in tiers if not is_video(t) or codec_family(t.codec) in offered)
 
 
+def auto_rungs(tiers: tuple[TierInfo, ...]) -> tuple[int, ...]:
+    """The tiers automatic choice moves along, best first, as indices into `tiers`.
+
+    Among JPEG tiers alone, all of them. With video tiers present, the video
+    tiers and then the lightest JPEG tier only: every heavier JPEG tier costs
+    several times the bytes of a video tier of the same picture, but a JPEG tier
+    may drop any frame, so it is the last resort of a link too slow for the
+    lightest video tier at the source's rate. A pin may still name any tier.
+    """
+    video = [i for i, t in enumerate(tiers) if is_video(t)]
+    jpeg = [i for i, t in enumerate(tiers) if not is_video(t)]
+    if not video:
+        return tuple(range(len(tiers)))
+    return tuple(sorted((*video, *jpeg[-1:])))  # ladder order: list video tiers first
+
+
 @dataclass
 class TierReader:
     stream: str

@@ -15,7 +15,9 @@ microseconds, so unit tests drive the policies with a fake clock.
   written. Viewers that never ack are paced by this gate alone.
 * `TierPolicy` picks the tier from delivered FPS and acked bytes/s, with
   hysteresis (hold times, margins) and periodic probing up with exponential
-  back-off after failed probes.
+  back-off after failed probes. Automatic choice moves along the viewer's
+  rungs, a subset of its tiers (a mixed ladder skips JPEG tiers that are
+  heavier than a video tier of the same picture); a pin may name any tier.
 * `FpsCap` limits a viewer's frame rate when it asks for fewer frames.
 * `TokenBucket` bounds the control messages a viewer may send.
 """
@@ -249,9 +251,13 @@ class TierDecision:
 class TierPolicy:
     """Per-viewer tier choice: 0 is the best tier, higher indices are lighter."""
 
-    def __init__(self, n_tiers: int, start_tier: int, now: int, config: TierConfig | None = None) -> None:
+    def __init__(self, n_tiers: int, start_tier: int, now: int, config: TierConfig | None = None,
+                 rungs: tuple[int, ...] | None = None) -> None:
         if n_tiers < 1 or not 0 <= start_tier < n_tiers:
             raise ValueError("start_tier must index the ladder")
+        self.rungs = tuple(range(n_tiers)) if rungs is None else tuple(sorted(set(rungs)))
+        if not self.rungs or not all(0 <= r < n_tiers for r in self.rungs):
+            raise ValueError("rungs must be tier indices of the ladder")
         self.n = n_tiers
         self.cfg = config or TierConfig()
         self.tier = start_tier
@@ -295,7 +301,7 @@ class TierPolicy:
             hold = cfg.down_hold_us // 2 if self.probe_from is not None else cfg.down_hold_us
             if ratio < cfg.severe_fps_ratio:
                 hold //= 3  # less than half the frames: no need to wait long to be sure
-            if now - self.bad_since_us >= hold and self.tier < self.n - 1:
+            if now - self.bad_since_us >= hold and self._below(self.tier) is not None:
                 if self.probe_from is not None:
                     # failed probe: back to where we came from, probe again later and less often
                     target = self.probe_from
@@ -303,7 +309,9 @@ class TierPolicy:
                     self.probe_interval_us = min(self.probe_interval_us * 2, cfg.probe_interval_max_us)
                     self.probe_from = None
                     self.next_probe_us = now + self.probe_interval_us
-                    return self._switch(max(target, self.tier + 1), now, "rate")
+                    lower = self._below(self.tier)
+                    assert lower is not None
+                    return self._switch(target if target > self.tier else lower, now, "rate")
                 target = self._fit(acked_bytes_per_s, target_fps, need_bytes_per_frame)
                 self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
                 return self._switch(target, now, "rate")
@@ -323,33 +331,44 @@ class TierPolicy:
             if self.good_since_us is not None:  # the probe's healthy time counts toward the up hold
                 self.good_since_us = min(self.good_since_us, now - cfg.up_hold_us)
         # --- healthy for long enough: probe one tier up
-        if (self.probe_from is None and self.tier > 0 and self.good_since_us is not None
+        above = self._above(self.tier)
+        if (self.probe_from is None and above is not None and self.good_since_us is not None
                 and now - self.good_since_us >= cfg.up_hold_us and now >= self.next_probe_us):
             self.probe_from = self.tier
             self.probe_started_us = now
-            return self._switch(self.tier - 1, now, "probe")
+            return self._switch(above, now, "probe")
         return None
 
     def fell_behind(self, now: int) -> TierDecision | None:
         """A video tier's queue overflowed (its link cannot carry it): one tier down at once."""
-        if self.pinned is not None or self.tier >= self.n - 1:
+        lower = self._below(self.tier)
+        if self.pinned is not None or lower is None:
             return None
         if self.probe_from is not None:  # a failed probe: back off like one
             self.failed_probes += 1
             self.probe_interval_us = min(self.probe_interval_us * 2, self.cfg.probe_interval_max_us)
             self.probe_from = None
         self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
-        return self._switch(self.tier + 1, now, "rate")
+        return self._switch(lower, now, "rate")
+
+    def _below(self, tier: int) -> int | None:
+        """The next lighter rung under `tier` (None at the bottom)."""
+        return next((r for r in self.rungs if r > tier), None)
+
+    def _above(self, tier: int) -> int | None:
+        """The next better rung over `tier` (None at the top)."""
+        return next((r for r in reversed(self.rungs) if r < tier), None)
 
     def _fit(self, bytes_per_s: float, fps: float, need: list[float | None]) -> int:
-        """The best tier below the current one whose frames fit the measured rate at `fps`."""
+        """The best rung below the current tier whose frames fit the measured rate at `fps`."""
         budget = bytes_per_s * self.cfg.capacity_margin
-        for i in range(self.tier + 1, self.n):
+        lower = [r for r in self.rungs if r > self.tier]
+        for i in lower:
             size = need[i] if i < len(need) else None
             if size is not None and size * fps <= budget:
                 return i
         # nothing known fits: one step down at a time
-        return min(self.tier + 1, self.n - 1) if all(n is None for n in need[self.tier + 1:]) else self.n - 1
+        return lower[0] if all((need[i] if i < len(need) else None) is None for i in lower) else lower[-1]
 
     def _switch(self, tier: int, now: int, reason: str) -> TierDecision:
         self.tier = tier

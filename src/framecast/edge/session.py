@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
-from framecast.edge.fanout import BusFrame, FanoutHub, is_video
+from framecast.edge.fanout import BusFrame, FanoutHub, auto_rungs, is_video
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import FpsCap, InflightWindow, RateMeter, TierConfig, TierPolicy
 from framecast.edge.settings import EdgeSettings
@@ -116,13 +116,15 @@ class ViewerSession:
         self.wake = asyncio.Event()
         self.window = InflightWindow(int(settings.latency_target_ms * 1000), max_frames=settings.max_inflight_frames)
         self.cap = FpsCap(0.0)
-        self.policy = TierPolicy(len(tiers), 0, now, TierConfig(
+        rungs = auto_rungs(tiers)
+        self.policy = TierPolicy(len(tiers), rungs[0], now, TierConfig(
             down_hold_us=int(settings.tier_down_hold_s * 1e6), up_hold_us=int(settings.tier_up_hold_s * 1e6),
             probe_interval_us=int(settings.tier_probe_interval_s * 1e6),
-            probe_duration_us=max(int(settings.tier_up_hold_s * 1e6), int(settings.tier_down_hold_s * 2e6))))
+            probe_duration_us=max(int(settings.tier_up_hold_s * 1e6), int(settings.tier_down_hold_s * 2e6))),
+            rungs=rungs)
         self.delivered = RateMeter()
         self.delivered.reset(now)
-        self.feed_tier: str = self.tier_names[0]
+        self.feed_tier: str = self.tier_names[rungs[0]]
         self.pending_tier: str | None = None
         # video (H.264) tiers go through an in-order, keyframe-aware queue instead of newest-frame-wins
         self.video_names = frozenset(t.name for t in tiers if is_video(t))
@@ -154,6 +156,9 @@ class ViewerSession:
         if self.feed_tier in self.video_names:
             self.vq = self._join_video(self.feed_tier)
             self._video_window(True)
+            if first is not None and not self.vq.queued_frames:
+                # no keyframe cached yet (the tier was not being encoded): a JPEG still until it comes
+                self.queue.append(first)
             self.sender = asyncio.create_task(self._send_loop(), name=f"viewer-{self.stream}")
             return
         latest = self.hub.subscribe(self.stream, self.feed_tier, self)
@@ -224,6 +229,7 @@ class ViewerSession:
             d = self.vq.offer(frame, frame.frame_id, frame.keyframe, frame.nbytes, mono_us())
             self._gop(d, tier)
             if d.queued:
+                self.queue.clear()  # a JPEG still shown while joining is superseded by the video
                 self.wake.set()
             return
         q = self.queue
@@ -496,7 +502,7 @@ class ViewerSession:
                     continue
                 poll = _LEGACY_POLL_S[0]
                 self.blocked_since_us = None
-                if vq is not None:
+                if vq is not None and (vq.queued_frames or not self.queue):
                     popped = vq.pop()  # in order: every frame of the chain, from a keyframe on
                     if popped is None:
                         continue

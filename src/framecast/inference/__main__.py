@@ -80,6 +80,13 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
 
     cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
     ladder = settings.ladder
+    video_names = [t.name for t in ladder if isinstance(t, VideoTier)]
+    if video_names:
+        try:
+            import av  # noqa: F401  (video tiers are encoded with PyAV's libx264 / h264_nvenc)
+        except ImportError as exc:
+            return fail(f"invalid setting FRAMECAST_TIERS (--tiers): video tier(s) {', '.join(video_names)} need "
+                        f"PyAV ({exc}); install it (pip install 'framecast[inference]') or list JPEG tiers only")
     try:
         source = open_source(settings.source, settings.width, settings.height, fps=settings.fps, loop=settings.loop)
     except SourceError as exc:

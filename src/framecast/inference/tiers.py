@@ -1,4 +1,4 @@
-"""The quality ladder of a stream: named tiers, best first, each a size box and a JPEG quality.
+"""The quality ladder of a stream: named tiers, best first, each a size box and a JPEG quality or an H.264 rate.
 
 `parse_ladder("high=1280x720@85,mid=1280x720@70,low=640x360@60")` gives the
 tiers in ladder order; the position of a tier is the `tier` index in every
@@ -15,7 +15,10 @@ from typing import Any, Final
 from framecast import constants as C
 from framecast.video.tiers import VideoTier, check_video_order, is_video_spec, parse_video_tier
 
-DEFAULT_LADDER: Final = "high=1280x720@85,mid=1280x720@70,low=640x360@60"
+# H.264 tiers first (what viewers with a decoder get: a sixth to a tenth of the bytes of a JPEG tier of the
+# same picture), then the JPEG tiers every viewer can decode
+DEFAULT_LADDER: Final = ("video-high=1280x720@h264:2500k,video-low=640x360@h264:800k,"
+                         "high=1280x720@85,mid=1280x720@70,low=640x360@60")
 MAX_TIERS: Final = 8
 MIN_SIDE: Final = 16
 MAX_WIDTH: Final = 7680

@@ -123,7 +123,8 @@ def test_ladder_mixes_video_and_jpeg_tiers() -> None:
     ladder = parse_ladder(text)
     assert [type(t) for t in ladder] == [Tier, VideoTier, Tier]
     assert format_ladder(ladder) == text
-    assert all(isinstance(t, Tier) for t in parse_ladder(DEFAULT_LADDER))  # the default stays JPEG-only
+    # the default: video tiers first, then JPEG
+    assert [type(t) for t in parse_ladder(DEFAULT_LADDER)] == [VideoTier, VideoTier, Tier, Tier, Tier]
     with pytest.raises(ValueError, match="appears twice"):
         parse_ladder("high=1280x720@85,high=640x360@h264:600k")
 

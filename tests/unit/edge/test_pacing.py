@@ -260,3 +260,68 @@ def test_video_tier_that_fell_behind_goes_down_at_once_and_counts_as_a_failed_pr
     assert p.fell_behind(200 * MS) is None  # already on the lightest tier
     p.pin(0, 300 * MS)
     assert p.fell_behind(400 * MS) is None  # a pinned tier stays
+
+
+# --- a mixed ladder: automatic choice moves along rungs --------------------------
+# video-high, video-low, JPEG high, JPEG mid, JPEG low (bytes per frame as measured at 720p/360p)
+MIXED: list[float | None] = [10_400.0, 2_900.0, 116_000.0, 68_000.0, 19_600.0]
+MIXED_RUNGS = (0, 1, 4)
+
+
+def drive_mixed(p: TierPolicy, start: int, seconds: float, rate: float) -> list[tuple[int, int, str]]:
+    """Like `drive`, on the mixed ladder; a link of `rate` bytes/s, every frame of a tier the same size."""
+    out, t, since = [], start, start
+    while t < start + int(seconds * US):
+        size = MIXED[p.tier]
+        assert size is not None
+        fps = min(30.0, rate / size)
+        d = p.update(t, delivered_fps=fps, target_fps=30.0, acked_bytes_per_s=fps * size,
+                     need_bytes_per_frame=MIXED, measure_span_us=min(5 * US, t - since))
+        if d is not None:
+            out.append((t, d.tier, d.reason))
+            since = t
+        t += 100 * MS
+    return out
+
+
+def test_mixed_ladder_never_steps_onto_a_heavier_jpeg_tier() -> None:
+    p = TierPolicy(5, 0, 0, CFG, rungs=MIXED_RUNGS)
+    events = drive_mixed(p, 0, 60, rate=150_000)  # 1.2 Mbit/s: video-high gets 14 fps, video-low 30
+    assert events[0][1] == 1 and events[0][2] == "rate"
+    assert {e[1] for e in events} <= {0, 1}  # probes up to video-high fail back; JPEG high/mid never tried
+    assert p.failed_probes >= 2
+
+
+def test_mixed_ladder_falls_back_to_the_lightest_jpeg_tier_and_climbs_back_to_video() -> None:
+    p = TierPolicy(5, 0, 0, CFG, rungs=MIXED_RUNGS)
+    slow = drive_mixed(p, 0, 4, rate=40_000)  # 320 kbit/s: even video-low gets 14 fps
+    assert [e[1] for e in slow][-1] == 4 and p.tier == 4
+    fast = drive_mixed(p, 4 * US, 30, rate=10e6)
+    assert [e[1] for e in fast] == [1, 0]  # JPEG low -> video-low -> video-high, never JPEG high or mid
+
+
+def test_fell_behind_moves_to_the_next_rung() -> None:
+    p = TierPolicy(5, 1, 0, CFG, rungs=MIXED_RUNGS)
+    d = p.fell_behind(0)
+    assert d is not None and d.tier == 4
+    assert p.fell_behind(1) is None
+
+
+def test_a_pin_off_the_rungs_then_auto_moves_along_the_rungs() -> None:
+    p = TierPolicy(5, 0, 0, CFG, rungs=MIXED_RUNGS)
+    d = p.pin(2, 0)  # the viewer asked for JPEG high
+    assert d is not None and d.tier == 2
+    p.pin(None, 1 * US)
+    events = drive_mixed(p, 1 * US, 3, rate=450_000)  # JPEG high gets 4 fps: the next rung down that fits
+    assert events and events[0][1] == 4
+    p2 = TierPolicy(5, 0, 0, CFG, rungs=MIXED_RUNGS)
+    p2.pin(3, 0)
+    p2.pin(None, 1 * US)
+    assert drive_mixed(p2, 1 * US, 10, rate=10e6)[0][1] == 1  # healthy: probes up to the rung above, video-low
+
+
+def test_rungs_must_index_the_ladder() -> None:
+    with pytest.raises(ValueError):
+        TierPolicy(3, 0, 0, rungs=(0, 3))
+    with pytest.raises(ValueError):
+        TierPolicy(3, 0, 0, rungs=())

@@ -14,7 +14,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(InferenceSettings, [])
     assert (s.stream, s.source, s.fps, s.width, s.height) == ("demo", "synthetic", 30.0, 1280, 720)
     assert (s.model, s.device, s.encoder, s.metrics_port, s.demand) == ("builtin", "auto", "simplejpeg", 9101, "edges")
-    assert [t.name for t in s.ladder] == ["high", "mid", "low"]
+    assert [t.name for t in s.ladder] == ["video-high", "video-low", "high", "mid", "low"]
 
 
 def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 
 from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
+from framecast.video.tiers import VideoTier
 
 
 def test_default_ladder() -> None:
+    """H.264 tiers first (viewers that decode them), then the JPEG tiers every viewer can decode."""
     ladder = parse_ladder(DEFAULT_LADDER)
-    assert ladder == (Tier("high", 1280, 720, 85), Tier("mid", 1280, 720, 70), Tier("low", 640, 360, 60))
+    video, jpeg = ladder[:2], ladder[2:]
+    assert all(isinstance(t, VideoTier) for t in video)
+    assert [(t.name, t.width, t.height, t.bitrate) for t in video if isinstance(t, VideoTier)] == [
+        ("video-high", 1280, 720, 2_500_000), ("video-low", 640, 360, 800_000)]
+    assert jpeg == (Tier("high", 1280, 720, 85), Tier("mid", 1280, 720, 70), Tier("low", 640, 360, 60))
     assert format_ladder(ladder) == DEFAULT_LADDER
 
 

@@ -31,7 +31,7 @@
   const ui = {
     stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), statsToggle: $("stats"), state: $("state"),
     stage: $("stage"), overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
-    tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
+    codecOut: $("o-codec"), tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
   };
 
   const params = new URLSearchParams(location.search);
@@ -464,15 +464,27 @@
     ui.lat.textContent = s.fps > 0 || s.latencyP50Ms ? `${s.latencyP50Ms.toFixed(0)} / ${s.latencyP95Ms.toFixed(0)} ms`
                                                      : "-";
     ui.kbps.textContent = s.kbps.toLocaleString();
+    ui.codecOut.textContent = codecLabel(s.codec, session.tiers.find((t) => t.name === s.tier));
     ui.tierOut.textContent = s.tier ? `${s.tier}${s.tierChoice === "auto" ? " (auto)" : ""}` +
-                                      (s.width ? ` ${s.width}x${s.height}` : "") +
-                                      (s.codec ? (s.codec === "h264" ? " H.264" : " JPEG") : "") : "-";
+                                      (s.width ? ` ${s.width}x${s.height}` : "") : "-";
     ui.drop.textContent = `${s.dropped}` + (s.skipped ? ` (+${s.skipped} not drawn)` : "");
     const shown = s.stalled && session.state === "live" ? "stalled" : session.state;
     ui.conn.textContent = shown + (s.reconnects ? ` · ${s.reconnects} reconnects` : "");
     ui.state.textContent = shown;
     ui.state.dataset.state = shown;
     ui.overlay.classList.toggle("stalled", s.stalled);
+  }
+
+  // "H.264 avc1.42C01F" (WebCodecs codec string of the tier) or "JPEG q85"
+  function codecLabel(codec, tier) {
+    if (codec === "h264") return "H.264" + (tier && tier.codec ? ` ${tier.codec}` : "");
+    if (codec === "jpeg") return "JPEG" + (tier && tier.quality ? ` q${tier.quality}` : "");
+    return "-";
+  }
+
+  function tierLabel(t) {
+    const codec = String(t.codec || "jpeg");
+    return `${t.name} (${t.width}x${t.height} ${codec === "jpeg" ? "q" + t.quality : "H.264"})`;
   }
 
   function setState(state) {
@@ -504,7 +516,7 @@
         const opt = document.createElement("option");
         opt.value = name;
         const t = session.tiers.find((x) => x.name === name);
-        opt.textContent = t ? `${name} (${t.width}x${t.height} q${t.quality})` : name;
+        opt.textContent = t ? tierLabel(t) : name;
         return opt;
       }));
     }

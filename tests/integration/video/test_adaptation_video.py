@@ -1,0 +1,139 @@
+"""Tier adaptation on the default (mixed) ladder through the real stack: between video bitrates at
+keyframes, down to the lightest JPEG tier on a link too slow for any video tier, and back.
+
+Valkey, the inference service (default ladder) and the edge run as processes. The viewer offers
+`h264,jpeg` and emulates a bottleneck on its side, as `tests/integration/edge/test_adaptation.py`
+does for JPEG: each frame "arrives" (and is acked) when a virtual FIFO link of `rate` bytes/s has
+carried it. The edge sees only the acks. Every H.264 frame is decoded with PyAV in arrival order:
+a switch between video tiers must start at a keyframe, so there are no decoder errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from framecast import constants as C
+from framecast.embedded import EmbeddedRedis
+from framecast.protocol import decode_frame
+from tests.conftest import scaled
+from tests.integration.client.stack import wait_ready
+from tests.procs import edge_service, inference_service, running, service_port
+
+pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
+
+EDGE_FLAGS = ("--tier-down-hold-s", "1", "--tier-up-hold-s", "1.5", "--tier-probe-interval-s", "1.5",
+              "--latency-target-ms", "100", "--ack-timeout-s", "5")
+
+
+@pytest.fixture(scope="module")
+def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(maxmemory="128mb") as redis:
+        inference = inference_service(redis.url)
+        edge = edge_service(redis.url, *EDGE_FLAGS)
+        with running(inference, edge, log_dir=Path(tmp_path_factory.mktemp("adapt-video"))):
+            url = f"http://127.0.0.1:{service_port(edge)}"
+            wait_ready(url, edge, inference)
+            yield url
+
+
+class SlowLink:
+    """Delivery times of a FIFO link of `rate` bytes/s (changeable on the fly)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.free_at = 0.0
+
+    def deliver_at(self, now: float, nbytes: int) -> float:
+        start = max(now, self.free_at)
+        self.free_at = start + nbytes / self.rate
+        return self.free_at
+
+
+Changes = list[tuple[float, str, str]]  # (seconds, tier, reason) of each `tier` message
+
+
+async def watch(url: str, phases: list[tuple[float, float]]) -> tuple[list[tuple[float, str, int]], Changes, int]:
+    """Frames delivered (time, tier, codec) over the phases (rate bytes/s, seconds); tier changes; decoder errors."""
+    from framecast.video.decode import H264Decoder
+
+    link = SlowLink(phases[0][0])
+    log: list[tuple[float, str, int]] = []
+    changes: Changes = []
+    names: list[str] = []
+    decoders: dict[int, H264Decoder] = {}
+    errors = 0
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[None]] = set()
+    t0 = time.monotonic()
+    async with connect(url.replace("http", "ws") + "/ws/demo", compression=None, max_size=2**25) as ws:
+        await ws.send(json.dumps({"type": "hello", "codecs": ["h264", "jpeg"], "tier": "auto"}))
+
+        def delivered(frame_id: int, tier: int, codec: int) -> None:
+            log.append((time.monotonic() - t0, names[tier] if tier < len(names) else str(tier), codec))
+            pending.add(t := asyncio.ensure_future(ws.send(json.dumps({"type": "ack", "id": frame_id}))))
+            t.add_done_callback(pending.discard)
+
+        async def receive() -> None:
+            nonlocal errors
+            async for msg in ws:
+                if isinstance(msg, str):
+                    obj = json.loads(msg)
+                    if obj["type"] == "hello":
+                        names[:] = [t["name"] for t in obj["tiers"]]
+                    elif obj["type"] == "tier":
+                        changes.append((round(time.monotonic() - t0, 1), obj["tier"], obj["reason"]))
+                    continue
+                f = decode_frame(msg)
+                if f.header.codec == C.CODEC_H264:  # in arrival order, as a browser would
+                    dec = decoders.setdefault(f.header.tier, H264Decoder())
+                    before = dec.errors
+                    dec.decode(f.payload, f.header.keyframe)
+                    errors += dec.errors - before
+                at = link.deliver_at(time.monotonic(), len(msg))
+                loop.call_at(loop.time() + (at - time.monotonic()), delivered, f.header.frame_id, f.header.tier,
+                             f.header.codec)
+
+        rx = asyncio.create_task(receive())
+        end = 0.0
+        for rate, seconds in phases:
+            link.rate = rate
+            end += scaled(seconds)
+            await asyncio.sleep(max(0.0, end - (time.monotonic() - t0)))
+        rx.cancel()
+    return log, changes, errors
+
+
+def tail(log: list[tuple[float, str, int]], a: float, b: float) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t, tier, _ in log:
+        if a <= t < b:
+            out[tier] = out.get(tier, 0) + 1
+    return out
+
+
+async def test_moves_between_video_bitrates_and_to_jpeg_and_back(stack_url: str) -> None:
+    # 8 MB/s, then 150 kB/s (1.2 Mbit/s: video-low fits, video-high does not), then 30 kB/s (240 kbit/s:
+    # no video tier at 30 fps), then 8 MB/s again
+    phases = [(8e6, 4.0), (150e3, 9.0), (30e3, 9.0), (8e6, 14.0)]
+    log, changes, errors = await watch(stack_url, phases)
+    marks = [sum(scaled(s) for _, s in phases[:i]) for i in range(len(phases) + 1)]
+    print("tier changes:", changes)
+    fast, mid, slow, back = (tail(log, marks[i] + (1.0 if i == 0 else scaled(5.0)), marks[i + 1])
+                             for i in range(4))
+    print("delivered per phase tail:", fast, mid, slow, back)
+    assert set(fast) == {"video-high"}, changes
+    # 1.2 Mbit/s: the lighter video tier (probes up may show video-high for a moment), never a heavy JPEG tier
+    assert mid.get("video-low", 0) >= 0.7 * sum(mid.values()) and not {"high", "mid"} & set(mid), changes
+    # 240 kbit/s: the lightest JPEG tier, which may drop frames (probes up to video-low fail back)
+    assert slow.get("low", 0) >= 0.5 * sum(slow.values()) and not {"high", "mid", "video-high"} & set(slow), changes
+    # the link recovers: back to the best video tier, through video-low, never a heavy JPEG tier
+    assert back and max(back, key=lambda k: back[k]) == "video-high", changes
+    assert not {"high", "mid"} & {tier for _, tier, _ in changes}, changes
+    assert errors == 0, "a switch between video tiers did not start at a keyframe"

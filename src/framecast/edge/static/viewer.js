@@ -56,6 +56,7 @@
     // H.264 tiers (WebCodecs, static/video.js): offered in the hello when this browser decodes them
     videoSupported: false,
     codec: null, // codec of the last frame drawn: "jpeg" or "h264"
+    connFrames: 0, // frames received on the current connection
     keyframeMessages: true, // false once an edge refused {"type":"keyframe"} (it then relies on its own IDRs)
     lastKeyframeMsgAt: -Infinity,
   };
@@ -69,7 +70,7 @@
   function newCounters() {
     return {
       framesReceived: 0, framesDrawn: 0, bytes: 0, dropped: 0, skipped: 0, acksSent: 0, decodeErrors: 0,
-      lastId: null, lastCaptureUs: 0, lastFrameAt: 0, firstFrameMs: null, width: 0, height: 0,
+      lastId: null, lastTier: null, lastCaptureUs: 0, lastFrameAt: 0, firstFrameMs: null, width: 0, height: 0,
     };
   }
 
@@ -136,6 +137,7 @@
       } catch (e) { /* storage disabled */ }
       ws.send(JSON.stringify(hello));
       counters.lastId = null; // ids missed while away are not drops
+      session.connFrames = 0;
     };
     ws.onmessage = (ev) => {
       if (ws !== session.ws) return;
@@ -282,11 +284,16 @@
     counters.framesReceived += 1;
     counters.bytes += buf.byteLength;
     received.push({ t: now, bytes: buf.byteLength });
-    // an id gap is a drop only between frames captured close together (see RESYNC_GAP_US)
-    if (counters.lastId !== null && h.id > counters.lastId + 1 && h.captureUs - counters.lastCaptureUs < RESYNC_GAP_US) {
+    // an id gap is a drop only between frames captured close together (see RESYNC_GAP_US), of one tier, and
+    // not right after a connection's first frame: that one may be a still (a cached keyframe, or the newest
+    // frame of another tier) sent while the live stream starts
+    session.connFrames += 1;
+    if (counters.lastId !== null && h.id > counters.lastId + 1 && h.captureUs - counters.lastCaptureUs < RESYNC_GAP_US &&
+        session.connFrames > 2 && h.tier === counters.lastTier) {
       counters.dropped += h.id - counters.lastId - 1;
     }
     counters.lastId = h.id;
+    counters.lastTier = h.tier;
     counters.lastCaptureUs = h.captureUs;
     counters.lastFrameAt = now;
     if (counters.firstFrameMs === null) counters.firstFrameMs = Math.round(now - session.connectedAt);

@@ -149,6 +149,24 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                                         "{{tier}}"),),
               description="1 while some edge asks for the tier; others are not encoded"),
     )),
+    ("Video (H.264 tiers)", (
+        Panel("Keyframes by reason", (Target(
+            f'sum by (tier, reason) (rate(framecast_inference_video_keyframes_total{{job="inference"}}[{RI}]))',
+            "{{tier}} {{reason}}"),), unit="ops", stack=True,
+              description="IDRs made: first, interval (every keyframe_interval_s), requested (a viewer joined, "
+                          "fell behind or lost its decoder), resumed (demand came back)"),
+        Panel("Keyframe requests", (
+            Target(f"sum by (instance) (rate(framecast_edge_keyframe_requests_total{{{EDGE}}}[{RI}]))",
+                   "edge {{instance}}"),
+            Target(f'sum by (source, outcome) (rate(framecast_inference_video_keyframe_requests_total'
+                   f'{{job="inference"}}[{RI}]))', "inference {{source}} {{outcome}}")), unit="ops",
+              description="Edges ask (rate-limited per replica); the encoder coalesces requests inside its minimum gap"),
+        Panel("Video share of deliveries", (Target(
+            f'sum(rate(framecast_edge_frames_sent_total{{{EDGE}, tier=~"video.*"}}[{RI}]))'
+            f" / sum(rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))", "video tiers"),),
+              unit="percentunit",
+              description="Frames sent on tiers named video* (the default ladder's H.264 tiers) over all frames sent"),
+    )),
     ("Bus and Redis", (
         Panel("Redis memory", (
             Target('sum(redis_memory_used_bytes{job="redis"})', "used"),

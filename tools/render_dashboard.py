@@ -157,7 +157,7 @@ def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
             time.sleep(seconds / 3)  # traffic for the picture, not a readiness wait
             with ViewerPool(url, 2, tier="low"):
                 time.sleep(seconds / 3)
-                with ViewerPool(url, 4):
+                with ViewerPool(url, 4, codecs=("h264", "jpeg")):  # viewers that decode the video tiers
                     time.sleep(seconds / 3)
         end = time.time()
         results = evaluate(stack.prometheus, start, end)

@@ -36,8 +36,9 @@ class ViewerPool:
     """N acking viewers of one URL, on a private event loop."""
 
     def __init__(self, url: str, count: int, *, tier: str = "auto", reconnect: bool = True,
-                 connect_spacing_s: float = 0.02) -> None:
+                 connect_spacing_s: float = 0.02, codecs: tuple[str, ...] = ("jpeg",)) -> None:
         self.url, self.count, self.tier, self.reconnect = url, count, tier, reconnect
+        self.codecs = codecs  # ("h264", "jpeg"): also video tiers (received and acked, not decoded)
         self.connect_spacing_s = connect_spacing_s
         self.states = [ViewerState(i) for i in range(count)]
         self._subs: dict[int, Subscription] = {}
@@ -88,7 +89,7 @@ class ViewerPool:
 
     async def _viewer(self, state: ViewerState) -> None:
         sub = Subscription(self.url, tier=self.tier, client_id=f"deploy-test-{state.index}", ack="received",
-                           reconnect=self.reconnect, open_timeout=5.0)
+                           reconnect=self.reconnect, open_timeout=5.0, codecs=self.codecs)
         self._subs[state.index] = sub
         try:
             # the stream may not be announced yet right after start-up (4004): try again until stopped

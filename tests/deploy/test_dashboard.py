@@ -51,8 +51,10 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
         prom = stack.prometheus
         start = time.time()
         url = f"ws://127.0.0.1:{stack.nginx.port}/ws/demo"
-        with ViewerPool(url, 6) as auto, ViewerPool(url, 2, tier="low") as low:
-            wait_until("8 viewers receiving frames", lambda: len(auto.connected()) + len(low.connected()) == 8, 60,
+        with ViewerPool(url, 4) as auto, ViewerPool(url, 2, tier="low") as low, \
+                ViewerPool(url, 2, codecs=("h264", "jpeg")) as video:
+            pools = (auto, low, video)
+            wait_until("8 viewers receiving frames", lambda: sum(len(p.connected()) for p in pools) == 8, 60,
                        alive=stack.inference.dead if stack.inference else None)
             # traffic for the rate windows ($__rate_interval = 10s): poll until enough has been scraped
             wait_until("edge traffic scraped", lambda: time.time() - start > TRAFFIC_S and float(prom.query(
@@ -62,7 +64,7 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
             wait_until("the replica-down alert pending",
                        lambda: bool(prom.query('ALERTS{alertname="FramecastEdgeReplicaDown"}')), 30)
             wait_until("viewers back on the remaining replica",
-                       lambda: len(auto.connected()) + len(low.connected()) == 8, 30)
+                       lambda: sum(len(p.connected()) for p in pools) == 8, 30)
         results: list[QueryResult] = []
 
         def every_panel_has_data() -> bool:
@@ -104,7 +106,9 @@ def test_every_panel_query_returns_data(run: DashboardRun) -> None:
 def test_panel_values_are_plausible(run: DashboardRun) -> None:
     by_panel = {(r.panel, r.ref): r for r in run.results}
     assert max(by_panel[("Publish FPS by stream", "A")].last_values().values()) > 5  # 15 fps source
-    assert set(by_panel[("Delivered FPS by tier (all streams)", "A")].last_values()) >= {"high", "low"}
+    assert set(by_panel[("Delivered FPS by tier (all streams)", "A")].last_values()) >= {"high", "low",
+                                                                                         "video-high"}
+    assert 0 < max(by_panel[("Video share of deliveries", "A")].last_values().values()) < 1
     viewers = by_panel[("Viewers", "A")].series[0]["values"]
     assert max(float(v) for _, v in viewers) == 8
     p95 = by_panel[("Glass-to-glass latency", "B")].last_values()

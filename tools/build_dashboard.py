@@ -160,7 +160,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                    "edge {{instance}}"),
             Target(f'sum by (source, outcome) (rate(framecast_inference_video_keyframe_requests_total'
                    f'{{job="inference"}}[{RI}]))', "inference {{source}} {{outcome}}")), unit="ops",
-              description="Edges ask (rate-limited per replica); the encoder coalesces requests inside its minimum gap"),
+              description="Edges ask (rate-limited per replica); the encoder coalesces requests inside its "
+                          "minimum gap"),
         Panel("Video share of deliveries", (Target(
             f'sum(rate(framecast_edge_frames_sent_total{{{EDGE}, tier=~"video.*"}}[{RI}]))'
             f" / sum(rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))", "video tiers"),),

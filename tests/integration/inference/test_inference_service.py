@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -198,3 +199,19 @@ def test_sigterm_while_starting_exits_0(redis_server: EmbeddedRedis, tmp_path: P
     started = time.monotonic()
     assert svc.stop() == 0, svc.log()[-2000:]
     assert time.monotonic() - started < scaled(3.0)  # start-up is abandoned, not finished first
+
+
+def test_video_tiers_without_pyav_exit_2_naming_the_tiers(tmp_path: Path) -> None:
+    """The default ladder has H.264 tiers: an install without PyAV says so at start, not at the first frame."""
+    shadow = tmp_path / "av"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('No module named av (shadowed by the test)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.pop("FRAMECAST_TIERS", None)
+    proc = subprocess.run([sys.executable, "-m", "framecast.inference", "--redis-url", "redis://127.0.0.1:9/0",
+                           "--metrics-port", "0"], capture_output=True, text=True, timeout=scaled(STARTUP),
+                          cwd=REPO, env=env)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2, proc.stderr
+    assert last.startswith("framecast-inference: invalid setting FRAMECAST_TIERS (--tiers): video tier(s) "
+                           "video-high, video-low need PyAV"), last

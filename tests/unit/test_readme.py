@@ -30,6 +30,15 @@ def test_config_table_is_generated_from_the_settings() -> None:
     assert current == table, "README configuration table is stale: run python scripts/config_table.py --write"
 
 
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def test_linked_docs_exist() -> None:
     for link in re.findall(r"\]\((docs/[^)]+)\)", README):
-        assert (REPO / link).exists(), link
+        path, _, anchor = link.partition("#")
+        assert (REPO / path).exists(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", (REPO / path).read_text(), re.M)
+            assert anchor in {_slug(h) for h in headings}, link

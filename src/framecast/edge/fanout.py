@@ -79,7 +79,7 @@ def tiers_of(info: StreamInfo) -> tuple[TierInfo, ...]:
         if isinstance(t, dict) and isinstance(t.get("name"), str):
             out.append(TierInfo(name=t["name"], width=int(t.get("width", 0) or 0),
                                 height=int(t.get("height", 0) or 0), quality=int(t.get("quality", 0) or 0),
-                                codec=str(t.get("codec", "jpeg"))))
+                                codec=str(t.get("codec", "jpeg")), bitrate=int(t.get("bitrate", 0) or 0)))
     return tuple(out)
 
 

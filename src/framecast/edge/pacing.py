@@ -298,6 +298,12 @@ class TierPolicy:
             self.good_since_us = None
             if self.bad_since_us is None:
                 self.bad_since_us = now
+            lighter = self._lighter_above(now, acked_bytes_per_s, target_fps, need_bytes_per_frame)
+            if lighter is not None:
+                # a mixed ladder's last rung (JPEG) may be heavier than the rung above it (video): try that one
+                self.probe_from = self.tier
+                self.probe_started_us = now
+                return self._switch(lighter, now, "probe")
             hold = cfg.down_hold_us // 2 if self.probe_from is not None else cfg.down_hold_us
             if ratio < cfg.severe_fps_ratio:
                 hold //= 3  # less than half the frames: no need to wait long to be sure
@@ -350,6 +356,19 @@ class TierPolicy:
             self.probe_from = None
         self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
         return self._switch(lower, now, "rate")
+
+    def _lighter_above(self, now: int, bytes_per_s: float, fps: float, need: list[float | None]) -> int | None:
+        """The rung above, when its frames are smaller than this tier's and fit the measured rate at `fps`
+        (not while probing, nor before this tier's up hold and the probe timer have passed)."""
+        above = self._above(self.tier)
+        if above is None or self.probe_from is not None or now < self.next_probe_us \
+                or now - self.since_us < self.cfg.up_hold_us:
+            return None
+        size = need[above] if above < len(need) else None
+        current = need[self.tier] if self.tier < len(need) else None
+        if size is None or current is None or size >= current:
+            return None
+        return above if size * fps <= bytes_per_s * self.cfg.capacity_margin else None
 
     def _below(self, tier: int) -> int | None:
         """The next lighter rung under `tier` (None at the bottom)."""

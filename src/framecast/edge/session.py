@@ -263,7 +263,8 @@ class ViewerSession:
             self.metrics.drops.labels(d.drop_reason).inc(d.dropped)
         if d.request_keyframe:
             self.hub.request_keyframe(self.stream, tier)
-        if d.reason == "fell-behind" and tier == self.feed_tier and self.settings.adapt:
+        # (with a switch pending the policy has moved already: the old tier falling behind is no news)
+        if d.reason == "fell-behind" and tier == self.feed_tier and self.pending_tier is None and self.settings.adapt:
             decision = self.policy.fell_behind(mono_us())
             if decision is not None:
                 self._switch_to(decision.tier, decision.reason)
@@ -425,6 +426,8 @@ class ViewerSession:
         if not self.settings.adapt or now < self._next_adapt_us or len(self.tiers) < 2:
             return
         self._next_adapt_us = now + _ADAPT_EVERY_US
+        if self.pending_tier is not None:
+            return  # the old tier still feeds until the new one has a frame (a keyframe): judge the new one then
         if self.vq is not None and self.vq.waiting_for_keyframe:
             self.delivered.reset(now)  # waiting for a keyframe is not a slow link: measure from the resync
             return
@@ -440,11 +443,17 @@ class ViewerSession:
             self._switch_to(decision.tier, decision.reason)
 
     def _frame_sizes(self) -> list[float | None]:
-        """Mean frame size per tier: measured where a reader runs, else scaled from a measured tier by area."""
+        """Mean frame size per tier: measured where a reader runs, else a video tier's bitrate over the source
+        rate, else scaled by area from a measured tier of the same codec family."""
         sizes: list[float | None] = []
-        for name in self.tier_names:
-            r = self.hub.reader(self.stream, name)
-            sizes.append(r.mean_bytes if r is not None else None)
+        for tier in self.tiers:
+            r = self.hub.reader(self.stream, tier.name)
+            if r is not None and r.mean_bytes is not None:
+                sizes.append(r.mean_bytes)
+            elif tier.bitrate and self.source_fps > 0:
+                sizes.append(tier.bitrate / 8 / self.source_fps)
+            else:
+                sizes.append(None)
         for i, size in enumerate(sizes):
             tier = self.tiers[i]
             if size is not None or not tier.width or not tier.height:

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from framecast.bus import now_us
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
+from tests.linkmodel import SlowLink
 
 from .conftest import EdgeProcess, Publisher, scaled
 
@@ -30,19 +31,6 @@ def adapt_edge(redis_server: EmbeddedRedis, publisher: Publisher, tmp_path_facto
                                                 "--ack-timeout-s", "5"]).start(str(tmp_path_factory.mktemp("a")))
     yield proc
     proc.stop()
-
-
-class SlowLink:
-    """Per-frame delivery times of a FIFO link of `rate` bytes/s (changeable on the fly)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.free_at = 0.0
-
-    def deliver_at(self, now: float, nbytes: int) -> float:
-        start = max(now, self.free_at)
-        self.free_at = start + nbytes / self.rate
-        return self.free_at
 
 
 async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publisher) -> None:

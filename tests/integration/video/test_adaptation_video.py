@@ -24,6 +24,7 @@ from framecast.embedded import EmbeddedRedis
 from framecast.protocol import decode_frame
 from tests.conftest import scaled
 from tests.integration.client.stack import wait_ready
+from tests.linkmodel import SlowLink
 from tests.procs import edge_service, inference_service, running, service_port
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
@@ -41,19 +42,6 @@ def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             url = f"http://127.0.0.1:{service_port(edge)}"
             wait_ready(url, edge, inference)
             yield url
-
-
-class SlowLink:
-    """Delivery times of a FIFO link of `rate` bytes/s (changeable on the fly)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.free_at = 0.0
-
-    def deliver_at(self, now: float, nbytes: int) -> float:
-        start = max(now, self.free_at)
-        self.free_at = start + nbytes / self.rate
-        return self.free_at
 
 
 Changes = list[tuple[float, str, str]]  # (seconds, tier, reason) of each `tier` message
@@ -131,8 +119,9 @@ async def test_moves_between_video_bitrates_and_to_jpeg_and_back(stack_url: str)
     assert set(fast) == {"video-high"}, changes
     # 1.2 Mbit/s: the lighter video tier (probes up may show video-high for a moment), never a heavy JPEG tier
     assert mid.get("video-low", 0) >= 0.7 * sum(mid.values()) and not {"high", "mid"} & set(mid), changes
-    # 240 kbit/s: the lightest JPEG tier, which may drop frames (probes up to video-low fail back)
-    assert slow.get("low", 0) >= 0.5 * sum(slow.values()) and not {"high", "mid", "video-high"} & set(slow), changes
+    # 240 kbit/s: the lightest JPEG tier, which may drop frames (probes up to video-low fail back; a video
+    # frame sent before the rate fell may still arrive late in the phase: the link's backlog drains slowly)
+    assert slow.get("low", 0) >= 0.5 * sum(slow.values()) and not {"high", "mid"} & set(slow), changes
     # the link recovers: back to the best video tier, through video-low, never a heavy JPEG tier
     assert back and max(back, key=lambda k: back[k]) == "video-high", changes
     assert not {"high", "mid"} & {tier for _, tier, _ in changes}, changes

@@ -325,3 +325,17 @@ def test_rungs_must_index_the_ladder() -> None:
         TierPolicy(3, 0, 0, rungs=(0, 3))
     with pytest.raises(ValueError):
         TierPolicy(3, 0, 0, rungs=())
+
+
+def test_mixed_ladder_probes_up_from_a_heavier_last_rung_when_the_rung_above_fits() -> None:
+    # JPEG low (19.6 KB) gets 7.7 fps at 150 kB/s, video-low (2.9 KB x 30 = 87 kB/s) would fit: probe up to it
+    p = TierPolicy(5, 4, 0, CFG, rungs=MIXED_RUNGS)
+    events = drive_mixed(p, 0, 10, rate=150_000)
+    assert events and events[0][1] == 1 and events[0][2] == "probe"
+    assert events[0][0] >= CFG.up_hold_us  # not before the hold time at the current tier
+    assert p.tier == 1 and p.probe_from is None  # the probe held: it stays on video-low
+
+
+def test_mixed_ladder_stays_on_the_last_rung_when_nothing_above_fits() -> None:
+    p = TierPolicy(5, 4, 0, CFG, rungs=MIXED_RUNGS)
+    assert drive_mixed(p, 0, 20, rate=40_000) == []  # 320 kbit/s: video-low needs 87 kB/s; JPEG low it is

@@ -135,6 +135,9 @@ VIEWER_MESSAGES: list[ControlMessage] = [
 SERVER_MESSAGES: list[ControlMessage] = [
     ServerHello(stream="demo", tiers=(TierInfo("high", 1280, 720, 85), TierInfo("low", 640, 360, 60)), tier="high",
                 server="edge-a", fps=30.0),
+    ServerHello(stream="demo", tiers=(TierInfo("video-high", 1280, 720, 0, "avc1.42C01F", 2_500_000),
+                                      TierInfo("video-q", 640, 360, 0, "avc1.42C01E"), TierInfo("low", 640, 360, 60)),
+                tier="video-high", server="edge-a", fps=30.0),
     Status(state="stalled", detail="no heartbeat for 2.0 s"),
     TierChanged(tier="low", reason="rate"),
     ErrorMessage(code=C.CLOSE_UNKNOWN_STREAM, message="unknown stream 'x'"),
@@ -179,3 +182,8 @@ def test_hello_is_compact_json() -> None:
     text = encode_control(SERVER_MESSAGES[0])
     assert json.loads(text)["tiers"][1] == {"name": "low", "width": 640, "height": 360, "quality": 60,
                                             "codec": "jpeg"}
+
+
+def test_tier_bitrate_travels_only_on_video_tiers_that_have_one() -> None:
+    tiers = json.loads(encode_control(SERVER_MESSAGES[1]))["tiers"]
+    assert tiers[0]["bitrate"] == 2_500_000 and "bitrate" not in tiers[1] and "bitrate" not in tiers[2]

@@ -52,6 +52,7 @@ _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
 
 SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
 _ADAPT_EVERY_US = 200_000
+_JUDGE_WAIT_MAX_US = 3_000_000  # most time a new tier waits for its first ack before it is judged anyway
 _LEGACY_POLL_S = (0.002, 0.05)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
 _background: set[asyncio.Task[None]] = set()  # close tasks started from sync code, kept referenced
@@ -124,6 +125,10 @@ class ViewerSession:
             rungs=rungs)
         self.delivered = RateMeter()
         self.delivered.reset(now)
+        # after a tier switch: id of the new tier's first frame sent (-1: not sent yet); until it is acked the
+        # acks are the old tier's frames draining from the link, so the new tier is not judged yet
+        self.judge_from_id: int | None = None
+        self.judge_deadline_us = 0  # ... but no longer than this (ids restart when the source restarts)
         self.feed_tier: str = self.tier_names[rungs[0]]
         self.pending_tier: str | None = None
         # video (H.264) tiers go through an in-order, keyframe-aware queue instead of newest-frame-wins
@@ -263,8 +268,10 @@ class ViewerSession:
             self.metrics.drops.labels(d.drop_reason).inc(d.dropped)
         if d.request_keyframe:
             self.hub.request_keyframe(self.stream, tier)
-        # (with a switch pending the policy has moved already: the old tier falling behind is no news)
-        if d.reason == "fell-behind" and tier == self.feed_tier and self.pending_tier is None and self.settings.adapt:
+        # (with a switch pending, or the old tier's frames still draining, the policy has moved already: falling
+        # behind then is no news about the new tier)
+        if (d.reason == "fell-behind" and tier == self.feed_tier and self.pending_tier is None
+                and self.judge_from_id is None and self.settings.adapt):
             decision = self.policy.fell_behind(mono_us())
             if decision is not None:
                 self._switch_to(decision.tier, decision.reason)
@@ -328,6 +335,9 @@ class ViewerSession:
         if result is None:
             return
         self.last_ack_us = now
+        if self.judge_from_id is not None and 0 <= self.judge_from_id <= frame_id:
+            self.judge_from_id = None  # the new tier's first frame is through: measure it from here
+            self.delivered.reset(now)
         self.delivered.add(now, result.acked_bytes, result.acked_frames)
         g2g = wall_us() - result.capture_us
         if g2g >= 0:
@@ -420,14 +430,21 @@ class ViewerSession:
         self.vq, self.pending_vq = self.pending_vq, None
         self._video_window(self.vq is not None)
         self.delivered.reset(mono_us())
+        self.judge_from_id = -1 if self.acking else None
+        self.judge_deadline_us = mono_us() + _JUDGE_WAIT_MAX_US
         self.send_control(encode_control(TierChanged(new, getattr(self, "_switch_reason", ""))))
 
     def _maybe_adapt(self, now: int) -> None:
         if not self.settings.adapt or now < self._next_adapt_us or len(self.tiers) < 2:
             return
         self._next_adapt_us = now + _ADAPT_EVERY_US
-        if self.pending_tier is not None:
-            return  # the old tier still feeds until the new one has a frame (a keyframe): judge the new one then
+        if self.judge_from_id is not None and now > self.judge_deadline_us:
+            self.judge_from_id = None
+            self.delivered.reset(now)
+        if self.pending_tier is not None or self.judge_from_id is not None:
+            # the old tier still feeds until the new one has a frame (a keyframe), and its frames in flight
+            # drain before the new tier's: judge the new tier once its first frame is acked
+            return
         if self.vq is not None and self.vq.waiting_for_keyframe:
             self.delivered.reset(now)  # waiting for a keyframe is not a slow link: measure from the resync
             return
@@ -527,6 +544,8 @@ class ViewerSession:
                 await raw_send({"type": "websocket.send", "bytes": frame.data})
                 self.send_started_us = None
                 self.last_sent_capture_us = frame.capture_us
+                if self.judge_from_id == -1:
+                    self.judge_from_id = frame.frame_id
                 if self.acking:
                     metrics.inflight.observe(window.inflight_frames)
                     window.on_send(frame.frame_id, frame.nbytes, frame.capture_us, now)

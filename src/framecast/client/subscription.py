@@ -585,6 +585,16 @@ class Subscription:
                     self.close_code = exc.close_code
                 attempt += 1
                 continue
+            except ConnectionLost as exc:
+                # accepted, then closed before its hello: a replica draining behind the load balancer (1012)
+                # or one going away; retry unless the code says retrying cannot help
+                if not self.policy.should_reconnect(exc.close_code):
+                    self.state = "closed"
+                    raise
+                last = exc
+                self.close_code = exc.close_code
+                attempt += 1
+                continue
             self.reconnects += 1
             self.stats.connection_reset()
             self._video_decoders.clear()  # a new connection starts its video tiers at a keyframe

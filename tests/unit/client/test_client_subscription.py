@@ -162,6 +162,22 @@ async def test_unknown_stream_while_reconnecting_is_retried() -> None:
         assert sub.reconnects == 1 and edge.connections == 3
 
 
+async def test_a_reconnect_refused_by_a_draining_replica_is_retried() -> None:
+    # behind a load balancer the reconnect may land on the replica that is draining: it says 1012 again
+    plans = [Plan(close_after=2), Plan(refuse=C.CLOSE_SERVICE_RESTART), Plan(refuse=C.CLOSE_SERVICE_RESTART)]
+    async with FakeEdge(plans=plans) as edge, connect(edge.url, policy=FAST) as sub:
+        await take(sub, 4)
+        assert sub.reconnects == 1 and edge.connections == 4 and sub.state == "live"
+
+
+async def test_a_reconnect_refused_for_good_ends_the_subscription() -> None:
+    plans = [Plan(close_after=2), Plan(refuse=C.CLOSE_POLICY_VIOLATION)]
+    async with FakeEdge(plans=plans) as edge, connect(edge.url, policy=FAST) as sub:
+        with pytest.raises(ProtocolError, match="1008"):
+            await take(sub, 4)
+        assert edge.connections == 2
+
+
 async def test_reconnect_gives_up_after_timeout() -> None:
     edge = await FakeEdge(plans=[Plan(close_after=1)]).start()
     async with connect(edge.url, policy=FAST, reconnect_timeout=0.5) as sub:

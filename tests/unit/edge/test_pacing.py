@@ -141,15 +141,17 @@ CFG = TierConfig(down_hold_us=1 * US, up_hold_us=2 * US, probe_interval_us=3 * U
 
 
 def drive(p: TierPolicy, start: int, seconds: float, fps_at: dict[int, float], rate: float,
-          span_us: int = 5 * US) -> list[tuple[int, int, str]]:
+          span_us: int = 5 * US, sizes: list[float | None] = SIZES) -> list[tuple[int, int, str]]:
     """Feed the policy every 100 ms; delivered fps depends on the tier (a link of `rate` bytes/s)."""
     out = []
     t = start
     since = start
     while t < start + int(seconds * US):
-        fps = fps_at.get(p.tier, min(30.0, rate / SIZES[p.tier]))  # type: ignore[operator]
-        d = p.update(t, delivered_fps=fps, target_fps=30.0, acked_bytes_per_s=fps * SIZES[p.tier],  # type: ignore[operator]
-                     need_bytes_per_frame=SIZES, measure_span_us=min(span_us, t - since))
+        size = sizes[p.tier]
+        assert size is not None
+        fps = fps_at.get(p.tier, min(30.0, rate / size))
+        d = p.update(t, delivered_fps=fps, target_fps=30.0, acked_bytes_per_s=fps * size,
+                     need_bytes_per_frame=sizes, measure_span_us=min(span_us, t - since))
         if d is not None:
             out.append((t, d.tier, d.reason))
             since = t
@@ -269,19 +271,8 @@ MIXED_RUNGS = (0, 1, 4)
 
 
 def drive_mixed(p: TierPolicy, start: int, seconds: float, rate: float) -> list[tuple[int, int, str]]:
-    """Like `drive`, on the mixed ladder; a link of `rate` bytes/s, every frame of a tier the same size."""
-    out, t, since = [], start, start
-    while t < start + int(seconds * US):
-        size = MIXED[p.tier]
-        assert size is not None
-        fps = min(30.0, rate / size)
-        d = p.update(t, delivered_fps=fps, target_fps=30.0, acked_bytes_per_s=fps * size,
-                     need_bytes_per_frame=MIXED, measure_span_us=min(5 * US, t - since))
-        if d is not None:
-            out.append((t, d.tier, d.reason))
-            since = t
-        t += 100 * MS
-    return out
+    """`drive` on the mixed ladder: a link of `rate` bytes/s, every frame of a tier the same size."""
+    return drive(p, start, seconds, {}, rate, sizes=MIXED)
 
 
 def test_mixed_ladder_never_steps_onto_a_heavier_jpeg_tier() -> None:

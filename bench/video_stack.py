@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import linkemu
+from bench.metrics import percentile
 
 SCENE_MODEL = "bench.framecast_scene_model:factory"
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +63,6 @@ VIEWERS: tuple[Viewer, ...] = (
 COMPARISONS: tuple[tuple[str, str], ...] = (("video auto", "jpeg 720p q85"), ("video auto", "jpeg 720p q70"),
                                             ("video auto", "jpeg auto"), ("video 360p", "jpeg 360p q60"))
 
-
-def _pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: float) -> dict[str, Any]:
@@ -118,7 +113,7 @@ async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: 
     tiers: dict[str, int] = {}
     for r in rows:
         tiers[r[3]] = tiers.get(r[3], 0) + 1
-    p50, p95 = _pct([r[2] for r in rows], 50), _pct([r[2] for r in rows], 95)
+    p50, p95 = percentile([r[2] for r in rows], 50), percentile([r[2] for r in rows], 95)
     return {"codecs": codecs, "tier_choice": tier, "frames": n, "fps": round(n / seconds, 1),
             "bytes_per_frame": round(total / n) if n else None, "kbit_s": round(total * 8 / 1000 / seconds),
             "latency_p50_ms": None if p50 is None else round(p50, 1),

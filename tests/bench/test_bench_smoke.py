@@ -78,12 +78,18 @@ def test_quick_run_writes_complete_json(tmp_path: Path) -> None:
     assert "| video auto | h264,jpeg | auto |" in doc.read_text()
 
 
-@pytest.mark.netns
-@pytest.mark.timeout(120)
-def test_link_scenario_or_skip(tmp_path: Path) -> None:
+@pytest.fixture
+def emulated_link() -> None:
+    """Skip (with the reason) where the link emulation cannot run: it needs root and network namespaces."""
     reason = linkemu.unavailable_reason()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("emulated_link")
+def test_link_scenario_or_skip(tmp_path: Path) -> None:
     argv = ["--scenarios", "8mbit-50ms", "--systems", "seed-optimized", "--duration-scale", "0.3"]
     assert main([*argv, "--no-fanout", "--no-video", "--out", str(tmp_path)]) == 0
     (row,) = json.loads((tmp_path / "links.json").read_text())["results"]
@@ -94,10 +100,8 @@ def test_link_scenario_or_skip(tmp_path: Path) -> None:
 
 @pytest.mark.netns
 @pytest.mark.timeout(120)
+@pytest.mark.usefixtures("emulated_link")
 def test_video_suite_on_the_emulated_link_or_skip(tmp_path: Path) -> None:
-    reason = linkemu.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     doc = run_video_suite((8.0, 50.0), 2.0, 1.0, tmp_path, VIEWERS[:1])
     (row,) = doc["results"]
     assert doc["scenario"] == "8mbit-50ms" and row["status"] == "ok", row["reason"]

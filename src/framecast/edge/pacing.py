@@ -258,7 +258,6 @@ class TierPolicy:
         self.rungs = tuple(range(n_tiers)) if rungs is None else tuple(sorted(set(rungs)))
         if not self.rungs or not all(0 <= r < n_tiers for r in self.rungs):
             raise ValueError("rungs must be tier indices of the ladder")
-        self.n = n_tiers
         self.cfg = config or TierConfig()
         self.tier = start_tier
         self.pinned: int | None = None
@@ -315,9 +314,7 @@ class TierPolicy:
                     self.probe_interval_us = min(self.probe_interval_us * 2, cfg.probe_interval_max_us)
                     self.probe_from = None
                     self.next_probe_us = now + self.probe_interval_us
-                    lower = self._below(self.tier)
-                    assert lower is not None
-                    return self._switch(target if target > self.tier else lower, now, "rate")
+                    return self._switch(target, now, "rate")  # probes go up: `target` is a lighter rung
                 target = self._fit(acked_bytes_per_s, target_fps, need_bytes_per_frame)
                 self.next_probe_us = max(self.next_probe_us, now + self.probe_interval_us)
                 return self._switch(target, now, "rate")
@@ -364,8 +361,7 @@ class TierPolicy:
         if above is None or self.probe_from is not None or now < self.next_probe_us \
                 or now - self.since_us < self.cfg.up_hold_us:
             return None
-        size = need[above] if above < len(need) else None
-        current = need[self.tier] if self.tier < len(need) else None
+        size, current = _size(need, above), _size(need, self.tier)
         if size is None or current is None or size >= current:
             return None
         return above if size * fps <= bytes_per_s * self.cfg.capacity_margin else None
@@ -383,11 +379,11 @@ class TierPolicy:
         budget = bytes_per_s * self.cfg.capacity_margin
         lower = [r for r in self.rungs if r > self.tier]
         for i in lower:
-            size = need[i] if i < len(need) else None
+            size = _size(need, i)
             if size is not None and size * fps <= budget:
                 return i
         # nothing known fits: one step down at a time
-        return lower[0] if all((need[i] if i < len(need) else None) is None for i in lower) else lower[-1]
+        return lower[0] if all(_size(need, i) is None for i in lower) else lower[-1]
 
     def _switch(self, tier: int, now: int, reason: str) -> TierDecision:
         self.tier = tier
@@ -395,6 +391,11 @@ class TierPolicy:
         self.bad_since_us = None
         self.good_since_us = None
         return TierDecision(tier, reason)
+
+
+def _size(need: list[float | None], tier: int) -> float | None:
+    """Bytes per frame of `tier` (None: unknown, or not in the list)."""
+    return need[tier] if tier < len(need) else None
 
 
 class TokenBucket:

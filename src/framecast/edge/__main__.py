@@ -19,6 +19,7 @@ import uvicorn
 
 from framecast.edge.app import EdgeRuntime, create_app
 from framecast.edge.settings import EdgeSettings
+from framecast.edge.wsconn import ViewerProtocol
 from framecast.logs import setup_logging
 from framecast.settings import load_settings
 
@@ -31,7 +32,7 @@ def uvicorn_config(app: object, settings: EdgeSettings) -> uvicorn.Config:
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=ViewerProtocol,  # uvicorn's websockets-sansio for the handshake, the edge's own frames after it
         ws_per_message_deflate=False,  # JPEG does not compress; deflate costs ~30x CPU per viewer
         ws_max_size=settings.max_message_bytes,
         ws_ping_interval=settings.ping_interval_s or None,

@@ -32,8 +32,7 @@ from framecast.bus import now_us as wall_us
 from framecast.edge import auth
 from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
 from framecast.edge.metrics import EdgeMetrics
-from framecast.edge.pacing import TokenBucket
-from framecast.edge.session import ViewerSession, close_reason, mono_us
+from framecast.edge.session import ViewerSession, close_reason
 from framecast.edge.settings import EdgeSettings
 from framecast.protocol import (
     ClientHello,
@@ -50,8 +49,6 @@ log = logging.getLogger("framecast.edge")
 
 DEFAULT_STATIC_DIR = Path(__file__).parent / "static"
 TRANSPORT_KEY = "framecast.transport"
-_ACK_PREFIX = '{"type":"ack","id":'
-_ACK_LEN = len(_ACK_PREFIX)
 _READY_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_ERRORS)
 
 
@@ -313,7 +310,7 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
     try:
         session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
         if session is not None:
-            await _control_loop(runtime, ws, session, early)
+            await _run_viewer(session, early)
     finally:
         runtime.admitted -= 1
         runtime.per_ip[ip] -= 1
@@ -441,48 +438,11 @@ async def _is_live(runtime: EdgeRuntime, stream: str) -> bool:
     return raw is not None and raw.isdigit() and wall_us() - int(raw) <= runtime.settings.stall_after_s * 1e6
 
 
-async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSession, early: str | None) -> None:
-    settings, metrics = runtime.settings, runtime.metrics
-    bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, mono_us())
-    # uvicorn's ASGI receive directly: Starlette's wrapper only re-checks state we track ourselves
-    receive = getattr(session.protocol, "receive", None)
-    if not callable(receive):
-        receive = ws.receive
-    max_bytes = settings.max_message_bytes
-    event: Any
-    while not session.closed:
-        if early is not None:  # a first message read while admitting
-            event, early = {"type": "websocket.receive", "text": early}, None
-        else:
-            event = await receive()
-        kind = event.get("type")
-        if kind == "websocket.disconnect":
-            if not session.closed:
-                session.closed = True
-                metrics.closes.labels(str(event.get("code", 1005))).inc()
-            return
-        if kind != "websocket.receive":
-            continue
-        text = event.get("text")
-        if text is None:
-            await session.close(C.CLOSE_UNSUPPORTED_DATA, C.CLOSE_REASONS[C.CLOSE_UNSUPPORTED_DATA])
-            return
-        if len(text) > max_bytes:
-            await session.close(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
-            return
-        if not bucket.take(mono_us()):
-            await session.close(C.CLOSE_POLICY_VIOLATION, "too many control messages")
-            return
-        # fast path for the one message sent per frame; anything else takes the full parser
-        if text.startswith(_ACK_PREFIX) and text.endswith("}") and text[_ACK_LEN:-1].isdecimal():
-            session.metrics.acks.inc()
-            session.on_ack(int(text[_ACK_LEN:-1]))
-            continue
-        try:
-            session.on_message(parse_viewer_message(text))
-        except ProtocolError as exc:
-            await session.close(C.CLOSE_BAD_MESSAGE, f"malformed control message: {exc}")
-            return
+async def _run_viewer(session: ViewerSession, early: str | None) -> None:
+    """The viewer runs on callbacks (frames from the bus readers, messages from its protocol); wait for its end."""
+    if early is not None:  # a first message read while admitting
+        session.on_text(early)
+    await asyncio.shield(session.done)
 
 
 def _redact(url: str) -> str:

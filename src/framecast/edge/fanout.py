@@ -1,9 +1,10 @@
 """Fan-out of bus frames to viewer sessions: one reader per (stream, tier) per replica.
 
 A `TierReader` follows one frames stream with `framecast.bus.read_frames` and
-hands each wire message, as the very bytes object Redis returned, to every
-subscribed viewer with a non-blocking `offer` (the viewer's queue drops its
-oldest frame when full); it never awaits a viewer. It starts with the first
+frames each wire message once as a WebSocket binary message and hands it to
+every subscribed viewer with a non-blocking `offer`, in one pass: a viewer
+whose gates are open gets the very same bytes object written to its socket at
+once, the others keep it as their newest frame; it never awaits a viewer. It starts with the first
 subscriber, keeps the newest frame for instant first frames and snapshots,
 refreshes the demand key that asks the inference service to publish its tier,
 and stops `reader_grace_s` after its last subscriber left.
@@ -31,6 +32,7 @@ from framecast.bus import now_us as wall_us
 from framecast.constants import FRAME_FIELD
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
+from framecast.edge.wsconn import binary_message
 from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
 from framecast.video.gop import GopCache
@@ -51,6 +53,10 @@ class BusFrame:
     tier_index: int
     read_us: int
     keyframe: bool = True  # JPEG frames always are; H.264 frames when the header's flag says so
+    wire: bytes = field(init=False, repr=False)  # `data` framed once as a WebSocket binary message
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", binary_message(self.data))
 
     @property
     def nbytes(self) -> int:

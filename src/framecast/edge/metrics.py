@@ -7,9 +7,13 @@ stream's ladder is first read.
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from framecast import constants as C
 
@@ -28,6 +32,90 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
+class IntCount:
+    """One series of a `HotCounter`: a plain integer (no lock: the event loop is the only writer)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+
+class HotCounter:
+    """A counter family for per-frame and per-ack events: plain integers, turned into samples at scrape time.
+
+    Same calls as prometheus_client's Counter for what the edge uses (`labels(...).inc(n)`, `inc(n)`); an
+    increment is one attribute add instead of a lock, a dict lookup and a float add.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.series: dict[tuple[str, ...], IntCount] = {}
+        self._plain = self.labels() if not self.labelnames else None
+
+    def labels(self, *values: str) -> IntCount:
+        child = self.series.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            child = self.series[values] = IntCount()
+        return child
+
+    def inc(self, n: int = 1) -> None:
+        assert self._plain is not None, "a labelled counter needs labels()"
+        self._plain.value += n
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.series.items():
+            family.add_metric(values, child.value)
+        return family
+
+
+class HotHistogram:
+    """A histogram fed on the hot path: one bisect and two adds per observation, samples built at scrape."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        family.add_metric([], buckets, self.sum)
+        return family
+
+
+_Family = TypeVar("_Family", HotCounter, HotHistogram)
+
+
+class HotCollector(Collector):
+    """Exports the hot-path families of one replica (registered once per registry)."""
+
+    def __init__(self) -> None:
+        self.families: list[HotCounter | HotHistogram] = []
+
+    def add(self, family: _Family) -> _Family:
+        self.families.append(family)
+        return family
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.collect()
+
+
 class EdgeMetrics:
     """The edge's metric objects, registered in `registry`."""
 
@@ -37,23 +125,26 @@ class EdgeMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
         r = self.registry
+        hot = self.hot = HotCollector()
+        r.register(hot)
         self.viewers = Gauge("framecast_edge_viewers", "Connected viewers by stream", ["stream"], registry=r)
         self.viewers_total = Gauge("framecast_edge_viewers_total", "Connected viewers on this replica", registry=r)
-        self.frames_sent = Counter("framecast_edge_frames_sent_total", "Frames written to viewers by tier",
-                                   ["tier"], registry=r)
-        self.bytes_sent = Counter("framecast_edge_bytes_sent_total", "Frame bytes written to viewers", registry=r)
-        self.drops = Counter("framecast_edge_frames_dropped_total",
-                             "Frames a viewer did not get, by reason (queue_full: its queue overflowed; "
-                             "stale: a newer frame replaced it while the window was closed; tier_switch)",
-                             ["reason"], registry=r)
-        self.glass_to_glass = Histogram(
+        self.frames_sent = hot.add(HotCounter("framecast_edge_frames_sent_total", "Frames written to viewers by tier",
+                                              ["tier"]))
+        self.bytes_sent = hot.add(HotCounter("framecast_edge_bytes_sent_total", "Frame bytes written to viewers"))
+        self.drops = hot.add(HotCounter("framecast_edge_frames_dropped_total",
+                                        "Frames a viewer did not get, by reason (queue_full: its queue overflowed; "
+                                        "stale: a newer frame replaced it while the window was closed; tier_switch)",
+                                        ["reason"]))
+        self.glass_to_glass = hot.add(HotHistogram(
             "framecast_edge_glass_to_glass_seconds",
             "Capture to viewer ack (ack arrival on the edge clock minus capture_us; includes the ack's way back)",
-            buckets=_LATENCY_BUCKETS, registry=r)
-        self.frame_delay = Histogram("framecast_edge_frame_delay_seconds",
-                                     "Edge send to viewer ack of a frame", buckets=_LATENCY_BUCKETS, registry=r)
-        self.inflight = Histogram("framecast_edge_inflight_frames", "Unacknowledged frames when a frame is sent",
-                                  buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32), registry=r)
+            _LATENCY_BUCKETS))
+        self.frame_delay = hot.add(HotHistogram("framecast_edge_frame_delay_seconds",
+                                                "Edge send to viewer ack of a frame", _LATENCY_BUCKETS))
+        self.inflight = hot.add(HotHistogram("framecast_edge_inflight_frames",
+                                             "Unacknowledged frames when a frame is sent",
+                                             (0, 1, 2, 3, 4, 6, 8, 16, 32)))
         self.tier_switches = Counter("framecast_edge_tier_switches_total", "Viewer tier changes",
                                      ["direction"], registry=r)
         self.reader_lag = Histogram("framecast_edge_bus_reader_lag_seconds",
@@ -66,8 +157,8 @@ class EdgeMetrics:
                               registry=r)
         self.rejected = Counter("framecast_edge_rejected_viewers_total", "Viewers refused, by reason", ["reason"],
                                 registry=r)
-        self.control = Counter("framecast_edge_control_messages_total", "Control messages from viewers",
-                               ["type"], registry=r)
+        self.control = hot.add(HotCounter("framecast_edge_control_messages_total", "Control messages from viewers",
+                                          ["type"]))
         self.keyframe_requests = Counter("framecast_edge_keyframe_requests_total",
                                          "IDR requests sent to the inference service for video tiers", registry=r)
         self.draining = Gauge("framecast_edge_draining", "1 while the replica drains after SIGTERM", registry=r)
@@ -88,13 +179,9 @@ class EdgeMetrics:
         self.acks = self.control.labels("ack")
         self.drop_queue_full = self.drops.labels("queue_full")
         self.drop_stale = self.drops.labels("stale")
-        self._sent_by_tier: dict[str, Any] = {}
 
-    def sent_counter(self, tier: str) -> Any:
-        child = self._sent_by_tier.get(tier)
-        if child is None:
-            child = self._sent_by_tier[tier] = self.frames_sent.labels(tier)
-        return child
+    def sent_counter(self, tier: str) -> IntCount:
+        return self.frames_sent.labels(tier)
 
     def tier_seen(self, tier: str) -> None:
         self.frames_sent.labels(tier)

@@ -1,0 +1,339 @@
+"""The viewer WebSocket below ASGI: uvicorn's sans-I/O protocol for the handshake, our own frames after it.
+
+uvicorn's `websockets-sansio` protocol runs the HTTP upgrade and the ASGI
+handshake (Origin, limits and auth checks, close codes before a session
+exists). `ViewerProtocol` subclasses it: from the 101 response on, it parses
+the client's frames itself (a small parser that handles several acks per read
+with no Queue hand-off) and, once the edge attaches a `ViewerIO` handler,
+delivers text messages straight to it. Frames go out as bytes framed once per
+bus frame (`binary_message`) and written to the socket (`Outlet.write`).
+
+Backpressure: the socket gets TCP_NOTSENT_LOWAT = the viewer's unsent-bytes
+budget, so the kernel itself refuses a write while more than the budget is
+unsent (an EAGAIN, no ioctl per frame); a frame the kernel took only in part
+finishes from the transport buffer, whose drain (`resume_writing`) says the
+viewer is writable again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from typing import Any, Protocol
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+
+from framecast import constants as C
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - the pure-Python wheel
+    from websockets.utils import apply_mask
+
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux; Python names it from 3.12 on
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+
+def _header(opcode: int, n: int) -> bytes:
+    first = 0x80 | opcode
+    if n < 126:
+        return bytes((first, n))
+    if n < 65536:
+        return bytes((first, 126)) + _U16.pack(n)
+    return bytes((first, 127)) + _U64.pack(n)
+
+
+def binary_message(payload: bytes) -> bytes:
+    """One server-to-client binary message (unmasked: the same bytes serve every viewer)."""
+    return _header(_OP_BINARY, len(payload)) + payload
+
+
+def text_message(text: str) -> bytes:
+    data = text.encode()
+    return _header(_OP_TEXT, len(data)) + data
+
+
+def close_message(code: int, reason: str = "") -> bytes:
+    data = _U16.pack(code) + reason.encode()[:123]
+    return _header(_OP_CLOSE, len(data)) + data
+
+
+class ViewerIO(Protocol):
+    """What the protocol calls once a viewer session is attached (all synchronous, on the loop)."""
+
+    def on_text(self, text: str) -> None: ...
+
+    def on_binary(self) -> None: ...
+
+    def on_writable(self) -> None: ...
+
+    def on_lost(self, code: int) -> None: ...
+
+
+class Outlet:
+    """Writes whole messages to one viewer's socket: directly when the socket takes them, else not at all.
+
+    `write_frame` returns False when the kernel refused every byte (more than the
+    budget is unsent, or the transport still holds bytes): the caller keeps its
+    frame and may replace it with a newer one. A frame taken in part is
+    committed: its rest waits in the transport buffer.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.fd = -1
+        self.lowat = 0
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.fd = sock.fileno()
+        with contextlib.suppress(AttributeError, ValueError, RuntimeError):
+            transport.set_write_buffer_limits(high=0, low=0)  # any buffered byte: pause; drained: resume
+
+    def set_budget(self, nbytes: int) -> None:
+        lowat = max(1, nbytes)  # 0 would refuse every write; 1 allows one frame at a time
+        if self.fd >= 0 and lowat != self.lowat:
+            sock = self.transport.get_extra_info("socket")
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)
+                self.lowat = lowat
+            except (OSError, AttributeError):
+                self.fd = -1  # not TCP (a Unix socket in a test): the transport buffer is the only gate
+
+    def buffered(self) -> int:
+        n: int = self.transport.get_write_buffer_size()
+        return n
+
+    def write_frame(self, message: bytes) -> bool:
+        t = self.transport
+        if t.is_closing():
+            return False
+        if t.get_write_buffer_size():
+            return False
+        if self.fd < 0:
+            t.write(message)
+            return True
+        try:
+            n = os.write(self.fd, message)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.fd = -1
+            t.write(message)  # let the transport meet the error and close
+            return True
+        if n < len(message):
+            t.write(memoryview(message)[n:])
+        return True
+
+    def write(self, message: bytes) -> None:
+        """A control message or a frame that must go (video): through the transport, in order."""
+        if not self.transport.is_closing():
+            self.transport.write(message)
+
+
+class ViewerProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with the frame parser and the output path of the edge (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.viewer: ViewerIO | None = None
+        self._rbuf = bytearray()
+        self._parts: list[bytes] = []
+        self._part_opcode = 0
+        self._parts_size = 0
+        self._max_size: int = int(self.config.ws_max_size)
+        self.lost = False
+
+    # --- the session ------------------------------------------------------
+    def attach(self, viewer: ViewerIO) -> None:
+        """Deliver messages to `viewer` from now on (those queued during the handshake first)."""
+        self.viewer = viewer
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if self.lost:
+                break
+            if event["type"] == "websocket.receive":
+                text = event.get("text")
+                if text is not None:
+                    viewer.on_text(text)
+                else:
+                    viewer.on_binary()
+            elif event["type"] == "websocket.disconnect":
+                viewer.on_lost(int(event.get("code", 1005)))
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.lost:
+            viewer.on_lost(1006)
+
+    def close_viewer(self, code: int, reason: str, grace_s: float) -> None:
+        """Send a close frame; abort the connection when the viewer does not answer it within `grace_s`."""
+        if self.close_sent or self.lost:
+            return
+        self.close_sent = True
+        self.stop_keepalive()
+        self.transport.write(close_message(code, reason))
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(grace_s, self.transport.abort)
+
+    # --- transport callbacks ----------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if not self.handshake_complete:
+            super().data_received(data)  # the HTTP upgrade request
+            return
+        if self._rbuf:
+            self._rbuf += data
+            data = bytes(self._rbuf)
+            self._rbuf.clear()
+        used = self._parse(data)
+        if used < len(data) and not self.transport.is_closing():
+            self._rbuf += data[used:]
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.viewer is not None:
+            self.viewer.on_writable()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        super().connection_lost(exc)
+        if self.viewer is not None:
+            self.viewer.on_lost(1006 if not self.close_sent else 1000)
+
+    # --- the parser -------------------------------------------------------
+    def _parse(self, data: bytes) -> int:
+        """Handle every whole frame in `data`; returns how many bytes were used."""
+        pos, end = 0, len(data)
+        while end - pos >= 2:
+            b0, b1 = data[pos], data[pos + 1]
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end - head < 2:
+                    break
+                length = _U16.unpack_from(data, head)[0]
+                head += 2
+            elif length == 127:
+                if end - head < 8:
+                    break
+                length = _U64.unpack_from(data, head)[0]
+                head += 8
+            if b0 & 0x70 or not b1 & 0x80:
+                self._fail(C.CLOSE_PROTOCOL_ERROR, "reserved bits set" if b0 & 0x70 else "unmasked frame")
+                return end
+            opcode, fin = b0 & 0x0F, b0 & 0x80
+            if opcode >= 8 and (length > 125 or not fin):
+                self._fail(C.CLOSE_PROTOCOL_ERROR, "bad control frame")
+                return end
+            if length + self._parts_size > self._max_size:
+                self._fail(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
+                return end
+            if end - head < 4 + length:
+                break
+            payload = apply_mask(data[head + 4:head + 4 + length], data[head:head + 4])
+            pos = head + 4 + length
+            if not self._frame(opcode, bool(fin), payload):
+                return end
+        return pos
+
+    def _frame(self, opcode: int, fin: bool, payload: bytes) -> bool:
+        """One frame; False when the connection is closing (stop parsing)."""
+        if opcode in (_OP_TEXT, _OP_BINARY):
+            if self._parts:
+                self._fail(C.CLOSE_PROTOCOL_ERROR, "expected a continuation frame")
+                return False
+            if not fin:
+                self._part_opcode, self._parts, self._parts_size = opcode, [payload], len(payload)
+                return True
+            return self._message(opcode, payload)
+        if opcode == _OP_CONT:
+            if not self._parts:
+                self._fail(C.CLOSE_PROTOCOL_ERROR, "unexpected continuation frame")
+                return False
+            self._parts.append(payload)
+            self._parts_size += len(payload)
+            if fin:
+                whole = b"".join(self._parts)
+                self._parts, self._parts_size = [], 0
+                return self._message(self._part_opcode, whole)
+            return True
+        if opcode == _OP_PING:
+            if not self.close_sent:
+                self.transport.write(_header(_OP_PONG, len(payload)) + payload)
+            return True
+        if opcode == _OP_PONG:
+            self.handle_pong(Frame(Opcode.PONG, payload))
+            return True
+        if opcode == _OP_CLOSE:
+            self._on_close(payload)
+            return False
+        self._fail(C.CLOSE_PROTOCOL_ERROR, "unknown opcode")
+        return False
+
+    def _message(self, opcode: int, payload: bytes) -> bool:
+        if self.close_sent:
+            return True  # past our close: discard, keep reading for the viewer's close reply
+        viewer = self.viewer
+        if opcode == _OP_BINARY:
+            if viewer is not None:
+                viewer.on_binary()
+            else:
+                self._to_app({"type": "websocket.receive", "bytes": payload})
+            return not self.transport.is_closing()
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self._fail(1007, "invalid UTF-8")
+            return False
+        if viewer is not None:
+            viewer.on_text(text)
+        else:
+            self._to_app({"type": "websocket.receive", "text": text})
+        return not self.transport.is_closing()
+
+    def _to_app(self, event: Any) -> None:
+        self.queue.put_nowait(event)
+        if not self.read_paused:  # during the handshake the app reads one message at a time
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _on_close(self, payload: bytes) -> None:
+        code = _U16.unpack_from(payload)[0] if len(payload) >= 2 else 1005
+        reason = payload[2:].decode(errors="replace") if len(payload) > 2 else ""
+        if self.close_sent:  # the viewer answered our close: the closing handshake is complete
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+                self.close_timer = None
+            self.transport.close()
+            return
+        self.close_sent = True
+        self.stop_keepalive()
+        self.transport.write(close_message(code, "") if code != 1005 else _header(_OP_CLOSE, 0))
+        if self.viewer is not None:
+            self.viewer.on_lost(code)
+        else:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A protocol violation: close at once with `code` (the viewer's session, if any, is told)."""
+        if self.close_sent:
+            self.transport.close()
+            return
+        self.close_sent = True
+        self.stop_keepalive()
+        self.transport.write(close_message(code, reason))
+        if self.viewer is not None:
+            self.viewer.on_lost(code)
+        else:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.close()
+
+

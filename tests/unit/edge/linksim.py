@@ -1,4 +1,5 @@
-"""A tiny discrete-event model of edge -> bottleneck link -> viewer -> ack, for the pacing policy (fake clock)."""
+"""A tiny discrete-event model of edge -> bottleneck link -> viewer -> ack, driving the edge's own ViewerState
+(the same object the edge's sessions use) on a fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from framecast.edge.pacing import US, InflightWindow
+from framecast.edge.pacing import US
+from framecast.edge.viewer import OPEN, ViewerConfig, ViewerState
 
 
 @dataclass
@@ -27,7 +29,9 @@ def simulate(*, rate_bps: float, rtt_ms: float, frame_bytes: int, fps: float = 3
     of `rate_bps` bytes/s with `rtt_ms` round trip; the viewer acks on arrival after a random processing delay
     (uniform 0..jitter_ms, plus spike_ms every `spike_every` frames: a busy client)."""
     rng = random.Random(seed)
-    w = InflightWindow(int(target_ms * 1000), max_frames=max_frames)
+    state = ViewerState(ViewerConfig(latency_target_us=int(target_ms * 1000), max_inflight_frames=max_frames,
+                                     adapt=False), 0, n_tiers=1, rungs=(0,))
+    w = state.window
     one_way = int(rtt_ms * 500)
     period = int(US / fps)
     link_free = 0
@@ -45,14 +49,14 @@ def simulate(*, rate_bps: float, rtt_ms: float, frame_bytes: int, fps: float = 3
         t = min(next_frame, t_ack)
         if t == t_ack and acks:
             _, aid = acks.popleft()
-            w.on_ack(aid, t)
+            state.on_ack(t, aid)
         else:
             fid += 1
             pending = fid
             next_frame += period
-        if pending is not None and w.can_send():
+        if pending is not None and state.gate(t) == OPEN:
             cap = (pending - 1) * period
-            w.on_send(pending, frame_bytes, cap, t)
+            state.on_sent(t, pending, frame_bytes, cap)
             start = max(t, link_free)
             link_free = start + int(frame_bytes * US / rate_bps)
             arrive = link_free + one_way

@@ -1,7 +1,7 @@
 """The GOP queue behind the edge's ack window, on a fake clock: a video viewer keeps up at 30 fps.
 
-A discrete-event link (bandwidth serialisation + round trip) acks each frame; the edge's
-`InflightWindow` decides when `GopViewerQueue.pop` may send. Video cannot skip frames, so the
+A discrete-event link (bandwidth serialisation + round trip) acks each frame; the edge's own
+`ViewerState` (on a video tier) decides when `GopViewerQueue.pop` may send. Video cannot skip frames, so the
 window's frame cap must cover a round trip of frames: with `max_frames=16` a 150 ms path keeps
 30 fps without ever falling behind (docs/video.md has the table, including the 4-frame cap).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from framecast.edge.pacing import InflightWindow
+from framecast.edge.viewer import OPEN, ViewerConfig, ViewerState
 from framecast.video.gop import GopViewerQueue
 
 FRAME_US = 33_333
@@ -29,7 +29,9 @@ class Sim:
 
 def simulate(rtt_ms: int, max_frames: int, *, mbit: float = 8.0, seconds: int = 20, p_bytes: int = 10_000,
              key_bytes: int = 40_000, gop_s: float = 2.0) -> Sim:
-    window = InflightWindow(latency_target_us=100_000, max_frames=max_frames)
+    state = ViewerState(ViewerConfig(latency_target_us=100_000, max_inflight_frames=max_frames, adapt=False), 0,
+                        n_tiers=1, rungs=(0,))
+    state.on_ack(0, 0)  # the viewer acks: its frames are tracked in the window from the first one
     queue = GopViewerQueue[tuple[int, int, int]]()
     acks: list[tuple[int, int, int]] = []
     link_free_us = 0.0
@@ -48,14 +50,14 @@ def simulate(rtt_ms: int, max_frames: int, *, mbit: float = 8.0, seconds: int = 
             next_frame_us += FRAME_US
         while acks and acks[0][0] <= now:
             t, fid, capture = heapq.heappop(acks)
-            window.on_ack(fid, t)
+            state.on_ack(t, fid)
             delays.append((t - capture) / 1000)
-        while window.can_send():
+        while state.gate(now, video=True) == OPEN:
             item = queue.pop()
             if item is None:
                 break
             fid, capture, size = item
-            window.on_send(fid, size, capture, now)
+            state.on_sent(now, fid, size, capture)
             sent += 1
             link_free_us = max(link_free_us, now) + size * 8 / mbit
             heapq.heappush(acks, (int(link_free_us + rtt_ms * 1000), fid, capture))

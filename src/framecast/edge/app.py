@@ -67,12 +67,19 @@ class EdgeRuntime:
                              block_ms=settings.block_ms, reader_grace_s=settings.reader_grace_s,
                              demand_ttl_s=settings.demand_ttl_s, stall_after_s=settings.stall_after_s)
         self.sessions: set[ViewerSession] = set()
+        # per-viewer counts (plain ints on each session) join the replica's counters at scrape time
+        self.metrics.frames_sent.live = lambda: (((u[0],), u[1]) for u in self._unfolded())
+        self.metrics.bytes_sent.live = lambda: (((), u[2]) for u in self._unfolded())
+        self.metrics.control.live = lambda: ((("ack",), u[3]) for u in self._unfolded())
         self.admitted = 0  # connections past the limit checks (including ones still handshaking)
         self.per_ip: Counter[str] = Counter()
         self.draining = False
         self.drain_started: float | None = None
         self.metrics_server: Any = None
         self._known_streams: set[str] = set()
+
+    def _unfolded(self) -> list[tuple[str, int, int, int]]:
+        return [s.unfolded() for s in tuple(self.sessions)]  # tuple(): a scrape may run on the metrics thread
 
     def viewers_by_stream(self) -> Counter[str]:
         return Counter(s.stream for s in self.sessions)
@@ -317,6 +324,7 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
         if runtime.per_ip[ip] <= 0:
             del runtime.per_ip[ip]
         if session is not None:
+            session.fold_counts()  # before it leaves the set the scrape sums over
             runtime.sessions.discard(session)
             await session.finish()
             runtime.refresh_viewer_gauges()

@@ -8,7 +8,7 @@ stream's ladder is first read.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
@@ -55,6 +55,8 @@ class HotCounter:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self.series: dict[tuple[str, ...], IntCount] = {}
         self._plain = self.labels() if not self.labelnames else None
+        # counts still held by live viewers (plain ints on each viewer), added at scrape time
+        self.live: Callable[[], Iterable[tuple[tuple[str, ...], int]]] | None = None
 
     def labels(self, *values: str) -> IntCount:
         child = self.series.get(values)
@@ -70,8 +72,12 @@ class HotCounter:
 
     def collect(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in self.series.items():
-            family.add_metric(values, child.value)
+        totals = {values: child.value for values, child in tuple(self.series.items())}
+        if self.live is not None:
+            for values, n in self.live():
+                totals[values] = totals.get(values, 0) + n
+        for values, total in totals.items():
+            family.add_metric(values, total)
         return family
 
 
@@ -179,9 +185,6 @@ class EdgeMetrics:
         self.acks = self.control.labels("ack")
         self.drop_queue_full = self.drops.labels("queue_full")
         self.drop_stale = self.drops.labels("stale")
-
-    def sent_counter(self, tier: str) -> IntCount:
-        return self.frames_sent.labels(tier)
 
     def tier_seen(self, tier: str) -> None:
         self.frames_sent.labels(tier)

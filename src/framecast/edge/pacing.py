@@ -61,10 +61,15 @@ class RateMeter:
     def add(self, now: int, nbytes: int, count: int = 1) -> None:
         if self._first_us is None:
             self._first_us = now
-        for _ in range(count):
-            self._events.append((now, nbytes // max(count, 1)))
+        events = self._events
+        if count == 1:
+            events.append((now, nbytes))
+        else:
+            for _ in range(count):
+                events.append((now, nbytes // max(count, 1)))
         self._bytes += nbytes
-        self._trim(now)
+        if events[0][0] < now - self.window_us:
+            self._trim(now)
 
     def _trim(self, now: int) -> None:
         limit = now - self.window_us
@@ -145,7 +150,7 @@ class InflightWindow:
 
         Unknown ids (duplicates, or frames of a previous connection) are ignored.
         """
-        if not any(f.frame_id == frame_id for f in self.inflight):
+        if frame_id not in self._seq_of:  # one dict lookup, not a scan of the frames in flight
             return None
         released = 0
         released_bytes = 0

@@ -98,7 +98,9 @@ class ViewerSession:
         self.window, self.cap, self.policy = self.state.window, self.state.cap, self.state.policy
         self.queue: deque[BusFrame] = deque()
         self.feed_tier: str = self.tier_names[rungs[0]]
-        self._sent = metrics.sent_counter(self.feed_tier)
+        self._counted_tier = self.feed_tier  # the tier this viewer's unfolded frame count belongs to
+        self._folded = [0, 0, 0]  # frames, bytes, acks already added to the replica's counters
+        self.acks = 0
         self.pending_tier: str | None = None
         self._switch_reason = ""
         # video (H.264) tiers go through an in-order, keyframe-aware queue instead of newest-frame-wins
@@ -199,13 +201,14 @@ class ViewerSession:
         if len(text) > self.settings.max_message_bytes:
             self.close_now(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
             return
-        if not self.bucket.take(mono_us()):
+        now = time.monotonic_ns() // 1000
+        if not self.bucket.take(now):
             self.close_now(C.CLOSE_POLICY_VIOLATION, "too many control messages")
             return
         # fast path for the one message sent per frame; anything else takes the full parser
         if text.startswith(_ACK_PREFIX) and text.endswith("}") and text[_ACK_LEN:-1].isdecimal():
-            self.metrics.acks.inc()
-            self.on_ack(int(text[_ACK_LEN:-1]))
+            self.acks += 1
+            self.on_ack(int(text[_ACK_LEN:-1]), now)
             return
         try:
             self.on_message(parse_viewer_message(text))
@@ -250,8 +253,11 @@ class ViewerSession:
                 self.queue.clear()  # a JPEG still shown while joining is superseded by the video
                 self._pump()
             return
-        self._queue(frame)
-        self._pump()
+        if self.queue or not self.started or self.outlet is None:
+            self._queue(frame)
+            self._pump()
+        else:
+            self._send_newest(frame)  # the common case: nothing waiting, the gates decide about this frame
 
     def _queue(self, frame: BusFrame) -> None:
         q = self.queue
@@ -316,7 +322,7 @@ class ViewerSession:
     def on_message(self, msg: ViewerMessage) -> None:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
         if isinstance(msg, Ack):
-            self.metrics.acks.inc()
+            self.acks += 1
             self.on_ack(msg.frame_id)
         elif isinstance(msg, SetPreferences):
             self.metrics.control.labels("set").inc()
@@ -332,8 +338,9 @@ class ViewerSession:
                 # the viewer's decoder lost its reference: skip to a keyframe (and ask the encoder for one)
                 self._gop(self.vq.break_chain(mono_us()), self.feed_tier)
 
-    def on_ack(self, frame_id: int) -> None:
-        now = mono_us()
+    def on_ack(self, frame_id: int, now: int | None = None) -> None:
+        if now is None:
+            now = mono_us()
         st = self.state
         was_acking = st.acking
         result = st.on_ack(now, frame_id)
@@ -341,7 +348,7 @@ class ViewerSession:
             self.outlet.set_budget(st.budget())  # acks pace the viewer from now on: a smaller socket budget
         if result is None:
             return
-        g2g = wall_us() - result.capture_us
+        g2g = time.time_ns() // 1000 - result.capture_us
         if g2g >= 0:
             self.metrics.glass_to_glass.observe(g2g / 1e6)
         self.metrics.frame_delay.observe(result.delay_us / 1e6)
@@ -408,7 +415,9 @@ class ViewerSession:
     def _complete_switch(self) -> None:
         old, new = self.feed_tier, self.pending_tier
         assert new is not None
+        self.fold_counts()  # frames so far were the old tier's
         self.feed_tier, self.pending_tier = new, None
+        self._counted_tier = new
         self.hub.unsubscribe(self.stream, old, self)
         if self.queue:
             self.metrics.drops.labels("tier_switch").inc(len(self.queue))
@@ -418,7 +427,6 @@ class ViewerSession:
         self.vq, self.pending_vq = self.pending_vq, None
         self.state.set_video(self.vq is not None)
         self.state.switched(mono_us())
-        self._sent = self.metrics.sent_counter(new)
         self.send_control(encode_control(TierChanged(new, self._switch_reason)))
 
     def _adapt(self, now: int) -> None:
@@ -458,52 +466,101 @@ class ViewerSession:
         """Write what the gates allow now (called on a frame, an ack, the socket draining, a timer)."""
         if self.closed or not self.started or self.outlet is None:
             return
-        st, outlet, metrics = self.state, self.outlet, self.metrics
-        while True:
-            vq = self.vq
-            video_next = vq is not None and (vq.queued_frames > 0 or not self.queue)
-            if not (self.queue or video_next):
-                return
-            now = mono_us()
-            gate = st.gate(now, video=vq is not None)
-            if gate:
-                if gate != WINDOW_FULL:
-                    self._later(gate / 1e6)  # the fps cap: an ack would not open it
-                return
+        if self.vq is not None:
+            self._pump_video()
+            return
+        q = self.queue
+        if not q:
+            return
+        frame = q.pop()
+        if q:
+            self.metrics.drop_stale.inc(len(q))
+            q.clear()
+        self._send_newest(frame)
+
+    def _send_newest(self, frame: BusFrame) -> None:
+        """Send `frame` if the gates allow it now, else keep it as the one waiting (newest wins)."""
+        st = self.state
+        if frame.capture_us <= st.last_sent_capture_us:
+            return  # never the same moment twice, never back in time (joins, tier switches)
+        now = time.monotonic_ns() // 1000
+        gate = st.gate(now)
+        if gate:
+            self.queue.append(frame)
+            if gate != WINDOW_FULL:
+                self._later(gate / 1e6)  # the fps cap: an ack would not open it
+            return
+        assert self.outlet is not None
+        written = self.outlet.write_frame(frame.wire)
+        if not written:
+            self.queue.append(frame)
+            st.on_blocked(now)  # over the unsent budget: keep the newest, try again shortly
+            self._later(self._poll_s)
+            self._poll_s = min(self._poll_s * 2, _BLOCKED_POLL_S[1])
+            return
+        self._sent_one(frame, now, written)
+
+    def _pump_video(self) -> None:
+        st, outlet, vq = self.state, self.outlet, self.vq
+        assert outlet is not None and vq is not None
+        while not self.closed and (vq.queued_frames or self.queue):
+            now = time.monotonic_ns() // 1000
+            if st.gate(now, video=True):
+                return  # the window: an ack calls again
             if outlet.buffered():  # the last frame is still leaving the transport: resume_writing calls again
                 if st.writing_since_us is None:
                     st.writing_since_us = now
                 return
-            if video_next:
-                assert vq is not None
+            if not vq.queued_frames:  # a JPEG still while the video tier waits for its keyframe
+                frame = self.queue.pop()
+                self.queue.clear()
+                if not st.is_fresh(frame.capture_us):
+                    continue
+            else:
                 popped = vq.pop()  # in order: every frame of the chain, from a keyframe on
                 if popped is None:
                     return
                 frame = popped
-                if not outlet.write_frame(frame.wire):
-                    outlet.write(frame.wire)  # no video frame may be skipped: it waits in the transport
-            else:
-                q = self.queue
-                frame = q[-1]
-                if st.is_fresh(frame.capture_us) and not outlet.write_frame(frame.wire):
-                    st.on_blocked(now)  # over the unsent budget: keep the newest, try again shortly
-                    self._later(self._poll_s)
-                    self._poll_s = min(self._poll_s * 2, _BLOCKED_POLL_S[1])
-                    return
-                if len(q) > 1:
-                    metrics.drop_stale.inc(len(q) - 1)
-                q.clear()
-                if not st.is_fresh(frame.capture_us):
-                    continue  # never the same moment twice, never back in time (joins, tier switches)
-            self._poll_s = _BLOCKED_POLL_S[0]
-            if st.acking:
-                metrics.inflight.observe(len(st.window.inflight))
-            if st.on_sent(now, frame.frame_id, frame.nbytes, frame.capture_us):
-                metrics.first_frame.observe((mono_us() - self.started_us) / 1e6)
-            self._sent.inc()
-            metrics.bytes_sent.inc(frame.nbytes)
-            if not st.acking and st.adapt_due(now):
-                self._adapt(now)
+            written = outlet.write_frame(frame.wire)
+            if not written:
+                outlet.write(frame.wire)  # no video frame may be skipped: it waits in the transport
+                written = 2
+            self._sent_one(frame, now, written)
+
+    def _sent_one(self, frame: BusFrame, now: int, written: int) -> None:
+        st = self.state
+        self._poll_s = _BLOCKED_POLL_S[0]
+        if st.acking:
+            self.metrics.inflight.observe(len(st.window.inflight))
+        if st.on_sent(now, frame.frame_id, frame.nbytes, frame.capture_us):
+            self.metrics.first_frame.observe((time.monotonic_ns() // 1000 - self.started_us) / 1e6)
+        if written == 2:  # the kernel took part of it: the transport sends the rest, then calls on_writable
+            st.writing_since_us = now
+        if not st.acking and st.adapt_due(now):
+            self._adapt(now)
+
+    # --- counters: plain ints on the viewer, summed at scrape time ------------
+    def unfolded(self) -> tuple[str, int, int, int]:
+        """(tier, frames, bytes, acks) counted by this viewer and not yet added to the replica's counters."""
+        st = self.state
+        return (self._counted_tier, st.frames_sent - self._folded[0], st.bytes_sent - self._folded[1],
+                self.acks - self._folded[2])
+
+    def fold_counts(self) -> None:
+        """Move this viewer's counts into the replica's counters (before a tier change, and when it leaves).
+
+        Our own record first, the counter second: a scrape in between sees a little less, never more (a
+        counter that went down would read as a reset).
+        """
+        tier, frames, nbytes, acks = self.unfolded()
+        f = self._folded
+        f[0] += frames
+        f[1] += nbytes
+        f[2] += acks
+        self.metrics.frames_sent.labels(tier).inc(frames)
+        self.metrics.bytes_sent.inc(nbytes)
+        self.metrics.acks.inc(acks)
+        self._counted_tier = self.feed_tier
 
     def _later(self, delay_s: float) -> None:
         if self._timer is None:

@@ -84,12 +84,14 @@ class ViewerState:
 
     def gate(self, now: int, *, video: bool = False) -> int:
         """OPEN (0): a frame may go now; WINDOW_FULL: wait for an ack; > 0: microseconds until the cap allows."""
-        if not video:  # a video tier cannot skip frames for a cap
+        if self.cap.interval_us and not video:  # a video tier cannot skip frames for a cap
             wait = self.cap.wait_us(now)
             if wait:
                 return wait
-        if self.acking and not self.window.can_send():
-            return WINDOW_FULL
+        if self.acking:
+            w = self.window
+            if len(w.inflight) >= w.min_frames and len(w.inflight) >= w.window:  # InflightWindow.can_send
+                return WINDOW_FULL
         return OPEN
 
     def is_fresh(self, capture_us: int) -> bool:
@@ -110,7 +112,8 @@ class ViewerState:
             self.window.on_send(frame_id, nbytes, capture_us, now)
         else:
             self.delivered.add(now, nbytes)
-        self.cap.on_send(now)
+        if self.cap.interval_us:
+            self.cap.on_send(now)
         self.frames_sent += 1
         self.bytes_sent += nbytes
         return self.frames_sent == 1

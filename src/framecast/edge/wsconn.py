@@ -78,7 +78,7 @@ class ViewerIO(Protocol):
 class Outlet:
     """Writes whole messages to one viewer's socket: directly when the socket takes them, else not at all.
 
-    `write_frame` returns False when the kernel refused every byte (more than the
+    `write_frame` returns 0 when the kernel refused every byte (more than the
     budget is unsent, or the transport still holds bytes): the caller keeps its
     frame and may replace it with a newer one. A frame taken in part is
     committed: its rest waits in the transport buffer.
@@ -109,26 +109,26 @@ class Outlet:
         n: int = self.transport.get_write_buffer_size()
         return n
 
-    def write_frame(self, message: bytes) -> bool:
+    def write_frame(self, message: bytes) -> int:
+        """0: refused (nothing written); 1: written whole; 2: written in part, the rest waits in the transport."""
         t = self.transport
-        if t.is_closing():
-            return False
-        if t.get_write_buffer_size():
-            return False
+        if t.get_write_buffer_size() or t.is_closing():
+            return 0
         if self.fd < 0:
             t.write(message)
-            return True
+            return 1
         try:
             n = os.write(self.fd, message)
         except (BlockingIOError, InterruptedError):
-            return False
+            return 0
         except OSError:
             self.fd = -1
             t.write(message)  # let the transport meet the error and close
-            return True
+            return 1
         if n < len(message):
             t.write(memoryview(message)[n:])
-        return True
+            return 2
+        return 1
 
     def write(self, message: bytes) -> None:
         """A control message or a frame that must go (video): through the transport, in order."""
@@ -188,6 +188,18 @@ class ViewerProtocol(WebSocketsSansIOProtocol):
         if not self.handshake_complete:
             super().data_received(data)  # the HTTP upgrade request
             return
+        viewer = self.viewer
+        if viewer is not None and not self._rbuf and not self.close_sent:
+            # the common read: exactly one short, whole text frame (an ack)
+            n = len(data) - 6
+            if 0 <= n < 126 and data[0] == 0x81 and data[1] == 0x80 | n:
+                try:
+                    text = apply_mask(data[6:], data[2:6]).decode()
+                except UnicodeDecodeError:
+                    pass  # the parser closes with 1007
+                else:
+                    viewer.on_text(text)
+                    return
         if self._rbuf:
             self._rbuf += data
             data = bytes(self._rbuf)

@@ -1,5 +1,8 @@
 """`python -m framecast.edge`: run the edge on uvicorn, with a bounded drain on SIGTERM.
 
+With `--workers N` (or one per CPU in a container) this process supervises N
+edge workers on the same port (see workers.py); each runs what follows.
+
 SIGTERM (or a first Ctrl-C): `/readyz` fails at once, viewers get a "draining"
 status, after `drain_delay_s` they are closed with 1012, and the process exits
 within `drain_timeout_s`. A second signal exits at once.
@@ -19,6 +22,7 @@ import uvicorn
 
 from framecast.edge.app import EdgeRuntime, create_app
 from framecast.edge.settings import EdgeSettings
+from framecast.edge.workers import Supervisor, WorkerInfo, resolve_workers, reuseport_socket
 from framecast.edge.wsconn import ViewerProtocol
 from framecast.logs import setup_logging
 from framecast.settings import load_settings
@@ -98,9 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(EdgeSettings, argv, prog="framecast-edge",
                              description="framecast edge: fan-out of live frames to WebSocket viewers")
     setup_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    worker = WorkerInfo.from_env()
+    if worker is None:
+        count = resolve_workers(settings.workers)
+        if count > 1:
+            args = sys.argv[1:] if argv is None else argv
+            sys.exit(Supervisor(count, settings.host, settings.port, args).run())
+    elif settings.edge_id:
+        settings = settings.model_copy(update={"edge_id": f"{settings.edge_id[:58]}-w{worker.index}"})
+    app = create_app(settings, worker=worker)
     server = EdgeServer(uvicorn_config(app, settings), app.state.runtime)
-    server.run()
+    if worker is not None:
+        server.run(sockets=[reuseport_socket(settings.host, settings.port)])
+    else:
+        server.run()
     if server.started is False:
         sys.exit(1)
 

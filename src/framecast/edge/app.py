@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -34,6 +34,7 @@ from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, ti
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.session import ViewerSession, close_reason
 from framecast.edge.settings import EdgeSettings
+from framecast.edge.workers import AllWorkers, WorkerInfo, write_snapshot
 from framecast.protocol import (
     ClientHello,
     ErrorMessage,
@@ -139,19 +140,24 @@ class ExposeTransport:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: EdgeSettings | None = None) -> FastAPI:
+def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | None = None) -> FastAPI:
     settings = settings or EdgeSettings()
     runtime = EdgeRuntime(settings)
+    registry = runtime.metrics.registry
+    if worker is not None:  # one scrape answers for every worker of this replica, each labelled
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AllWorkers(worker, runtime.metrics.registry))
+        runtime.hub.on_tick.append(lambda: write_snapshot(worker, runtime.metrics.registry))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.hub.start()
         runtime.hub.on_tick.append(runtime.refresh_viewer_gauges)
-        if settings.metrics_port:
+        if settings.metrics_port and (worker is None or worker.index == 0):  # one metrics port per replica
             from prometheus_client import start_http_server
 
             runtime.metrics_server = start_http_server(settings.metrics_port, settings.metrics_host,
-                                                       registry=runtime.metrics.registry)
+                                                       registry=registry)
         log.info("edge %s ready (redis %s)", runtime.edge_id, _redact(settings.redis_url))
         try:
             yield
@@ -191,7 +197,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         if settings.metrics_port:
             return PlainTextResponse(f"metrics are served on port {settings.metrics_port}\n", status_code=404)
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/streams")
     async def streams() -> Response:

@@ -6,9 +6,14 @@ do not pay for client-only dependencies.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    # one source for the version: pyproject's [project] version, as installed
+    __version__ = metadata.version("framecast")
+except metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 
 from framecast import constants as C
+from framecast.protocol import ProtocolError, decode_header
 
 log = logging.getLogger("framecast.bus")
 
@@ -188,13 +189,27 @@ async def newest_entry(client: aioredis.Redis, key: str) -> tuple[bytes, bytes] 
     return bytes(entry_id), bytes(fields[C.FRAME_FIELD])
 
 
+def captured_within(message: bytes, max_age_us: int | None) -> bool:
+    """Whether a stored wire message was captured at most `max_age_us` ago (None: any age will do)."""
+    if max_age_us is None:
+        return True
+    try:
+        return now_us() - decode_header(message).capture_us <= max_age_us
+    except ProtocolError:
+        return False
+
+
 async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
-                      backoff: Backoff | None = None, on_error: Any = None) -> AsyncIterator[bytes]:
+                      backoff: Backoff | None = None, on_error: Any = None,
+                      max_age_us: int | None = None) -> AsyncIterator[bytes]:
     """Yield wire messages of one frames stream forever, newest first then live.
 
-    Starts with the newest stored entry (so a new viewer gets a picture at once),
-    then follows with `XREAD BLOCK`. When Redis goes away it retries with
-    jittered back-off and resumes at the newest entry, skipping the backlog.
+    Starts with the newest stored entry (so a new viewer gets a picture at once)
+    unless it was captured more than `max_age_us` ago (a tier nobody encodes
+    any more keeps its last entries: they are no start point), then follows
+    with `XREAD BLOCK`. When Redis goes away it retries with jittered back-off
+    and resumes at the newest entry, skipping the backlog. JPEG tiers only:
+    video tiers need every entry (`framecast.video.reader.read_video_frames`).
     `on_error(exc)` is called for every failed attempt (for metrics and logs).
     """
     backoff = backoff or Backoff()
@@ -208,7 +223,8 @@ async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
                     last_id = b"$"
                 else:
                     last_id = newest[0]
-                    yield newest[1]
+                    if captured_within(newest[1], max_age_us):
+                        yield newest[1]
             # "$" means "only entries added after this call"
             reply: Any = await client.xread({key: last_id}, count=16, block=block_ms)
             raise_if_cancelling()

@@ -1,12 +1,17 @@
 """Fan-out of bus frames to viewer sessions: one reader per (stream, tier) per replica.
 
-A `TierReader` follows one frames stream with `framecast.bus.read_frames` and
-hands each wire message, as the very bytes object Redis returned, to every
-subscribed viewer with a non-blocking `offer` (the viewer's queue drops its
-oldest frame when full); it never awaits a viewer. It starts with the first
-subscriber, keeps the newest frame for instant first frames and snapshots,
-refreshes the demand key that asks the inference service to publish its tier,
-and stops `reader_grace_s` after its last subscriber left.
+A `TierReader` follows one frames stream and hands each wire message, as the
+very bytes object Redis returned, to every subscribed viewer with a
+non-blocking `offer`; it never awaits a viewer. A JPEG tier is read with
+`framecast.bus.read_frames` (the newest entry of each batch: older JPEG frames
+are stale); a video tier with `framecast.video.reader.read_video_frames`, every
+entry in order from a keyframe, since a skipped P-frame breaks every viewer's
+picture (dropping for a slow viewer is its GOP queue's job, never the reader's).
+A reader starts with the first subscriber, keeps the newest frame (and for
+video the last GOP) for instant first frames and snapshots, never starts from
+or serves a frame older than the stall threshold, refreshes the demand key that
+asks the inference service to publish its tier, and stops `reader_grace_s`
+after its last subscriber left.
 
 The hub's housekeeping loop (once a second) refreshes demand keys, watches
 every watched stream's heartbeat (live/stalled status for viewers) and runs
@@ -19,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +40,7 @@ from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
 from framecast.video.gop import GopCache
 from framecast.video.keyframes import AsyncKeyframeRequester
+from framecast.video.reader import VideoEntry, read_video_frames
 from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
@@ -117,6 +123,16 @@ def auto_rungs(tiers: tuple[TierInfo, ...]) -> tuple[int, ...]:
     return tuple(sorted((*video, *jpeg[-1:])))  # ladder order: list video tiers first
 
 
+async def _video_pairs(entries: AsyncIterator[VideoEntry]) -> AsyncIterator[tuple[bytes, bool]]:
+    async for entry in entries:
+        yield entry.message, entry.gap
+
+
+async def _jpeg_pairs(messages: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
+    async for message in messages:
+        yield message, False
+
+
 @dataclass
 class TierReader:
     stream: str
@@ -131,7 +147,6 @@ class TierReader:
     frames: int = 0
     started_us: int = field(default_factory=wall_us)
     gop: GopCache[BusFrame] | None = None  # video tiers: the last keyframe and its followers, for joins
-    gap: bool = False  # a bus error since the last frame: the video chain is broken
     demanded: bool = False  # this replica has set the tier's demand key and not released it
 
     def fps(self, now: int) -> float:
@@ -215,6 +230,10 @@ class FanoutHub:
             self.metrics.tier_seen(tier)
         if video and reader.gop is None:
             reader.gop = GopCache()
+        if reader.latest is not None and wall_us() - reader.latest.capture_us > self.stall_after_us:
+            reader.latest = None  # the tier was not encoded for a while: its last frames are no start point
+            if reader.gop is not None:
+                reader.gop.clear()
         reader.subscribers.add(sub)
         reader.idle_since = None
         if reader.task is None or reader.task.done():
@@ -266,7 +285,8 @@ class FanoutHub:
                 header = decode_header(data) if data else None
             except ProtocolError:
                 header = None
-            if header is not None and (best is None or header.capture_us > best.capture_us):
+            if header is not None and now - header.capture_us <= self.stall_after_us \
+                    and (best is None or header.capture_us > best.capture_us):
                 best = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
         if len(self._newest) >= _MAX_CACHED_STREAMS:
             self._newest.clear()
@@ -303,12 +323,9 @@ class FanoutHub:
         def on_error(exc: BaseException) -> None:
             metrics.bus_reconnects.inc()
             self._bus_errors.event(type(exc).__name__)
-            reader.gap = True
 
         try:
-            # back-off capped at 1 s: viewers resume within about a second of Redis returning
-            async for data in read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error,
-                                          backoff=Backoff(base=0.05, cap=1.0)):
+            async for data, gap in self._entries(reader, on_error):
                 try:
                     header = decode_header(data)
                 except ProtocolError as exc:
@@ -318,12 +335,11 @@ class FanoutHub:
                 frame = BusFrame(data, header.frame_id, header.capture_us, header.tier, now, header.keyframe)
                 reader.latest = frame
                 if reader.gop is not None:
-                    if reader.gap:
+                    if gap and not header.keyframe:  # entries before this one were missed: the chain is broken
                         reader.gop.break_chain()
                         for sub in tuple(reader.subscribers):
                             sub.on_gap(reader.tier)
                     reader.gop.add(frame, header.frame_id, header.keyframe, len(data), now)
-                reader.gap = False
                 reader.frames += 1
                 reader.arrivals.add(now, len(data))
                 size = float(len(data))
@@ -337,6 +353,24 @@ class FanoutHub:
             raise
         except Exception:  # a bug must not kill fan-out silently
             log.exception("bus reader %s/%s failed", reader.stream, reader.tier)
+
+    def _entries(self, reader: TierReader, on_error: Callable[[BaseException], None]
+                 ) -> AsyncIterator[tuple[bytes, bool]]:
+        """(wire message, gap) pairs of a tier: every entry in order for a video tier, the newest for JPEG.
+
+        A P-frame only decodes on top of the one before it, so a video tier's
+        reader never skips an entry (dropping for a slow viewer is its GOP
+        queue's job); a JPEG reader that lags jumps to the newest entry. Either
+        starts only from frames captured within the stall threshold.
+        """
+        # back-off capped at 1 s: viewers resume within about a second of Redis returning
+        backoff = Backoff(base=0.05, cap=1.0)
+        if reader.gop is not None:
+            return _video_pairs(read_video_frames(self.reader_client, reader.key, block_ms=self.block_ms,
+                                                  backoff=backoff, on_error=on_error,
+                                                  max_age_us=self.stall_after_us))
+        return _jpeg_pairs(read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error,
+                                       backoff=backoff, max_age_us=self.stall_after_us))
 
     # --- housekeeping ----------------------------------------------------
     async def _set_demand(self, readers: list[TierReader]) -> None:
@@ -410,7 +444,10 @@ class FanoutHub:
         streams = list(self.watchers)
         if not streams:
             return
-        values = await self.client.mget([self.keys.heartbeat(s) for s in streams])
+        pipe = self.client.pipeline(transaction=False)  # key by key: streams' heartbeats span cluster slots
+        for s in streams:
+            pipe.get(self.keys.heartbeat(s))
+        values = await pipe.execute()
         now = wall_us()
         for stream, raw in zip(streams, values, strict=True):
             beat = int(raw) if raw is not None and raw.isdigit() else None

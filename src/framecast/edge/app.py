@@ -195,7 +195,10 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             scored: list[tuple[Any, float]] = await runtime.client.zrange(  # type: ignore[assignment]
                 runtime.keys.streams_index(), 0, -1, withscores=True)
             names = [n.decode() if isinstance(n, bytes) else str(n) for n, _ in scored]
-            metas = await runtime.client.mget([runtime.keys.meta(n) for n in names]) if names else []
+            pipe = runtime.client.pipeline(transaction=False)  # key by key: metas of streams span cluster slots
+            for n in names:
+                pipe.get(runtime.keys.meta(n))
+            metas = await pipe.execute() if names else []
         except REDIS_ERRORS as exc:
             return JSONResponse({"error": f"bus unavailable: {type(exc).__name__}"}, status_code=503)
         now = wall_us()

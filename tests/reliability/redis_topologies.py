@@ -166,9 +166,9 @@ class SentinelGroup:
     def ready(self) -> bool:
         assert self.master is not None
         for port in self.sentinel_ports:
-            state = self._ask(port, "SENTINEL", "MASTER", self.service)
-            fields = dict(zip(state[::2], state[1::2], strict=True))  # type: ignore[index]
-            if int(fields[b"num-slaves"]) < 1 or int(fields[b"num-other-sentinels"]) < 2:
+            state = redis.Redis(port=port, socket_timeout=2).sentinel_master(self.service)
+            assert isinstance(state, dict)
+            if int(str(state["num-slaves"])) < 1 or int(str(state["num-other-sentinels"])) < 2:
                 return False
         return self.replica is not None and \
             redis.Redis(port=self.replica.port).info("replication").get("master_link_status") == "up"

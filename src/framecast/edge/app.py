@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, WebSocket
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from framecast import constants as C
-from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client, newest_entry
+from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
 from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
@@ -35,13 +35,13 @@ from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import TokenBucket
 from framecast.edge.session import ViewerSession, close_reason, mono_us
 from framecast.edge.settings import EdgeSettings
+from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
 from framecast.protocol import (
     ClientHello,
     ErrorMessage,
     ProtocolError,
     ServerHello,
     Status,
-    decode_frame,
     encode_control,
     parse_viewer_message,
 )
@@ -76,6 +76,7 @@ class EdgeRuntime:
         self.drain_started: float | None = None
         self.metrics_server: Any = None
         self._known_streams: set[str] = set()
+        self.snapshot_limiter = SnapshotLimiter(settings.snapshot_rate, settings.snapshot_rate_per_ip)
 
     def viewers_by_stream(self) -> Counter[str]:
         return Counter(s.stream for s in self.sessions)
@@ -166,6 +167,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app = FastAPI(title="framecast edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.add_middleware(ExposeTransport)
+    redact_access_log()  # snapshot tokens may travel in the query string
     static_dir = Path(settings.static_dir) if settings.static_dir else DEFAULT_STATIC_DIR
 
     # --- HTTP ------------------------------------------------------------
@@ -220,41 +222,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         return JSONResponse({"edge": runtime.edge_id, "streams": out})
 
     @app.get("/snapshot/{stream}.jpg")
-    async def snapshot(stream: str, tier: str | None = Query(None, max_length=32)) -> Response:
-        if not C.STREAM_NAME_RE.match(stream):
-            return PlainTextResponse("unknown stream\n", status_code=404)
-        try:
-            info = await runtime.hub.stream_info(stream)
-        except REDIS_ERRORS:
-            info = runtime.hub.cached_info(stream)
-        if info is None:
-            return PlainTextResponse("unknown stream\n", status_code=404)
-        names = [t.name for t in jpeg_tiers(tiers_of(info))]
-        if not names:
-            return PlainTextResponse("stream has no JPEG tier\n", status_code=404)
-        name = tier or names[0]
-        if name not in names:
-            return PlainTextResponse(f"unknown tier; this stream has {names}\n", status_code=404)
-        cached = runtime.hub.latest(stream, name)
-        data: bytes | None = cached.data if cached is not None else None
-        if data is None:
-            try:
-                newest = await newest_entry(runtime.client, runtime.keys.frames(stream, name))
-            except REDIS_ERRORS:
-                return PlainTextResponse("bus unavailable\n", status_code=503)
-            data = newest[1] if newest else None
-        if data is None:
-            return PlainTextResponse("no frame yet\n", status_code=404)
-        try:
-            frame = decode_frame(data)
-        except ProtocolError:
-            return PlainTextResponse("bad frame on the bus\n", status_code=502)
-        if frame.header.codec != C.CODEC_JPEG:
-            return PlainTextResponse("tier is not JPEG\n", status_code=415)
-        h = frame.header
-        return Response(frame.payload, media_type="image/jpeg",
-                        headers={"Cache-Control": "no-store", "X-Frame-Id": str(h.frame_id),
-                                 "X-Capture-Us": str(h.capture_us), "X-Tier": name})
+    async def snapshot(request: Request, stream: str, tier: str | None = Query(None, max_length=32),
+                       token: str | None = Query(None, max_length=4096)) -> Response:
+        return await serve_snapshot(runtime, request, stream, tier, token)  # framecast.edge.snapshot
 
     @app.get("/", response_model=None)
     async def index() -> Response:

@@ -153,6 +153,21 @@ class TierReader:
         return self.arrivals.rate(now)
 
 
+class _FreshFrameWaiter:
+    """A subscriber that waits for one frame captured within `max_age_us` (a snapshot of an idle tier)."""
+
+    def __init__(self, max_age_us: int) -> None:
+        self.max_age_us = max_age_us
+        self.frame: asyncio.Future[BusFrame] = asyncio.get_running_loop().create_future()
+
+    def offer(self, tier: str, frame: BusFrame) -> None:
+        if not self.frame.done() and wall_us() - frame.capture_us <= self.max_age_us:
+            self.frame.set_result(frame)
+
+    def on_gap(self, tier: str) -> None:
+        pass
+
+
 class FanoutHub:
     """Owns the bus readers of this replica and the per-stream state viewers share."""
 
@@ -292,6 +307,52 @@ class FanoutHub:
             self._newest.clear()
         self._newest[stream] = (time.monotonic(), best)
         return best
+
+    async def snapshot_frame(self, stream: str, tiers: list[str], *, wait_s: float,
+                             cached_only: bool = False) -> tuple[str, BusFrame] | None:
+        """(tier, frame): a frame of the first of `tiers` (best first) captured within the stall threshold.
+
+        Readers' cached frames first, then one pipelined XREVRANGE for the other
+        tiers. When no tier has a fresh frame (the inference service encodes only
+        demanded tiers), the first tier is demanded like a viewer's (its reader
+        starts, and stays `reader_grace_s` to answer later snapshots from its
+        cache) and its first fresh frame awaited for at most `wait_s`.
+        `cached_only`: answer from this replica's readers alone (no Redis, no demand).
+        """
+        now = wall_us()
+        found: dict[str, BusFrame] = {}
+        for t in tiers:
+            r = self.readers.get((stream, t))
+            if r is not None and r.latest is not None and now - r.latest.capture_us <= self.stall_after_us:
+                found[t] = r.latest
+        if cached_only or tiers[0] in found:
+            best = next((t for t in tiers if t in found), None)
+            return (best, found[best]) if best is not None else None
+        missing = [t for t in tiers if t not in found]
+        pipe = self.client.pipeline(transaction=False)
+        for t in missing:
+            pipe.xrevrange(self.keys.frames(stream, t), "+", "-", count=1)
+        for t, entries in zip(missing, await pipe.execute(), strict=True):
+            data = entries[0][1].get(FRAME_FIELD) if entries else None
+            try:
+                header = decode_header(data) if data else None
+            except ProtocolError:
+                header = None
+            if data and header is not None and now - header.capture_us <= self.stall_after_us:
+                found[t] = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+        best = next((t for t in tiers if t in found), None)
+        if best is not None:
+            return best, found[best]
+        if wait_s <= 0:
+            return None
+        waiter = _FreshFrameWaiter(self.stall_after_us)
+        self.subscribe(stream, tiers[0], waiter)
+        try:
+            return tiers[0], await asyncio.wait_for(waiter.frame, wait_s)
+        except TimeoutError:
+            return None
+        finally:
+            self.unsubscribe(stream, tiers[0], waiter)
 
     def request_keyframe(self, stream: str, tier: str) -> None:
         """Ask the encoder for an IDR on a video tier (rate-limited per replica, never awaits)."""

@@ -59,6 +59,16 @@ class EdgeSettings(CommonSettings):
     demand_ttl_s: int = Field(5, ge=2, description="TTL of the demand key asking inference for a tier")
     stall_after_s: float = Field(2.0, gt=0, description="heartbeat age after which a stream is 'stalled'")
 
+    # --- snapshots (/snapshot/{stream}.jpg)
+    snapshot_wait_s: float = Field(2.0, ge=0, le=30,
+                                   description="time a snapshot of a tier nobody watches waits for its first "
+                                               "fresh frame (the tier is demanded meanwhile)")
+    snapshot_rate: float = Field(100.0, gt=0,
+                                 description="snapshots per second per replica that may read Redis or demand a "
+                                             "tier (burst 2x); over it only frames held by the replica are served")
+    snapshot_rate_per_ip: float = Field(5.0, gt=0,
+                                        description="the same, per client address (over it: a held frame or 429)")
+
     # --- shutdown
     drain_delay_s: float = Field(2.0, ge=0, description="after SIGTERM, time /readyz fails before closing viewers")
     drain_timeout_s: float = Field(10.0, gt=0, description="after SIGTERM, most time until the process exits")

@@ -31,11 +31,14 @@ from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
 from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
-from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.guard import ConnectionGuard
+from framecast.edge.metrics import EdgeMetrics, close_label
 from framecast.edge.pacing import TokenBucket
+from framecast.edge.proxies import ForwardedFor, TrustedProxies
 from framecast.edge.session import ViewerSession, close_reason, mono_us
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
+from framecast.logs import redact_url
 from framecast.protocol import (
     ClientHello,
     ErrorMessage,
@@ -72,6 +75,10 @@ class EdgeRuntime:
         self.sessions: set[ViewerSession] = set()
         self.admitted = 0  # connections past the limit checks (including ones still handshaking)
         self.per_ip: Counter[str] = Counter()
+        # token-less connections waiting for their hello: counted apart, they hold no viewer slot
+        self.pending_auth: Counter[str] = Counter()
+        self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
+        self.guard = ConnectionGuard(settings, self.metrics, self.trusted)
         self.draining = False
         self.drain_started: float | None = None
         self.metrics_server: Any = None
@@ -149,7 +156,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
             runtime.metrics_server = start_http_server(settings.metrics_port, settings.metrics_host,
                                                        registry=runtime.metrics.registry)
-        log.info("edge %s ready (redis %s)", runtime.edge_id, _redact(settings.redis_url))
+        log.info("edge %s ready (redis %s)", runtime.edge_id, redact_url(settings.redis_url))
         try:
             yield
         finally:
@@ -168,6 +175,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.add_middleware(ExposeTransport)
     redact_access_log()  # snapshot tokens may travel in the query string
+    app.add_middleware(ForwardedFor, trusted=runtime.trusted)  # outermost: every route sees the real client
     static_dir = Path(settings.static_dir) if settings.static_dir else DEFAULT_STATIC_DIR
 
     # --- HTTP ------------------------------------------------------------
@@ -186,13 +194,22 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         if settings.metrics_port:
             return PlainTextResponse(f"metrics are served on port {settings.metrics_port}\n", status_code=404)
+        if settings.auth_secret and not auth.metrics_allowed(settings.auth_secret, settings.metrics_token,
+                                                             auth.token_from_http(request.headers)):
+            return _unauthorized(runtime, "metrics")
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/streams")
-    async def streams() -> Response:
+    async def streams(request: Request) -> Response:
+        grant: auth.Grant | None = None
+        if settings.auth_secret:
+            try:
+                grant = auth.verify_grant(settings.auth_secret, auth.token_from_http(request.headers))
+            except auth.AuthError:
+                return _unauthorized(runtime, "streams")
         try:
             scored: list[tuple[Any, float]] = await runtime.client.zrange(  # type: ignore[assignment]
                 runtime.keys.streams_index(), 0, -1, withscores=True)
@@ -210,13 +227,15 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             stream = name.decode() if isinstance(name, bytes) else str(name)
             if raw is None:
                 continue  # the meta expired: the source is gone
+            if grant is not None and not grant.allows(stream):
+                continue  # a token lists only the streams it names
             try:
                 info = StreamInfo.from_json(raw)
             except (ValueError, KeyError, TypeError):
                 continue
             age = (now - int(score)) / 1e6
             out.append({"stream": stream, "tiers": [t.to_json() for t in tiers_of(info)], "fps": info.fps,
-                        "model": info.model, "device": info.device, "source": info.source,
+                        "model": info.model, "device": info.device, "source": redact_url(info.source),
                         "last_heartbeat_us": int(score), "live": age <= settings.stall_after_s,
                         "viewers": viewers.get(stream, 0)})
         return JSONResponse({"edge": runtime.edge_id, "streams": out})
@@ -244,6 +263,67 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     return app
 
 
+def _unauthorized(runtime: EdgeRuntime, route: str) -> Response:
+    runtime.metrics.rejected.labels("auth").inc()
+    return PlainTextResponse(f"{route}: authentication failed: send Authorization: Bearer <token>\n",
+                             status_code=401, headers={"WWW-Authenticate": 'Bearer realm="framecast"'})
+
+
+REFUSALS = {  # close reason of each refusal for lack of a slot (all 1013)
+    "too_many_viewers": C.CLOSE_REASONS[C.CLOSE_TRY_AGAIN_LATER],
+    "per_ip_limit": "too many viewers from this address",
+    "pending_auth_limit": "too many connections waiting to authenticate, try again later",
+}
+
+
+class Slots:
+    """What one WebSocket holds while it lives: a viewer slot, or a place among token-less connections
+    waiting for their hello (`max_pending_auth`, `pending_auth_per_ip`, `hello_timeout_s`)."""
+
+    def __init__(self, runtime: EdgeRuntime, ip: str) -> None:
+        self.runtime, self.ip = runtime, ip
+        self.pending = self.viewer = False
+
+    def take_pending(self) -> str | None:
+        r, s = self.runtime, self.runtime.settings
+        if sum(r.pending_auth.values()) >= s.max_pending_auth or r.pending_auth[self.ip] >= s.pending_auth_per_ip:
+            return "pending_auth_limit"
+        r.pending_auth[self.ip] += 1
+        self.pending = True
+        return None
+
+    def take_viewer(self) -> str | None:
+        """A viewer slot (giving back a pending place); the refusal reason when none is free."""
+        r, s = self.runtime, self.runtime.settings
+        self._release_pending()
+        if r.admitted >= s.max_viewers:
+            return "too_many_viewers"
+        if s.viewers_per_ip and r.per_ip[self.ip] >= s.viewers_per_ip:
+            return "per_ip_limit"
+        r.admitted += 1
+        r.per_ip[self.ip] += 1
+        self.viewer = True
+        return None
+
+    def release(self) -> None:
+        self._release_pending()
+        if self.viewer:
+            self.viewer = False
+            self.runtime.admitted -= 1
+            _decrement(self.runtime.per_ip, self.ip)
+
+    def _release_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            _decrement(self.runtime.pending_auth, self.ip)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
 async def _reject(runtime: EdgeRuntime, ws: WebSocket, code: int, reason: str, why: str,
                   subprotocol: str | None = None) -> None:
     """Refuse a viewer with a close code it can read (accept first, then close)."""
@@ -268,30 +348,24 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
     subprotocols = list(ws.scope.get("subprotocols") or [])
     subprotocol = auth.choose_subprotocol(subprotocols)
     ip = ws.client.host if ws.client else "?"
-    # 2. limits
+    # 2. limits: a viewer slot now, or (auth on, no token in the headers) a place among the connections
+    # waiting for a token-carrying hello, counted apart so that they cannot lock viewers out
     if runtime.draining:
         await _reject(runtime, ws, C.CLOSE_SERVICE_RESTART, "server draining, reconnect", "draining", subprotocol)
         return
-    if runtime.admitted >= settings.max_viewers:
-        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_REASONS[C.CLOSE_TRY_AGAIN_LATER],
-                      "too_many_viewers", subprotocol)
+    slots = Slots(runtime, ip)
+    pending = bool(settings.auth_secret) and not auth.token_from_headers(headers, subprotocols)
+    why = slots.take_pending() if pending else slots.take_viewer()
+    if why is not None:
+        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, REFUSALS[why], why, subprotocol)
         return
-    if settings.viewers_per_ip and runtime.per_ip[ip] >= settings.viewers_per_ip:
-        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "too many viewers from this address",
-                      "per_ip_limit", subprotocol)
-        return
-    runtime.admitted += 1
-    runtime.per_ip[ip] += 1
     session: ViewerSession | None = None
     try:
-        session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
+        session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol, slots)
         if session is not None:
             await _control_loop(runtime, ws, session, early)
     finally:
-        runtime.admitted -= 1
-        runtime.per_ip[ip] -= 1
-        if runtime.per_ip[ip] <= 0:
-            del runtime.per_ip[ip]
+        slots.release()
         if session is not None:
             runtime.sessions.discard(session)
             await session.finish()
@@ -299,13 +373,14 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
 
 
 async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict[str, str],
-                 subprotocols: list[str], subprotocol: str | None) -> tuple[ViewerSession | None, str | None]:
+                 subprotocols: list[str], subprotocol: str | None,
+                 slots: Slots) -> tuple[ViewerSession | None, str | None]:
     """Admit a viewer: (its session, a first control message to handle) or (None, None) when refused."""
     settings, metrics = runtime.settings, runtime.metrics
     refused: tuple[None, None] = (None, None)
     # 3. known stream (a stream is known while its meta key exists)
     try:
-        info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.match(stream) else None
+        info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.fullmatch(stream) else None
     except REDIS_ERRORS:
         info = runtime.hub.cached_info(stream)
         if info is None:
@@ -347,6 +422,11 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
         except auth.AuthError as exc:
             await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, f"authentication failed: {exc}", "auth")
             return refused
+        if slots.pending:  # authenticated by its hello: from now on it needs a viewer slot
+            why = slots.take_viewer()
+            if why is not None:
+                await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, REFUSALS[why], why)
+                return refused
         expires_at: float | None = grant.expires + auth.LEEWAY_S
     else:
         expires_at = None
@@ -432,7 +512,7 @@ async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSess
         if kind == "websocket.disconnect":
             if not session.closed:
                 session.closed = True
-                metrics.closes.labels(str(event.get("code", 1005))).inc()
+                metrics.closes.labels(close_label(event.get("code", 1005))).inc()
             return
         if kind != "websocket.receive":
             continue
@@ -456,10 +536,3 @@ async def _control_loop(runtime: EdgeRuntime, ws: WebSocket, session: ViewerSess
         except ProtocolError as exc:
             await session.close(C.CLOSE_BAD_MESSAGE, f"malformed control message: {exc}")
             return
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -17,12 +17,23 @@ DROP_REASONS = ("queue_full", "stale", "tier_switch",
                 # video tiers (framecast.video.gop): waiting for a keyframe, fell behind, replaced by a keyframe,
                 # chain broken (bus gap, re-join, keyframe asked by the viewer)
                 "gop_wait", "behind", "catch_up", "chain_broken")
-REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining", "bad_message")
+REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining", "bad_message",
+                  "pending_auth_limit")
 CLOSE_CODES = (C.CLOSE_NORMAL, C.CLOSE_GOING_AWAY, C.CLOSE_PROTOCOL_ERROR, C.CLOSE_UNSUPPORTED_DATA,
                C.CLOSE_POLICY_VIOLATION, C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_INTERNAL_ERROR, C.CLOSE_SERVICE_RESTART,
                C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_AUTH_FAILED, C.CLOSE_UNKNOWN_STREAM, C.CLOSE_VIEWER_TIMEOUT,
                C.CLOSE_BAD_MESSAGE, 1005, 1006)
 CONTROL_TYPES = ("hello", "ack", "set", "stats", "keyframe")
+CLOSE_LABELS = frozenset(str(c) for c in CLOSE_CODES)
+# connections refused before they are parsed (framecast.edge.guard), and cut for client errors afterwards
+REFUSE_REASONS = ("connection_cap", "per_ip_connections", "header_too_large", "handshake_timeout", "bad_handshake")
+CUT_REASONS = ("ping_flood", "unsent_budget", "invalid_utf8")
+
+
+def close_label(code: int | str | None) -> str:
+    """The `code` label of a close: a code the edge knows, else "other" (a client picks any of ~2,000)."""
+    label = str(code)
+    return label if label in CLOSE_LABELS else "other"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -74,6 +85,22 @@ class EdgeMetrics:
         self.first_frame = Histogram("framecast_edge_first_frame_seconds",
                                      "Accept to first frame written, per viewer", buckets=_LATENCY_BUCKETS,
                                      registry=r)
+        self.connections = Gauge("framecast_edge_connections", "Open client TCP connections (HTTP and WebSocket)",
+                                 registry=r)
+        self.connection_limit = Gauge("framecast_edge_connection_limit",
+                                      "Most open client connections (FRAMECAST_MAX_CONNECTIONS, fitted to the fd "
+                                      "limit)", registry=r)
+        self.connections_refused = Counter("framecast_edge_connections_refused_total",
+                                           "Connections refused before their request was parsed, by reason",
+                                           ["reason"], registry=r)
+        self.connections_cut = Counter("framecast_edge_connections_cut_total",
+                                       "WebSocket connections cut for client errors, by reason", ["reason"],
+                                       registry=r)
+        for reason in REFUSE_REASONS:
+            self.connections_refused.labels(reason)
+        for reason in CUT_REASONS:
+            self.connections_cut.labels(reason)
+        self.closes.labels("other")
         for d in ("up", "down"):
             self.tier_switches.labels(d)
         for reason in DROP_REASONS:

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write every JPEG into DIR (H.264 tiers: appended to DIR/STREAM-TIER.h264)")
     watch.add_argument("--json", action="store_true", help="print one JSON summary at the end (nothing else)")
     watch.add_argument("--no-reconnect", action="store_true", help="exit when the connection closes")
+    watch.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                       help="wait this long for a stream that is starting (the edge does not know it yet, or "
+                            "is not up yet) before giving up (default 5; 0: fail at once)")
     watch.add_argument("--window", type=_positive, default=5.0, help="seconds of history for live stats (5)")
     watch.add_argument("--token", default=os.environ.get("FRAMECAST_TOKEN", ""),
                        help="viewer token (default: $FRAMECAST_TOKEN); sent in the hello, never in the URL")
@@ -175,7 +178,7 @@ async def _watch(args: argparse.Namespace) -> int:
             raise ClientError(f"cannot create --save directory {save_dir!r}: {exc.strerror}") from None
     sub = Subscription(args.url, stream=args.stream, tier=args.tier, client_id=args.client_id,
                        max_fps=args.max_fps or 0.0, token=args.token, reconnect=not args.no_reconnect,
-                       stats_window_s=args.window, codecs=args.codecs.split(","))
+                       stats_window_s=args.window, codecs=args.codecs.split(","), start_wait_s=max(0.0, args.wait))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -246,11 +246,15 @@ class Subscription:
         codecs: tuple[str, ...] | list[str] = ("jpeg",),
         decode_video: bool = False,
         rng: random.Random | None = None,
+        start_wait_s: float = 0.0,
     ) -> None:
         if ack not in ("consumed", "received", "none"):
             raise ClientError(f"invalid ack mode {ack!r}: use 'consumed', 'received' or 'none'")
         if open_timeout <= 0:
             raise ClientError("open_timeout must be positive")
+        if start_wait_s < 0:
+            raise ClientError("start_wait_s must not be negative")
+        self.start_wait_s = start_wait_s
         self.endpoint: Endpoint = resolve(url, stream)
         self.requested_tier = _check_tier(tier)
         self.max_fps = _check_max_fps(max_fps)
@@ -280,7 +284,7 @@ class Subscription:
 
         self.hello: ServerHello | None = None
         self.status: Status | None = None
-        self.state = "idle"  # idle, connecting, live, stalled, draining, reconnecting, closed
+        self.state = "idle"  # idle, connecting, waiting, live, stalled, draining, reconnecting, closed
         self.tier: str | None = None  # the tier being received now
         self.tier_changes = 0
         self.reconnects = 0
@@ -327,12 +331,31 @@ class Subscription:
         await self.close()
 
     async def open(self) -> None:
-        """Connect and read the edge's hello; raises ConnectError when the edge refuses or is unreachable."""
+        """Connect and read the edge's hello; raises ConnectError when the edge refuses or is unreachable.
+
+        With `start_wait_s`, a stream that is starting (the edge does not know it yet: 4004, its source
+        still loading a model) or an edge not answering yet is tried again, with back-off, for up to that
+        many seconds; state is "waiting" meanwhile. A refused token ends it at once.
+        """
         self._closed = False
         self.stats.started = time.monotonic()
         self.state = "connecting"
+        deadline = time.monotonic() + self.start_wait_s
+        attempt = 0
         try:
-            await self._open_once()
+            while True:
+                try:
+                    await self._open_once()
+                    return
+                except ConnectError as exc:
+                    left = deadline - time.monotonic()
+                    if (exc.fatal and exc.close_code != C.CLOSE_UNKNOWN_STREAM) or left <= 0:
+                        raise
+                    self.state = "waiting"
+                    log.info("%s; waiting for it (%.0f s left)", exc, left)
+                    await asyncio.sleep(min(left, 0.25 * 2 ** min(attempt, 3)))  # 0.25 s doubling to 2 s
+                    self.state = "connecting"
+                    attempt += 1
         except BaseException:
             self.state = "closed"
             raise

@@ -45,6 +45,7 @@ from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
 _MAX_CACHED_STREAMS = 1024
+RECENTLY_SERVED_S = 60.0  # a stream watched here this recently is not "unknown" while its meta is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ class FanoutHub:
         self.live: dict[str, bool] = {}
         self._info: dict[str, tuple[float, StreamInfo | None]] = {}
         self._newest: dict[str, tuple[float, BusFrame | None]] = {}
+        self._served: dict[str, float] = {}  # stream -> monotonic time its last viewer here left
         self._housekeeping: asyncio.Task[None] | None = None
         self._bad_frames = RateLimitedLog(log, "bad frames on the bus")
         self._bus_errors = RateLimitedLog(log, "bus read errors")
@@ -224,12 +226,19 @@ class FanoutHub:
                 info = StreamInfo.from_json(raw)
             except (ValueError, KeyError, TypeError):
                 log.warning("stream %s has unreadable meta", stream)
-        if info is None and cached is not None and cached[1] is not None and stream in self.watchers:
-            info = cached[1]  # meta expired while viewers watch (source stalled): keep the last ladder
+        if info is None and cached is not None and cached[1] is not None and self.recently_served(stream, now):
+            # meta expired while viewers watch (source stalled), or Redis restarted empty and the source has
+            # not announced the stream again yet: keep the last ladder, viewers are told "stalled"
+            info = cached[1]
         if len(self._info) >= _MAX_CACHED_STREAMS:  # names come from URLs: never let them grow the cache
-            self._info = {s: v for s, v in self._info.items() if s in self.watchers}
+            self._info = {s: v for s, v in self._info.items() if self.recently_served(s, now)}
         self._info[stream] = (now, info)
         return info
+
+    def recently_served(self, stream: str, now_mono: float) -> bool:
+        """Watched here now, or within the last `RECENTLY_SERVED_S` seconds."""
+        left = self._served.get(stream)
+        return stream in self.watchers or (left is not None and now_mono - left <= RECENTLY_SERVED_S)
 
     def cached_info(self, stream: str) -> StreamInfo | None:
         cached = self._info.get(stream)
@@ -372,6 +381,10 @@ class FanoutHub:
             if not group:
                 del self.watchers[watcher.stream]
                 self.live.pop(watcher.stream, None)
+                now = time.monotonic()
+                if len(self._served) >= _MAX_CACHED_STREAMS:
+                    self._served = {s: t for s, t in self._served.items() if now - t <= RECENTLY_SERVED_S}
+                self._served[watcher.stream] = now
 
     # --- the reader ------------------------------------------------------
     async def _run_reader(self, reader: TierReader) -> None:

@@ -39,7 +39,7 @@ def uvicorn_config(app: object, settings: EdgeSettings) -> uvicorn.Config:
     guard = runtime.guard if isinstance(runtime, EdgeRuntime) else \
         ConnectionGuard(settings, EdgeMetrics(), TrustedProxies.parse(settings.forwarded_allow_ips))
     http, ws = guard.protocols()
-    quiet_client_errors()
+    quiet_client_errors(settings.access_log)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
@@ -69,12 +69,28 @@ CLIENT_ERROR_LINES = {
 }
 
 
-def quiet_client_errors() -> None:
-    """Install the summary filter on uvicorn's error logger (once)."""
+class PerConnectionLines(logging.Filter):
+    """Drops uvicorn's line per WebSocket ('"WebSocket /ws/demo" [accepted]', "connection open/closed"): with
+    the access log off, a connection flood must not become a log flood."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not (msg.startswith('%s - "WebSocket %s"') or msg in ("connection open", "connection closed"))
+
+
+def quiet_client_errors(access_log: bool = False) -> None:
+    """Install the summary filter on uvicorn's error logger (once), and without an access log drop its
+    per-connection lines."""
     uv = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, QuietClientErrors) for f in uv.filters):
         summary = RateLimitedLog(logging.getLogger("framecast.edge.guard"), "client errors", interval=10.0)
         uv.addFilter(QuietClientErrors(CLIENT_ERROR_LINES, summary))
+    lines = [f for f in uv.filters if isinstance(f, PerConnectionLines)]
+    if not access_log and not lines:
+        uv.addFilter(PerConnectionLines())
+    elif access_log:
+        for f in lines:
+            uv.removeFilter(f)
 
 
 class EdgeServer(uvicorn.Server):

@@ -275,6 +275,9 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
             transport.abort()
 
     def handle_ping(self) -> None:
+        if self.close_sent:
+            self.conn.data_to_send()  # the rest of a batch read after the close: no pongs
+            return
         if self.pings.take(_now_us()):
             super().handle_ping()
             return

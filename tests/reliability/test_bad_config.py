@@ -147,7 +147,7 @@ def test_metrics_port_equal_to_port_is_refused(no_start: None, capsys: pytest.Ca
 
 
 @pytest.mark.parametrize(("module", "env", "args", "name"), [
-    ("framecast.edge", {"FRAMECAST_QUEUE_SIZE": "9"}, [], "FRAMECAST_QUEUE_SIZE"),
+    ("framecast.edge", {"FRAMECAST_MAX_INFLIGHT_FRAMES": "99"}, [], "FRAMECAST_MAX_INFLIGHT_FRAMES"),
     ("framecast.edge", {}, ["--allowed-origins", "ftp://x"], "--allowed-origins"),
     ("framecast.inference", {"FRAMECAST_TIERS": "garbage"}, [], "FRAMECAST_TIERS"),
     ("framecast.inference", {}, ["--fps", "0"], "--fps"),

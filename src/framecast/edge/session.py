@@ -238,7 +238,7 @@ class ViewerSession:
                 self.wake.set()
             return
         q = self.queue
-        if len(q) >= self.settings.queue_size:
+        if q:  # one slot: the sender only ever sends the newest frame, an older one queued is superseded
             q.popleft()
             self.metrics.drop_queue_full.inc()
             _drop_log.event("queue_full")

@@ -29,7 +29,6 @@ class EdgeSettings(CommonSettings):
     max_message_bytes: int = Field(4096, ge=256, le=1 << 20,
                                    description="largest WebSocket message a viewer may send (closed 1009)")
     control_rate: float = Field(200.0, gt=0, description="control messages per second a viewer may send")
-    queue_size: int = Field(2, ge=1, le=3, description="frames queued per viewer (newest wins)")
 
     # --- connection limits: applied below HTTP, before any WebSocket handshake (docs/security.md)
     max_connections: int = Field(4096, ge=1,

@@ -67,7 +67,7 @@ class AttackFigures:
 
 async def watch_attack(stack: Stack, name: str, attack: Callable[[], Awaitable[T]], *,
                        viewer_url: str | None = None, viewer_kwargs: dict[str, Any] | None = None,
-                       min_attack_s: float = 3.0) -> tuple[T, AttackFigures]:
+                       min_attack_s: float = 3.0, min_fps_ratio: float = MIN_FPS_RATIO) -> tuple[T, AttackFigures]:
     """Run `attack()` while honest viewers watch; assert they did not notice; return its result and figures."""
     viewers = [Viewer(viewer_url or stack.ws(), **(viewer_kwargs or {})).start() for _ in range(HONEST)]
     try:
@@ -107,7 +107,7 @@ async def watch_attack(stack: Stack, name: str, attack: Callable[[], Awaitable[T
     for v, before, during in zip(viewers, figures.fps_before, figures.fps_during, strict=True):
         assert v.connects == 1 and v.close_code is None and not v.error, \
             f"{name}: an honest viewer was disconnected ({v.close_code} {v.close_reason} {v.error})"
-        assert during >= MIN_FPS_RATIO * before, f"{name}: honest viewer fps {before} -> {during} during the attack"
+        assert during >= min_fps_ratio * before, f"{name}: honest viewer fps {before} -> {during} during the attack"
     assert peak - rss_before < MAX_RSS_GROWTH, \
         f"{name}: edge RSS grew {(peak - rss_before) / 2**20:.0f} MiB during the attack"
     assert stack.edge is not None and stack.edge.alive(), f"{name}: the edge died"

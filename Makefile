@@ -57,6 +57,12 @@ bench: $(STAMP)
 soak: $(STAMP)
 	FRAMECAST_SOAK_SECONDS=600 $(PY) -m pytest tests/reliability -m slow -q
 
+# the README's compose commands on a real Docker engine (a private dockerd, stand-in base
+# images, offline builds); needs root. See docs/operations.md#testing-the-compose-stack
+.PHONY: compose-test
+compose-test: $(STAMP)
+	scripts/compose_test.sh
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache tests/artifacts src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

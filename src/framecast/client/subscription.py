@@ -17,7 +17,9 @@ import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("framecast.client")
 
 AckMode = Literal["consumed", "received", "none"]
-DEFAULT_URL = f"http://{C.DEFAULT_EDGE_HOST}:{C.DEFAULT_EDGE_PORT}"
+DEFAULT_URL = C.DEFAULT_EDGE_URL
 _KNOWN_SERVER_TYPES = frozenset({"hello", "status", "tier", "error"})
 _MAX_PRELUDE_MESSAGES = 8  # control messages tolerated before the edge's hello
 
@@ -68,16 +70,19 @@ def wall_us() -> int:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedFrame:
-    """One frame as this viewer received it: header fields, the JPEG bytes and arrival time."""
+    """One frame as this viewer received it: header fields, the payload bytes and arrival time.
+
+    `payload` is what the header's codec says: a JPEG file, or an H.264 access unit (Annex B).
+    """
 
     header: FrameHeader
-    jpeg: bytes
+    payload: bytes = field(repr=False)  # kilobytes of binary: not in a repr or a log line
     received_us: int  # wall clock, same clock as capture_us
     received_at: float  # time.monotonic()
     stream: str
     tier_name: str
     message_bytes: int  # size of the whole wire message (header + payload)
-    decoded: Any = None  # H.264 only, with decode_video=True: the picture (BGR), None before a keyframe
+    decoded: Any = field(default=None, repr=False)  # H.264 with decode_video=True: the picture (BGR), or None
 
     @property
     def frame_id(self) -> int:
@@ -116,8 +121,11 @@ class ReceivedFrame:
         return self.header.keyframe
 
     @property
-    def payload(self) -> bytes:
-        return self.jpeg
+    def jpeg(self) -> bytes:
+        """Deprecated: the payload is H.264 on video tiers; use `payload`."""
+        warnings.warn("ReceivedFrame.jpeg is deprecated: use ReceivedFrame.payload (JPEG or H.264 by codec)",
+                      DeprecationWarning, stacklevel=2)
+        return self.payload
 
     @property
     def latency_ms(self) -> float:
@@ -141,8 +149,8 @@ class ReceivedFrame:
             import cv2
             import numpy as np
         except ImportError:
-            return _decode_simplejpeg(self.jpeg, rgb)
-        image = cv2.imdecode(np.frombuffer(self.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+            return _decode_simplejpeg(self.payload, rgb)
+        image = cv2.imdecode(np.frombuffer(self.payload, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise ProtocolError(f"frame {self.frame_id}: payload is not a decodable JPEG")
         if rgb:
@@ -151,7 +159,7 @@ class ReceivedFrame:
 
     def save(self, path: str) -> None:
         with open(path, "wb") as fh:
-            fh.write(self.jpeg)
+            fh.write(self.payload)
 
 
 def _bgr_to_rgb(image: Any) -> Any:
@@ -188,7 +196,7 @@ def _is_unknown_type(text: str | bytes) -> bool:
 _KNOWN_CODECS = ("jpeg", "h264")
 
 
-def _check_codecs(codecs: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def _check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
     if isinstance(codecs, str):
         codecs = [c.strip() for c in codecs.split(",") if c.strip()]
     out = tuple(dict.fromkeys(codecs))
@@ -243,7 +251,7 @@ class Subscription:
         stats_window_s: float = 5.0,
         stats_interval_s: float = 2.0,
         max_queue: int = 4,
-        codecs: tuple[str, ...] | list[str] = ("jpeg",),
+        codecs: Sequence[str] = ("jpeg",),
         decode_video: bool = False,
         rng: random.Random | None = None,
         start_wait_s: float = 0.0,
@@ -426,7 +434,7 @@ class Subscription:
         decoder = self._video_decoders.get(tier)
         if decoder is None:
             decoder = self._video_decoders[tier] = _video_decoder_class()()
-        picture = await asyncio.to_thread(decoder.decode, frame.jpeg, frame.header.keyframe)
+        picture = await asyncio.to_thread(decoder.decode, frame.payload, frame.header.keyframe)
         if picture is None and not decoder.started:
             await self._request_keyframe("decoder waiting for a keyframe")
         return dataclasses.replace(frame, decoded=picture)
@@ -663,7 +671,8 @@ class Subscription:
             self.tier = msg.tier
         elif isinstance(msg, ErrorMessage):
             self.last_error = msg
-            log.warning("edge error %d: %s", msg.code, msg.message)
+            # the edge sends this just before closing with the same code: the close is what gets reported
+            log.debug("edge error %d: %s", msg.code, msg.message)
 
     def _on_frame(self, data: bytes) -> ReceivedFrame:
         received_us = wall_us()
@@ -675,7 +684,7 @@ class Subscription:
         if self.state == "stalled":
             self.state = "live"
         self.stats.record(now, header.frame_id, header.capture_us, received_us, len(data))
-        return ReceivedFrame(header=header, jpeg=frame.payload, received_us=received_us, received_at=now,
+        return ReceivedFrame(header=header, payload=frame.payload, received_us=received_us, received_at=now,
                              stream=self.endpoint.stream, tier_name=name, message_bytes=len(data))
 
 
@@ -685,11 +694,29 @@ def connect(
     stream: str | None = None,
     tier: str = AUTO,
     client_id: str = "",
+    max_fps: float = 0.0,
+    token: str = "",
+    codecs: Sequence[str] = ("jpeg",),
+    decode_video: bool = False,
+    ack: AckMode = "consumed",
     reconnect: bool = True,
-    **options: Any,
+    reconnect_timeout: float | None = None,
+    open_timeout: float = 10.0,
+    policy: ReconnectPolicy | None = None,
+    stats_window_s: float = 5.0,
+    stats_interval_s: float = 2.0,
+    max_queue: int = 4,
+    start_wait_s: float = 0.0,
 ) -> Subscription:
     """Subscribe to a stream: `async with framecast.connect(url, stream="demo") as sub: async for f in sub: ...`.
 
-    Options are those of `Subscription` (max_fps, token, ack, reconnect_timeout, open_timeout, ...).
+    The arguments are those of `Subscription`: `max_fps` caps the rate (0: none), `token` is the viewer JWT
+    when the edge has auth on, `codecs=("h264", "jpeg")` accepts video tiers (`decode_video=True` decodes
+    them with PyAV), `ack` says when frames are acknowledged, `reconnect_timeout` bounds the reconnecting,
+    `start_wait_s` how long to wait for a stream that is starting.
     """
-    return Subscription(url, stream=stream, tier=tier, client_id=client_id, reconnect=reconnect, **options)
+    return Subscription(url, stream=stream, tier=tier, client_id=client_id, max_fps=max_fps, token=token,
+                        codecs=codecs, decode_video=decode_video, ack=ack, reconnect=reconnect,
+                        reconnect_timeout=reconnect_timeout, open_timeout=open_timeout, policy=policy,
+                        stats_window_s=stats_window_s, stats_interval_s=stats_interval_s, max_queue=max_queue,
+                        start_wait_s=start_wait_s)

@@ -35,6 +35,7 @@ from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics, close_label
 from framecast.edge.pacing import TokenBucket
 from framecast.edge.proxies import ForwardedFor, TrustedProxies
+from framecast.edge.quota import PinQuota
 from framecast.edge.session import ViewerSession, close_reason, mono_us
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
@@ -79,6 +80,9 @@ class EdgeRuntime:
         self.pending_auth: Counter[str] = Counter()
         self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
         self.guard = ConnectionGuard(settings, self.metrics, self.trusted)
+        self.pin_quota = PinQuota(settings.pinned_tiers_per_ip)
+        # keyframe requests of a stream tier, whoever asks (viewers, joins, gaps): at most one per interval
+        self.hub.keyframes.limiter.interval_s = settings.keyframe_interval_s
         self.draining = False
         self.drain_started: float | None = None
         self.metrics_server: Any = None
@@ -93,7 +97,7 @@ class EdgeRuntime:
         for stream in set(counts) | set(self._known_streams):
             self.metrics.viewers.labels(stream).set(counts.get(stream, 0))
         self._known_streams = set(counts) | self._known_streams
-        self.metrics.viewers_total.set(len(self.sessions))
+        self.metrics.connected_viewers.set(len(self.sessions))
 
     async def begin_drain(self) -> None:
         """Readiness fails from now on; viewers are told; new viewers are refused."""
@@ -460,6 +464,7 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
     session = ViewerSession(ws, hub=runtime.hub, settings=settings, metrics=metrics, stream=stream, tiers=tiers,
                             source_fps=info.fps, transport=transport, protocol=proto)
     session.expires_at = expires_at
+    session.pin_quota, session.address = runtime.pin_quota, slots.ip
     try:
         if hello is not None:
             session.apply_hello(hello)

@@ -27,6 +27,7 @@ from framecast.bus import now_us as wall_us
 from framecast.edge.fanout import BusFrame, FanoutHub, auto_rungs, is_video
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import FpsCap, InflightWindow, RateMeter, TierConfig, TierPolicy
+from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.logs import RateLimitedLog
 from framecast.protocol import (
@@ -107,6 +108,7 @@ class ViewerSession:
                  protocol: Any = None, hello: ClientHello | None = None) -> None:
         self.ws, self.hub, self.settings, self.metrics = ws, hub, settings, metrics
         self.stream, self.tiers, self.source_fps = stream, tiers, source_fps
+        self.counters = metrics.stream(stream)  # this stream's sent/bytes/drop counters
         self.tier_names = [t.name for t in tiers]
         self.transport, self.protocol = transport, protocol
         self.probe = UnsentProbe(transport)
@@ -151,6 +153,10 @@ class ViewerSession:
         self._next_adapt_us = 0
         self._live: bool | None = None
         self.on_close: Callable[[ViewerSession], None] | None = None
+        # tier pins of one address are capped (edge/quota.py): the app sets the quota and the viewer's address
+        self.pin_quota: PinQuota | None = None
+        self.address = ""
+        self.pinned: str | None = None
         if hello is not None:
             self.apply_hello(hello)
 
@@ -177,6 +183,7 @@ class ViewerSession:
         """Stop the sender and leave the readers (the WebSocket is already closed or lost)."""
         self.closed = True
         self.wake.set()
+        self._pin(None)
         self.hub.unwatch(self)
         self.hub.unsubscribe(self.stream, self.feed_tier, self)
         if self.pending_tier is not None:
@@ -240,7 +247,7 @@ class ViewerSession:
         q = self.queue
         if q:  # one slot: the sender only ever sends the newest frame, an older one queued is superseded
             q.popleft()
-            self.metrics.drop_queue_full.inc()
+            self.counters.drop_queue_full.inc()
             _drop_log.event("queue_full")
         q.append(frame)
         self.wake.set()
@@ -265,7 +272,7 @@ class ViewerSession:
 
     def _gop(self, d: GopDecision, tier: str) -> None:
         if d.dropped and d.drop_reason is not None:
-            self.metrics.drops.labels(d.drop_reason).inc(d.dropped)
+            self.counters.drop(d.drop_reason).inc(d.dropped)
         if d.request_keyframe:
             self.hub.request_keyframe(self.stream, tier)
         # (with a switch pending, or the old tier's frames still draining, the policy has moved already: falling
@@ -293,10 +300,16 @@ class ViewerSession:
             self.cap.set(msg.max_fps)
         if msg.tier is not None:
             if msg.tier == AUTO:
+                self._pin(None)
                 self.policy.pin(None, now)
             else:
                 if msg.tier not in self.tier_names:
                     raise ProtocolError(f"unknown tier {msg.tier!r}; this viewer may use {self.tier_names}")
+                if not self._pin(msg.tier):
+                    self.send_control(encode_control(ErrorMessage(
+                        C.CLOSE_TRY_AGAIN_LATER, f"tier pin {msg.tier!r} refused: viewers from this address pin "
+                        f"{self.settings.pinned_tiers_per_ip} tiers of this stream already; the tier stays as it is")))
+                    return
                 decision = self.policy.pin(self.tier_names.index(msg.tier), now)
                 if decision is not None and self.sender is None:
                     self.feed_tier = msg.tier  # not started yet (a hello before the first frame): start there
@@ -305,6 +318,18 @@ class ViewerSession:
                 elif msg.tier == self.feed_tier and self.vq is not None and self.pending_tier is None:
                     # a `set` to the current video tier: the viewer's decoder lost its state, resync at a keyframe
                     self._gop(self.vq.break_chain(now), msg.tier)
+
+    def _pin(self, tier: str | None) -> bool:
+        """Hold a pin of `tier` in the address's quota (None: hold none); False when the quota refuses."""
+        if tier == self.pinned:
+            return True
+        if tier is not None and self.pin_quota is not None \
+                and not self.pin_quota.acquire(self.address, self.stream, tier):
+            return False
+        if self.pinned is not None and self.pin_quota is not None:
+            self.pin_quota.release(self.address, self.stream, self.pinned)
+        self.pinned = tier
+        return True
 
     def on_message(self, msg: ViewerMessage) -> None:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
@@ -423,10 +448,10 @@ class ViewerSession:
         self.feed_tier, self.pending_tier = new, None
         self.hub.unsubscribe(self.stream, old, self)
         if self.queue:
-            self.metrics.drops.labels("tier_switch").inc(len(self.queue))
+            self.counters.drop("tier_switch").inc(len(self.queue))
             self.queue.clear()
         if self.vq is not None and self.vq.queued_frames:
-            self.metrics.drops.labels("tier_switch").inc(self.vq.queued_frames)
+            self.counters.drop("tier_switch").inc(self.vq.queued_frames)
         self.vq, self.pending_vq = self.pending_vq, None
         self._video_window(self.vq is not None)
         self.delivered.reset(mono_us())
@@ -536,7 +561,7 @@ class ViewerSession:
                 else:
                     frame = self.queue.pop()
                     if self.queue:
-                        metrics.drop_stale.inc(len(self.queue))
+                        self.counters.drop_stale.inc(len(self.queue))
                         self.queue.clear()
                     if frame.capture_us <= self.last_sent_capture_us:
                         continue  # never the same moment twice, never back in time (joins, tier switches)
@@ -556,8 +581,8 @@ class ViewerSession:
                     metrics.first_frame.observe((mono_us() - self.started_us) / 1e6)
                 self.frames_sent += 1
                 self.bytes_sent += frame.nbytes
-                metrics.sent_counter(self.feed_tier).inc()
-                metrics.bytes_sent.inc(frame.nbytes)
+                self.counters.sent(self.feed_tier).inc()
+                self.counters.bytes_sent.inc(frame.nbytes)
                 if not self.acking:
                     self._maybe_adapt(now)
                 if self.queue or self.controls or (self.vq is not None and self.vq.queued_frames):

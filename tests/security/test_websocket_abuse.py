@@ -130,3 +130,34 @@ def _http_status(port: int, path: str) -> int:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode())
         head = sock.recv(4096)
     return int(head.split()[1])
+
+
+def _vanish(port: int, source: str, kind: int) -> None:
+    """A client gone mid-answer: reset right after the upgrade, or right after asking for a page."""
+    import struct as _struct
+
+    try:
+        if kind == 0:
+            sock = ws_handshake(port, source)
+        else:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10), source_address=(source, 0))
+            path = "/static/viewer.js" if kind == 1 else "/"
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: edge\r\n\r\n".encode())
+    except OSError:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_clients_vanishing_mid_answer_log_no_traceback(stack: Stack) -> None:
+    assert stack.edge is not None
+    log_before = len(stack.edge.log())
+
+    async def attack() -> None:
+        for batch in range(10):
+            await asyncio.gather(*(asyncio.to_thread(_vanish, stack.port, attacker_address(i % 3), (batch + i) % 3)
+                                   for i in range(30)))
+
+    await watch_attack(stack, "vanishing_clients", attack)
+    logged = stack.edge.log()[log_before:]
+    assert "Exception in ASGI application" not in logged and "Traceback" not in logged, logged[-3000:]

@@ -33,7 +33,8 @@ from tests.procs import REPO
 
 # one bad value for each field checked by a custom validator
 VALIDATED_BAD: dict[str, list[str]] = {
-    "redis_url": ["http://127.0.0.1:6379", "127.0.0.1:6379"],
+    "redis_url": ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis+sentinel://127.0.0.1:26379",
+                  "redis+cluster://127.0.0.1:70000"],
     "key_prefix": ["has space:", "{braces}:", "x" * 65],
     "edge_id": ["e" * 65],
     "allowed_origins": ["ftp://example.com", "example.com"],

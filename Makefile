@@ -3,19 +3,40 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# torch first, pinned, so pip takes the CPU build instead of a multi-GB CUDA wheel
-TORCH  ?= torch==2.13.0
+# torch is installed on its own, before the lock (requirements/ holds no torch): the build is chosen on
+# purpose. Where `nvidia-smi` works, PyPI's default Linux wheel (the CUDA build); elsewhere PyTorch's CPU
+# wheel index, so a laptop never fetches multi-GB CUDA wheels. Override with one variable, e.g.
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cu128`, or `TORCH_INDEX=` for PyPI's default.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?= $(shell nvidia-smi >/dev/null 2>&1 || echo https://download.pytorch.org/whl/cpu)
+# `make lock` keeps the pinned versions; `make lock UPGRADE=1` moves every pin to the newest release
+LOCK := $(PY) -m uv pip compile pyproject.toml --universal --python-version 3.11 --excludes requirements/exclude.txt \
+        --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet
 
-.PHONY: install run test test-fast lint bench soak clean browsers
+.PHONY: install lock run test test-fast lint bench soak clean browsers
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[all,dev]"
+	@# no -q: this download is the long one. An unreachable index (a firewalled machine) fails fast and
+	@# falls back to pip's configured index (here a local wheel folder holding the +cpu build).
+	if [ -n "$(TORCH_INDEX)" ]; then \
+	    $(PY) -m pip install --timeout 10 --retries 1 --index-url "$(TORCH_INDEX)" "torch==$(TORCH_VERSION)" || { \
+	    echo "make install: $(TORCH_INDEX) unreachable; installing torch==$(TORCH_VERSION) from pip's default index" >&2; \
+	    $(PY) -m pip install "torch==$(TORCH_VERSION)"; }; \
+	else $(PY) -m pip install "torch==$(TORCH_VERSION)"; fi
+	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# refresh the lock files from pyproject's extras (edge and inference images, dev = `make install` + tests)
+lock:
+	test -x $(VENV)/bin/uv || $(PY) -m pip install -q uv
+	$(LOCK) --extra edge -o requirements/edge.txt
+	$(LOCK) --extra inference --extra video -o requirements/inference.txt
+	$(LOCK) --extra all --extra dev -o requirements/dev.txt
 
 run: $(STAMP)
 	$(PY) -m framecast.launcher
@@ -35,6 +56,12 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	FRAMECAST_SOAK_SECONDS=600 $(PY) -m pytest tests/reliability -m slow -q
+
+# the README's compose commands on a real Docker engine (a private dockerd, stand-in base
+# images, offline builds); needs root. See docs/operations.md#testing-the-compose-stack
+.PHONY: compose-test
+compose-test: $(STAMP)
+	scripts/compose_test.sh
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache tests/artifacts src/*.egg-info

@@ -1,12 +1,17 @@
-# syntax=docker/dockerfile:1
 # framecast edge: FastAPI/uvicorn fan-out. Installs `.[edge]` only: no torch,
 # no OpenCV, no numpy (tests/deploy checks that the edge never imports them).
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Where pip finds packages (build args, seen by pip as environment): the index (PyPI, or a
+# mirror), plus any wheels in docker/wheels/; PIP_NO_INDEX=1 takes docker/wheels/ only
+# (offline builds: CI, hosts without PyPI)
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_NO_INDEX=0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PIP_FIND_LINKS=/wheels
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+COPY docker/wheels/ /wheels/
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src

@@ -1,18 +1,25 @@
-# syntax=docker/dockerfile:1
 # framecast inference: source -> torch model -> JPEG tiers -> Redis.
-# CPU by default; a CUDA build of PyTorch with --build-arg TORCH_INDEX=cu128
-# (docker-compose.gpu.yml does that). The PyTorch wheels bundle the CUDA
-# runtime, so the same slim base works for both; the host provides the driver.
+# CPU by default; a CUDA build of PyTorch with --build-arg
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 (docker-compose.gpu.yml
+# does that). The PyTorch wheels bundle the CUDA runtime, so the same slim base
+# works for both; the host provides the driver.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX=cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# torch's source: a PyTorch wheel index by full URL (CPU builds; a CUDA variant; a mirror),
+# or, with PIP_NO_INDEX=1, the torch wheel in docker/wheels/
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Where pip finds the rest (build args, seen by pip as environment): the index (PyPI, or a
+# mirror), plus any wheels in docker/wheels/; PIP_NO_INDEX=1 takes docker/wheels/ only
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_NO_INDEX=0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PIP_FIND_LINKS=/wheels
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+COPY docker/wheels/ /wheels/
 # torch first, from the index of the wanted variant, so `.[inference]` finds it satisfied
-RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src

@@ -11,6 +11,43 @@ import pytest
 from framecast.embedded import EmbeddedRedis, find_server_binary
 
 TIMEOUT_FACTOR = float(os.environ.get("FRAMECAST_TEST_TIMEOUT_FACTOR", "1"))
+# In CI every skip is a failure except those of tests marked `gpu` (a CI machine may have no CUDA):
+# a test that skips because a tool is missing has not shown that the part works.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_SKIPS: list[tuple[str, str, bool]] = []  # (node id, reason, allowed)
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a module-level skip (importorskip): all its tests
+        _SKIPS.append((report.nodeid, _skip_reason(report), False))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPS.append((report.nodeid, _skip_reason(report), "gpu" in report.keywords))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and any(not allowed for _, _, allowed in _SKIPS) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _SKIPS:
+        return
+    banned = [(node, reason) for node, reason, allowed in _SKIPS if not allowed]
+    title = f"CI=true: {len(banned)} skip(s) outside `gpu` tests fail the run" if IN_CI and banned else "skips"
+    terminalreporter.section(title, sep="=", red=IN_CI and bool(banned), bold=True)
+    for node, reason, allowed in _SKIPS:
+        terminalreporter.write_line(f"{'allowed (gpu)' if allowed else 'SKIPPED'}  {node}: {reason}")
 
 
 def scaled(seconds: float) -> float:

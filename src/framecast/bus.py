@@ -23,18 +23,23 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, cast
+from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio as aioredis
 
 from framecast import constants as C
+from framecast.protocol import ProtocolError, decode_header
 
 log = logging.getLogger("framecast.bus")
 
-# redis-py raises these when the server is away or the socket broke
+# redis-py raises these when the server is away or the socket broke; the cluster client also raises
+# RedisClusterException (no node for a slot, no reachable seed) while a master is being failed over
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError,
-                                                 redis.exceptions.BusyLoadingError, redis.ResponseError)
+                                                 redis.exceptions.BusyLoadingError, redis.ResponseError,
+                                                 redis.exceptions.ClusterError,
+                                                 redis.exceptions.RedisClusterException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +101,145 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+# --- where the bus is: one URL for one server, a Redis Cluster or a Sentinel-managed master ------------
+
+CLUSTER_SCHEMES: Final = {"redis+cluster": False, "rediss+cluster": True, "valkey+cluster": False,
+                          "valkeys+cluster": True}
+SENTINEL_SCHEMES: Final = {"redis+sentinel": False, "rediss+sentinel": True, "valkey+sentinel": False,
+                           "valkeys+sentinel": True}
+SINGLE_SCHEMES: Final = ("redis", "rediss", "unix", "valkey", "valkeys")
+DEFAULT_SENTINEL_PORT: Final = 26379
+DEFAULT_REDIS_PORT: Final = 6379
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where the bus is, parsed from `FRAMECAST_REDIS_URL` (see docs/operations.md, "Redis Cluster and Sentinel").
+
+    - `redis://h:p/0` (also rediss, unix, valkey, valkeys): one server;
+    - `redis+cluster://[user:pass@]h1:p1,h2:p2,...`: a Redis Cluster, any reachable nodes as seeds;
+    - `redis+sentinel://[user:pass@]s1:p1,s2:p2,s3:p3/master-name[/db]`: the master that the
+      Sentinels name; `?sentinel_username=&sentinel_password=` when the Sentinels require auth.
+    The userinfo authenticates to the data nodes; a `rediss+` scheme turns TLS on.
+    """
+
+    kind: Literal["single", "cluster", "sentinel"]
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    item = item.strip()
+    if not item:
+        raise ValueError("empty host in the node list")
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad node {item!r}")
+    else:
+        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"bad node {item!r}: no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in node {item!r}")
+    return host, int(port_text)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """The bus target of a URL; `ValueError` with a reason for anything it cannot use."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError("must be a URL such as redis://host:6379/0, redis+cluster://h1:p1,h2:p2 "
+                         "or redis+sentinel://s1:26379,s2:26379/mymaster")
+    if scheme in SINGLE_SCHEMES:
+        return RedisTarget("single", url)
+    cluster = scheme in CLUSTER_SCHEMES
+    if not cluster and scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"unknown scheme {scheme}://: use one of "
+                         + ", ".join(f"{s}://" for s in (*SINGLE_SCHEMES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)))
+    ssl = CLUSTER_SCHEMES[scheme] if cluster else SENTINEL_SCHEMES[scheme]
+    rest, _, query_text = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        hosts, userinfo = netloc, ""
+    username = password = None
+    if userinfo:
+        user, colon, pw = userinfo.partition(":")
+        username, password = (unquote(user) or None), (unquote(pw) if colon else None)
+        if not colon:  # redis://secret@host means a password, as redis-py reads it
+            username, password = None, unquote(user)
+    nodes = tuple(_host_port(h, DEFAULT_SENTINEL_PORT if not cluster else DEFAULT_REDIS_PORT)
+                  for h in hosts.split(","))
+    query = parse_qs(query_text, keep_blank_values=True)
+    unknown = set(query) - ({"sentinel_username", "sentinel_password"} if not cluster else set())
+    if unknown:
+        raise ValueError(f"unknown query parameter(s) {', '.join(sorted(unknown))}")
+    if cluster:
+        if path.strip("/"):
+            raise ValueError("a cluster URL has no path: Redis Cluster has only database 0")
+        return RedisTarget("cluster", url, nodes, username=username, password=password, ssl=ssl)
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        raise ValueError("a sentinel URL names the master after the hosts: redis+sentinel://s1,s2,s3/mymaster")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError("a sentinel URL's path is /master-name or /master-name/db")
+    return RedisTarget("sentinel", url, nodes, service=unquote(parts[0]), db=int(parts[1]) if len(parts) == 2 else 0,
+                       username=username, password=password, ssl=ssl,
+                       sentinel_username=query.get("sentinel_username", [None])[-1] or None,
+                       sentinel_password=query.get("sentinel_password", [None])[-1] or None)
+
+
+def _common_options(target: RedisTarget, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+                               "username": target.username, "password": target.password}
+    if target.ssl:
+        options["ssl"] = True
+    return options
+
+
 def sync_client(url: str, *, timeout: float = 2.0) -> redis.Redis:
-    """A blocking client for threads of the inference service."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                health_check_interval=10)
+    """A blocking client for threads of the inference service (one server, a cluster or a Sentinel master)."""
+    target = parse_redis_url(url)
+    if target.kind == "single":
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    health_check_interval=10)
+    options = _common_options(target, timeout, timeout)
+    if target.kind == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        # require_full_coverage=False: a master being failed over must not stop the other masters' streams
+        nodes = [ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]
+        cluster = RedisCluster(startup_nodes=nodes, require_full_coverage=False, **options)
+        # RedisCluster serves the same commands for keys of one slot, which is all framecast sends per call
+        # (each stream's keys share the hash tag {stream}; cross-stream calls go key by key): one client type
+        return cast(redis.Redis, cluster)
+    from redis.sentinel import Sentinel
+
+    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=_sentinel_options(target, timeout),  # type: ignore[no-untyped-call]
+                        **options)
+    master: redis.Redis = sentinel.master_for(target.service, db=target.db,  # type: ignore[no-untyped-call]
+                                              health_check_interval=10)
+    return master
+
+
+def _sentinel_options(target: RedisTarget, timeout: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                               "username": target.sentinel_username, "password": target.sentinel_password}
+    if target.ssl:
+        options["ssl"] = True
+    return options
 
 
 def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
@@ -109,9 +249,31 @@ def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
     With `max_connections`, the pool is capped: a burst of concurrent commands
     (a join storm) waits up to `timeout` for a free connection instead of
     opening one connection per command and keeping them all idle afterwards.
+    Cluster and Sentinel URLs give redis-py's cluster client and Sentinel
+    master client; there the cap is per node and a command beyond it fails
+    (a bus error, counted) instead of waiting.
     """
     # redis-py's socket_timeout applies to the blocking read too: it must exceed the block time
-    options: dict[str, Any] = {"socket_timeout": block_ms / 1000 + timeout, "socket_connect_timeout": timeout,
+    socket_timeout = block_ms / 1000 + timeout
+    target = parse_redis_url(url)
+    if target.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                               require_full_coverage=False, max_connections=max_connections or 100,
+                               **_common_options(target, socket_timeout, timeout))
+        return cast(aioredis.Redis, cluster)  # same commands for keys of one slot (see sync_client)
+    if target.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel = Sentinel(list(target.nodes),  # type: ignore[no-untyped-call]
+                            sentinel_kwargs=_sentinel_options(target, timeout),
+                            **_common_options(target, socket_timeout, timeout))
+        extra: dict[str, Any] = {"max_connections": max_connections} if max_connections else {}
+        master: aioredis.Redis = sentinel.master_for(target.service, db=target.db, health_check_interval=10,
+                                                     **extra)
+        return master
+    options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": timeout,
                                "health_check_interval": 10}
     if max_connections is None:
         return aioredis.Redis.from_url(url, **options)
@@ -152,24 +314,31 @@ class BusPublisher:
         self.maxlen, self.meta_ttl_s = maxlen, meta_ttl_s
 
     def publish(self, messages: dict[str, bytes], capture_us: int) -> None:
-        """XADD one wire message per tier and refresh the heartbeat in one round trip."""
+        """XADD one wire message per tier and refresh the heartbeat in one round trip (all keys of one slot)."""
         pipe = self.client.pipeline(transaction=False)
         for tier, message in messages.items():
             pipe.xadd(self.keys.frames(self.stream, tier), {C.FRAME_FIELD: message}, maxlen=self.maxlen,
                       approximate=True)
-        self._heartbeat(pipe, capture_us)
+        pipe.set(self.keys.heartbeat(self.stream), capture_us, ex=self.meta_ttl_s)
         pipe.execute()
 
     def heartbeat(self, info: StreamInfo | None = None) -> None:
+        """Refresh the stream's heartbeat (and meta), then its entry in the streams index.
+
+        The index is one key for all streams: in a Redis Cluster it lives on one
+        master, so it is written apart and best effort, and a master failing over
+        never stops the heartbeat of a stream whose keys live elsewhere.
+        """
+        t_us = now_us()
         pipe = self.client.pipeline(transaction=False)
-        self._heartbeat(pipe, now_us())
+        pipe.set(self.keys.heartbeat(self.stream), t_us, ex=self.meta_ttl_s)
         if info is not None:
             pipe.set(self.keys.meta(self.stream), info.to_json(), ex=self.meta_ttl_s)
         pipe.execute()
-
-    def _heartbeat(self, pipe: Any, t_us: int) -> None:
-        pipe.set(self.keys.heartbeat(self.stream), t_us, ex=self.meta_ttl_s)
-        pipe.zadd(self.keys.streams_index(), {self.stream: t_us})
+        try:
+            self.client.zadd(self.keys.streams_index(), {self.stream: t_us})
+        except REDIS_ERRORS as exc:
+            log.debug("streams index not updated: %s", exc)
 
     def demanded(self, tiers: list[str]) -> set[str]:
         """The tiers some edge has asked for recently."""
@@ -188,13 +357,27 @@ async def newest_entry(client: aioredis.Redis, key: str) -> tuple[bytes, bytes] 
     return bytes(entry_id), bytes(fields[C.FRAME_FIELD])
 
 
+def captured_within(message: bytes, max_age_us: int | None) -> bool:
+    """Whether a stored wire message was captured at most `max_age_us` ago (None: any age will do)."""
+    if max_age_us is None:
+        return True
+    try:
+        return now_us() - decode_header(message).capture_us <= max_age_us
+    except ProtocolError:
+        return False
+
+
 async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
-                      backoff: Backoff | None = None, on_error: Any = None) -> AsyncIterator[bytes]:
+                      backoff: Backoff | None = None, on_error: Any = None,
+                      max_age_us: int | None = None) -> AsyncIterator[bytes]:
     """Yield wire messages of one frames stream forever, newest first then live.
 
-    Starts with the newest stored entry (so a new viewer gets a picture at once),
-    then follows with `XREAD BLOCK`. When Redis goes away it retries with
-    jittered back-off and resumes at the newest entry, skipping the backlog.
+    Starts with the newest stored entry (so a new viewer gets a picture at once)
+    unless it was captured more than `max_age_us` ago (a tier nobody encodes
+    any more keeps its last entries: they are no start point), then follows
+    with `XREAD BLOCK`. When Redis goes away it retries with jittered back-off
+    and resumes at the newest entry, skipping the backlog. JPEG tiers only:
+    video tiers need every entry (`framecast.video.reader.read_video_frames`).
     `on_error(exc)` is called for every failed attempt (for metrics and logs).
     """
     backoff = backoff or Backoff()
@@ -208,7 +391,8 @@ async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
                     last_id = b"$"
                 else:
                     last_id = newest[0]
-                    yield newest[1]
+                    if captured_within(newest[1], max_age_us):
+                        yield newest[1]
             # "$" means "only entries added after this call"
             reply: Any = await client.xread({key: last_id}, count=16, block=block_ms)
             raise_if_cancelling()

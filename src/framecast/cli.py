@@ -1,8 +1,9 @@
-"""`framecast` command line: watch a stream live, or probe what a link carries.
+"""`framecast` command line: watch a stream live, probe what a link carries, mint a viewer token.
 
     framecast watch http://127.0.0.1:8000 --stream demo --duration 10 --json
-    framecast probe http://127.0.0.1:8000
+    framecast probe http://127.0.0.1:8000 --token "$FRAMECAST_TOKEN"
     framecast streams http://127.0.0.1:8000
+    FRAMECAST_AUTH_SECRET=... framecast token --stream demo --ttl 3600
 
 Bad input (URL, unreachable edge, unknown stream) prints one line on stderr and
 exits non-zero: 2 for usage errors, 1 for everything else. Never a traceback.
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,18 +24,26 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import framecast
 from framecast import constants as C
-from framecast.client import (
-    DEFAULT_URL,
-    ClientError,
-    ProbeResult,
-    ProtocolError,
-    ReceivedFrame,
-    StatsSnapshot,
-    Subscription,
-    list_streams,
-    probe,
-)
+
+try:
+    from framecast.client import (
+        ClientError,
+        ProbeResult,
+        ProtocolError,
+        ReceivedFrame,
+        StatsSnapshot,
+        Subscription,
+        list_streams,
+        probe,
+    )
+except ImportError as _exc:  # `pip install framecast` without the client extra: main() says which extra
+    _CLIENT_MISSING: ImportError | None = _exc
+else:
+    _CLIENT_MISSING = None
+
+DEFAULT_URL = C.DEFAULT_EDGE_URL
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,7 +76,10 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="framecast", description="Watch framecast streams and measure links.")
+    parser = _Parser(prog="framecast", description="Watch framecast streams, measure links, mint viewer tokens.")
+    parser.add_argument("--version", action="version", version=f"framecast {framecast.__version__}")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="client log messages on stderr (reconnects at info; default info)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     watch = sub.add_parser("watch", help="show a stream's live FPS, latency, bandwidth and drops",
@@ -87,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write every JPEG into DIR (H.264 tiers: appended to DIR/STREAM-TIER.h264)")
     watch.add_argument("--json", action="store_true", help="print one JSON summary at the end (nothing else)")
     watch.add_argument("--no-reconnect", action="store_true", help="exit when the connection closes")
+    watch.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                       help="wait this long for a stream that is starting (the edge does not know it yet, or "
+                            "is not up yet) before giving up (default 5; 0: fail at once)")
     watch.add_argument("--window", type=_positive, default=5.0, help="seconds of history for live stats (5)")
     watch.add_argument("--token", default=os.environ.get("FRAMECAST_TOKEN", ""),
                        help="viewer token (default: $FRAMECAST_TOKEN); sent in the hello, never in the URL")
@@ -95,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List the edge's streams (GET /streams): tiers, FPS, live or stalled, viewers.")
     st.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"edge URL (default {DEFAULT_URL})")
     st.add_argument("--json", action="store_true", help="print the edge's list as JSON")
+    st.add_argument("--token", default=os.environ.get("FRAMECAST_TOKEN", ""),
+                    help="bearer token when the edge has auth on (default: $FRAMECAST_TOKEN)")
 
     pr = sub.add_parser("probe", help="measure RTT and throughput; say which tier and FPS the link carries",
                         description="Bandwidth test: RTT from small HTTP requests, each tier's delivered FPS "
@@ -104,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seconds-per-tier", type=_positive, default=2.0, help="measure each tier this long (2)")
     pr.add_argument("--burst-seconds", type=float, default=1.5, help="snapshot burst length, 0 to skip (1.5)")
     pr.add_argument("--json", action="store_true", help="print the result as JSON")
+    pr.add_argument("--token", default=os.environ.get("FRAMECAST_TOKEN", ""),
+                    help="viewer token when the edge has auth on (default: $FRAMECAST_TOKEN)")
+    pr.add_argument("--codecs", default="h264,jpeg",
+                    help="codecs whose tiers to measure, best first (default 'h264,jpeg', as browsers get; "
+                         "'jpeg' for a JPEG-only viewer)")
+    pr.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                    help="a line on stderr per step while measuring (auto: when stderr is a terminal)")
+
+    tk = sub.add_parser("token", help="mint a viewer token from the edge's secret ($FRAMECAST_AUTH_SECRET)",
+                        description="Print a viewer token (HS256 JWT) signed with the secret the edge is configured "
+                                    "with: FRAMECAST_AUTH_SECRET in the environment, as for the edge.")
+    tk.add_argument("--stream", action="append", default=None,
+                    help="a stream the token may watch (repeat for several; default: every stream)")
+    tk.add_argument("--ttl", type=_positive, default=3600.0, help="seconds until the token expires (3600)")
+    tk.add_argument("--subject", default="viewer", help="who the token is for (its `sub` claim; default viewer)")
     return parser
 
 
@@ -175,7 +208,7 @@ async def _watch(args: argparse.Namespace) -> int:
             raise ClientError(f"cannot create --save directory {save_dir!r}: {exc.strerror}") from None
     sub = Subscription(args.url, stream=args.stream, tier=args.tier, client_id=args.client_id,
                        max_fps=args.max_fps or 0.0, token=args.token, reconnect=not args.no_reconnect,
-                       stats_window_s=args.window, codecs=args.codecs.split(","))
+                       stats_window_s=args.window, codecs=args.codecs, start_wait_s=max(0.0, args.wait))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -278,9 +311,15 @@ def _print_probe(result: ProbeResult) -> None:
                       f"[/] at [bold]{result.recommended_fps:.1f} fps[/]")
 
 
+def _progress(message: str) -> None:
+    print(f"probe: {message}", file=sys.stderr, flush=True)
+
+
 async def _probe(args: argparse.Namespace) -> int:
     result = await probe(args.url, stream=args.stream, seconds_per_tier=args.seconds_per_tier,
-                         burst_seconds=max(0.0, args.burst_seconds))
+                         burst_seconds=max(0.0, args.burst_seconds), token=args.token, codecs=args.codecs,
+                         on_progress=_progress if args.progress == "always" or (
+                             args.progress == "auto" and sys.stderr.isatty()) else None)
     if args.json:
         print(json.dumps(result.to_dict()), flush=True)
     else:
@@ -294,7 +333,7 @@ async def _probe(args: argparse.Namespace) -> int:
 # -- streams -----------------------------------------------------------------
 
 async def _streams(args: argparse.Namespace) -> int:
-    streams = await asyncio.to_thread(list_streams, args.url)
+    streams = await asyncio.to_thread(list_streams, args.url, token=args.token)
     if args.json:
         print(json.dumps(streams), flush=True)
         return EXIT_OK
@@ -313,12 +352,49 @@ async def _streams(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- token -------------------------------------------------------------------
+
+async def _token(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from framecast.edge.settings import EdgeSettings
+    from framecast.settings import settings_error
+
+    try:
+        secret = EdgeSettings().auth_secret  # the edge's own setting, read the way the edge reads it
+    except ValidationError as exc:
+        raise ClientError(settings_error(EdgeSettings, exc)) from None
+    if not secret:
+        raise ClientError("no secret configured: set FRAMECAST_AUTH_SECRET to the edge's secret")
+    try:
+        from framecast.edge.auth import make_token
+    except ImportError as exc:
+        raise ClientError(f"minting tokens needs PyJWT: pip install 'framecast[client]' (missing: {exc.name})"
+                          ) from None
+    print(make_token(secret, args.stream or "*", ttl_s=args.ttl, subject=args.subject), flush=True)
+    return EXIT_OK
+
+
+def _configure_logging(level: str) -> None:
+    """Client log lines (reconnects, edge errors) on stderr; a rich live table redraws above them."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s framecast: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("framecast")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # usage errors and --help: argparse already printed its one line
+    except SystemExit as exc:  # usage errors, --help and --version: argparse already printed its line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    runner = {"watch": _watch, "probe": _probe, "streams": _streams}[args.command]
+    if _CLIENT_MISSING is not None:
+        print(f"framecast: error: {_CLIENT_MISSING}", file=sys.stderr)
+        return EXIT_ERROR
+    _configure_logging(args.log_level)
+    runner = {"watch": _watch, "probe": _probe, "streams": _streams, "token": _token}[args.command]
     try:
         return asyncio.run(runner(args))
     except (ClientError, ProtocolError) as exc:

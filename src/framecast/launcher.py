@@ -2,13 +2,17 @@
 
 Starts an embedded Valkey (unless FRAMECAST_REDIS_URL names a Redis to use),
 the inference service and one edge, as child processes in their own process
-groups; prints where to look; and on Ctrl-C / SIGTERM, or when any child dies,
-stops everything it started so that no process is left behind.
+groups; prints where to look once the stream is live (a progress line while the
+model loads); and on Ctrl-C / SIGTERM, or when any child dies, stops everything
+it started so that no process is left behind. Killed itself (SIGKILL, its
+terminal gone), it takes its children along: each gets SIGTERM from the kernel
+when the launcher dies (Linux parent-death signal).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -18,9 +22,10 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis
+from framecast.embedded import EmbeddedRedis, parent_death_preexec
 
 STOP_TIMEOUT_S = 8.0
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Stack:
     redis: EmbeddedRedis | None = None
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, env=env, start_new_session=True)
+        proc = subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=parent_death_preexec())
         self.children.append((name, proc))
         return proc
 
@@ -78,6 +83,33 @@ def wait_http_ok(url: str, timeout: float, alive: Stack) -> bool:
     return False
 
 
+def stream_live(base: str, stream: str, token: str = "") -> bool:
+    """Whether the edge lists `stream` as live (its source publishes)."""
+    request = urllib.request.Request(f"{base}/streams", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+    return any(s.get("stream") == stream and s.get("live") for s in body.get("streams", []))
+
+
+def wait_stream_live(base: str, stream: str, alive: Stack, token: str = "") -> bool:
+    """Wait (no time limit: a model may take minutes to load) until `stream` is live; False if a child died."""
+    started = time.monotonic()
+    next_line = started
+    while not stream_live(base, stream, token):
+        if alive.first_exited() is not None:
+            return False
+        now = time.monotonic()
+        if now >= next_line:
+            print(f"framecast: edge up; waiting for the inference service to publish {stream!r} (loading the "
+                  f"model) ... {now - started:.0f} s", flush=True)
+            next_line = now + PROGRESS_EVERY_S
+        time.sleep(0.2)
+    return True
+
+
 def _terminate(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -101,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         if not env.get("FRAMECAST_REDIS_URL"):
-            stack.redis = EmbeddedRedis(maxmemory=args.redis_maxmemory).start()
+            stack.redis = EmbeddedRedis(maxmemory=args.redis_maxmemory, die_with_parent=True).start()
             env["FRAMECAST_REDIS_URL"] = stack.redis.url
             print(f"framecast: embedded Valkey at {stack.redis.url} (maxmemory {args.redis_maxmemory}, noeviction)",
                   flush=True)
@@ -117,6 +149,16 @@ def main(argv: list[str] | None = None) -> int:
             exited = stack.first_exited()
             print(f"framecast: start-up failed ({exited[0]} exited with {exited[1]})" if exited
                   else "framecast: edge did not become healthy within 60 s", file=sys.stderr)
+            return 1
+        token = ""
+        if env.get("FRAMECAST_AUTH_SECRET"):  # /streams wants a token when auth is on
+            from framecast.edge.auth import make_token
+
+            token = make_token(env["FRAMECAST_AUTH_SECRET"], "*", ttl_s=3600, subject="framecast-run")
+        if not wait_stream_live(base, args.stream, stack, token):
+            exited = stack.first_exited()
+            print(f"framecast: start-up failed ({exited[0]} exited with {exited[1]})" if exited
+                  else "framecast: start-up failed", file=sys.stderr)
             return 1
         print(f"\n  viewer          {base}/?stream={args.stream}\n"
               f"  frames (ws)     ws://{args.edge_host}:{args.edge_port}/ws/{args.stream}\n"

@@ -28,7 +28,10 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    redis_url: str = Field(C.DEFAULT_REDIS_URL, description="Redis/Valkey URL (redis://, rediss://, unix://)")
+    redis_url: str = Field(C.DEFAULT_REDIS_URL,
+                           description="Redis/Valkey URL: one server (redis://, rediss://, unix://), a cluster "
+                                       "(redis+cluster://h1:p1,h2:p2) or Sentinel "
+                                       "(redis+sentinel://s1:p1,s2:p2/master)")
     key_prefix: str = Field(C.DEFAULT_KEY_PREFIX, description="prefix of every Redis key")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
@@ -36,8 +39,9 @@ class CommonSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://", "valkey://", "valkeys://")):
-            raise ValueError("must start with redis://, rediss://, unix://, valkey:// or valkeys://")
+        from framecast.bus import parse_redis_url  # imports redis-py: only when a service loads its settings
+
+        parse_redis_url(value)  # ValueError says what is wrong
         return value
 
     @field_validator("key_prefix")

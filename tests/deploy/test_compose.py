@@ -1,9 +1,11 @@
-"""Static checks of the compose stack, the Dockerfiles and the nginx config (no Docker engine here).
+"""Static checks of the compose stack, the Dockerfiles and the nginx config (no Docker engine needed).
 
 `docker-compose config` (Debian's 1.29, no engine needed) resolves the file
 with .env exactly as `docker compose up` would; the structure of the result
-is then checked: pinned images, no fixed edge port, healthchecks, a required
-Grafana password, a GPU override that parses.
+is then checked: pinned images, no fixed edge port, healthchecks, Grafana's
+password from a secret, a GPU override that parses and names a CUDA wheel
+index PyTorch builds for the pinned version. test_compose_stack.py runs the
+stack itself on a Docker engine (`make compose-test`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,37 @@ from tools.render_nginx import NGINX_CONF, render_native
 
 from tests.deploy.conftest import COMPOSE_ENV, ROOT
 
+# The README's compose commands (between its compose-commands markers), in order: what
+# test_compose_stack.py runs. A change to the README fails test_readme_compose_commands until
+# both agree.
+README_COMMANDS = [
+    "openssl rand -hex 16 > grafana/admin-password",
+    "docker compose up -d --build",
+    "docker compose up -d --scale edge=3",
+    "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d --build",
+    "docker compose down -v",
+]
+# PyTorch's release matrix (RELEASE.md of pytorch/pytorch): the CUDA variants built per minor
+# release. 2.12 dropped CUDA 12.8; cu132 is experimental. A new TORCH_VERSION needs its row here.
+TORCH_CUDA_VARIANTS = {
+    "2.13": {"cu126", "cu130", "cu132"},
+}
 DOCKERFILES = {"edge": ROOT / "docker" / "edge.Dockerfile", "inference": ROOT / "docker" / "inference.Dockerfile"}
 # a tag that names a version: digits somewhere, never latest/stable/main
 PINNED_TAG = re.compile(r"^[\w.-]*\d[\w.-]*$")
+
+
+def readme_compose_commands() -> list[str]:
+    """The commands of the README's compose block, comments stripped."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- compose-commands:begin -->\n```sh\n(.*?)```\n<!-- compose-commands:end -->", text,
+                      flags=re.S)
+    assert block, "no compose-commands block in README.md"
+    return [line.split("  #", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_compose_commands_are_the_tested_ones() -> None:
+    assert readme_compose_commands() == README_COMMANDS
 
 
 def compose_config(binary: str, *files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -66,15 +96,46 @@ def test_gpu_override_parses_and_reserves_a_gpu(docker_compose: str) -> None:
     inference = yaml.safe_load(done.stdout)["services"]["inference"]
     devices = inference["deploy"]["resources"]["reservations"]["devices"]
     assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert inference["build"]["args"]["TORCH_INDEX"].startswith("cu")
+    assert inference["build"]["args"]["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
     assert inference["environment"]["FRAMECAST_DEVICE"] == "cuda"
 
 
-def test_grafana_password_is_required(docker_compose: str) -> None:
+def _pinned_torch() -> str:
+    env = dict(line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines()
+               if "=" in line and not line.startswith("#"))
+    return env["TORCH_VERSION"]
+
+
+def test_gpu_override_names_a_cuda_build_of_the_pinned_torch(docker_compose: str) -> None:
+    """The CUDA index must hold torch at TORCH_VERSION (cu128 has no 2.12+ build: that build found no torch)."""
+    torch = _pinned_torch()
+    done = compose_config(docker_compose, "docker-compose.yml", "docker-compose.gpu.yml")
+    assert done.returncode == 0, done.stderr
+    args = yaml.safe_load(done.stdout)["services"]["inference"]["build"]["args"]
+    assert args["TORCH_VERSION"] == torch
+    variant = args["TORCH_INDEX_URL"].rstrip("/").rsplit("/", 1)[1]
+    minor = ".".join(torch.split(".")[:2])
+    assert minor in TORCH_CUDA_VARIANTS, f"torch {torch}: add its CUDA variants to TORCH_CUDA_VARIANTS"
+    assert variant in TORCH_CUDA_VARIANTS[minor], f"PyTorch builds no {variant} wheel of torch {torch}"
+    # the Makefile's native install pins the same torch as the images
+    makefile = (ROOT / "Makefile").read_text()
+    pins = re.findall(r"^TORCH(?:_VERSION)?\s*\?=\s*(?:torch==)?([\d.]+)", makefile, flags=re.M)
+    assert pins == [torch], (pins, torch)
+
+
+def test_grafana_password_comes_from_a_secret(docker_compose: str) -> None:
+    """No password in the environment: every command parses without one; Grafana reads the secret file."""
     env = {k: v for k, v in COMPOSE_ENV.items() if k != "GRAFANA_ADMIN_PASSWORD"}
     done = compose_config(docker_compose, env=env)
-    assert done.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in done.stderr
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    grafana = config["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_USER"] == "admin"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    assert Path(config["secrets"]["grafana_admin_password"]["file"]) == ROOT / "grafana" / "admin-password"
+    assert "grafana/admin-password" in (ROOT / ".gitignore").read_text().splitlines()
+    assert README_COMMANDS[0].endswith("> grafana/admin-password")
 
 
 def test_services_present(resolved: dict[str, Any]) -> None:
@@ -136,7 +197,30 @@ def test_grafana_provisioning_mounted(resolved: dict[str, Any]) -> None:
     grafana = resolved["services"]["grafana"]
     targets = {_volume_target(v) for v in grafana["volumes"]}
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= targets
-    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == COMPOSE_ENV["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_grafana_is_a_profile_on_by_default(resolved: dict[str, Any]) -> None:
+    """The compose test leaves Grafana out (`COMPOSE_PROFILES=`); a user's plain `up` starts it."""
+    assert resolved["services"]["grafana"]["profiles"] == ["grafana"]
+    assert not [n for n, s in resolved["services"].items() if n != "grafana" and s.get("profiles")]
+    assert "COMPOSE_PROFILES=grafana" in (ROOT / ".env").read_text().splitlines()
+
+
+def test_redis_protected_mode_is_explicit(resolved: dict[str, Any]) -> None:
+    command = resolved["services"]["redis"]["command"]
+    assert command[command.index("--protected-mode") + 1] == "no"
+
+
+def test_edges_trust_forwarded_addresses_only_from_the_load_balancer(resolved: dict[str, Any]) -> None:
+    import ipaddress
+
+    services, networks = resolved["services"], resolved["networks"]
+    subnet = networks["lb"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_network(subnet).is_private
+    assert services["edge"]["environment"]["FRAMECAST_FORWARDED_ALLOW_IPS"] == subnet
+    assert set(services["lb"]["networks"]) == {"lb"}
+    # only the load balancer and the edges sit on it
+    assert sorted(n for n, s in services.items() if "lb" in s.get("networks", {})) == ["edge", "lb"]
 
 
 # --- Dockerfiles ---------------------------------------------------------------------------------
@@ -169,9 +253,23 @@ def test_edge_image_has_no_torch() -> None:
 
 def test_inference_image_has_torch_cpu_by_default() -> None:
     text = DOCKERFILES["inference"].read_text()
-    assert "ARG TORCH_INDEX=cpu" in text
-    assert 'download.pytorch.org/whl/${TORCH_INDEX}' in text and '"torch==${TORCH_VERSION}"' in text
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    assert 'pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in text
     assert '".[inference' in text
+    env = (ROOT / ".env").read_text().splitlines()
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in env
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile_builds_offline_and_without_a_frontend_image(service: str) -> None:
+    """No `# syntax=` line (BuildKit would fetch that frontend from Docker Hub); wheels in docker/wheels/ and
+    PIP_NO_INDEX=1 make a build that needs no index (make compose-test builds so)."""
+    text = DOCKERFILES[service].read_text()
+    assert "# syntax=" not in text
+    build = _stages(text)[0]
+    assert "ARG PIP_NO_INDEX=0" in build and "ARG PIP_INDEX_URL=https://pypi.org/simple" in build
+    assert "PIP_FIND_LINKS=/wheels" in build and "COPY docker/wheels/ /wheels/" in build
+    assert (ROOT / "docker" / "wheels" / "README.md").exists()
 
 
 _IMPORTED_DISTS = """
@@ -268,6 +366,14 @@ def test_nginx_proxies_websockets_unbuffered() -> None:
     # replicas are re-resolved as they scale (Docker DNS), Prometheus never scrapes through the LB
     assert "resolver 127.0.0.11" in upstream.group(1) and " resolve " in upstream.group(1)
     assert "return 404;" in _location(conf, "= /metrics")
+
+
+def test_nginx_forwards_the_address_it_saw() -> None:
+    """X-Forwarded-For is set, not appended to: a viewer's own header never reaches the edges."""
+    conf = NGINX_CONF.read_text()
+    assert "$proxy_add_x_forwarded_for" not in conf
+    for path in ("/ws/", "/"):
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in _location(conf, path), path
 
 
 def test_nginx_native_render_passes_nginx_t(nginx_bin: str, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ from tests.procs import REPO
 
 # one bad value for each field checked by a custom validator
 VALIDATED_BAD: dict[str, list[str]] = {
-    "redis_url": ["http://127.0.0.1:6379", "127.0.0.1:6379"],
+    "redis_url": ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis+sentinel://127.0.0.1:26379",
+                  "redis+cluster://127.0.0.1:70000"],
     "key_prefix": ["has space:", "{braces}:", "x" * 65],
     "edge_id": ["e" * 65],
     "allowed_origins": ["ftp://example.com", "example.com"],
@@ -147,7 +148,7 @@ def test_metrics_port_equal_to_port_is_refused(no_start: None, capsys: pytest.Ca
 
 
 @pytest.mark.parametrize(("module", "env", "args", "name"), [
-    ("framecast.edge", {"FRAMECAST_QUEUE_SIZE": "9"}, [], "FRAMECAST_QUEUE_SIZE"),
+    ("framecast.edge", {"FRAMECAST_MAX_INFLIGHT_FRAMES": "99"}, [], "FRAMECAST_MAX_INFLIGHT_FRAMES"),
     ("framecast.edge", {}, ["--allowed-origins", "ftp://x"], "--allowed-origins"),
     ("framecast.inference", {"FRAMECAST_TIERS": "garbage"}, [], "FRAMECAST_TIERS"),
     ("framecast.inference", {}, ["--fps", "0"], "--fps"),

@@ -31,16 +31,19 @@ class ReadyPoller(threading.Thread):
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, float, int]] = []  # request sent, response received, status
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            self.samples.append((time.monotonic(), http_status(self.url, 1)))
+            sent = time.monotonic()
+            status = http_status(self.url, 1)
+            self.samples.append((sent, time.monotonic(), status))
             self.stop_event.wait(0.02)
 
     def first_not_ready(self, after: float) -> float | None:
-        return next((t for t, s in self.samples if t >= after and s != 200), None)
+        """When the first failed readiness answer (asked after `after`) arrived: the time a balancer would see it."""
+        return next((received for sent, received, s in self.samples if sent >= after and s != 200), None)
 
 
 async def test_sigterm_with_50_viewers(make_stack: StackFactory) -> None:

@@ -9,6 +9,12 @@ See docs/viewers.md.
 
 from __future__ import annotations
 
+try:
+    import websockets  # noqa: F401 (the client's one dependency beyond the core: say so when it is missing)
+except ImportError as exc:
+    raise ImportError(f"framecast's client needs the `client` extra: pip install 'framecast[client]' "
+                      f"(missing: {exc.name})", name=exc.name) from exc
+
 from framecast.client.errors import ClientError, ConnectError, ConnectionLost, ProtocolError
 from framecast.client.http import list_streams
 from framecast.client.probe import ProbeResult, TierMeasurement, probe

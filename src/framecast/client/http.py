@@ -14,8 +14,10 @@ from framecast.client.urls import Endpoint, resolve
 class HttpClient:
     """A tiny keep-alive HTTP/1.1 GET client (stdlib), used from worker threads."""
 
-    def __init__(self, ep: Endpoint, timeout: float) -> None:
+    def __init__(self, ep: Endpoint, timeout: float, token: str = "") -> None:
         cls = http.client.HTTPSConnection if ep.secure else http.client.HTTPConnection
+        # a bearer token for edges with auth on (/streams, /metrics); a header, never in the URL
+        self.headers = {"Connection": "keep-alive", **({"Authorization": f"Bearer {token}"} if token else {})}
         self.conn = cls(ep.host, ep.port, timeout=timeout)
         self.prefix = ep.http_base.split("://", 1)[1].partition("/")[2]
         self.prefix = "/" + self.prefix if self.prefix else ""
@@ -23,7 +25,7 @@ class HttpClient:
     def get(self, path: str) -> tuple[int, bytes]:
         for attempt in (0, 1):
             try:
-                self.conn.request("GET", self.prefix + path, headers={"Connection": "keep-alive"})
+                self.conn.request("GET", self.prefix + path, headers=self.headers)
                 response = self.conn.getresponse()
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -36,10 +38,10 @@ class HttpClient:
         self.conn.close()
 
 
-def list_streams(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+def list_streams(url: str, timeout: float = 10.0, *, token: str = "") -> list[dict[str, Any]]:
     """The edge's `GET /streams`: one dict per stream (name under "stream", tiers, fps, live, viewers)."""
     ep: Endpoint = resolve(url)
-    client = HttpClient(ep, timeout)
+    client = HttpClient(ep, timeout, token)
     try:
         status, body = client.get("/streams")
     except OSError as exc:
@@ -49,6 +51,9 @@ def list_streams(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         raise ConnectError(f"{ep.host}:{ep.port} does not answer HTTP: {exc!r}") from None
     finally:
         client.close()
+    if status == 401:
+        raise ConnectError(f"{ep.http_url('/streams')} wants a token (HTTP 401): pass --token or set FRAMECAST_TOKEN",
+                           fatal=True, close_code=status)
     if status != 200:
         raise ConnectError(f"{ep.http_url('/streams')} answered HTTP {status}", close_code=status)
     try:

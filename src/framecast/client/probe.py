@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class TierMeasurement:
     width: int
     height: int
     quality: int
+    codec: str = "jpeg"
     frames: int = 0
     fps: float = 0.0
     frame_bytes: float = 0.0
@@ -82,8 +84,9 @@ def _measure_rtt(ep: Endpoint, count: int, timeout: float) -> list[float]:
         client.close()
 
 
-def _burst_worker(ep: Endpoint, path: str, deadline: float, max_requests: int, timeout: float) -> tuple[int, int]:
-    client = HttpClient(ep, timeout)
+def _burst_worker(ep: Endpoint, path: str, deadline: float, max_requests: int, timeout: float,
+                  token: str) -> tuple[int, int]:
+    client = HttpClient(ep, timeout, token)
     requests = size = 0
     try:
         while time.perf_counter() < deadline and requests < max_requests:
@@ -100,12 +103,12 @@ def _burst_worker(ep: Endpoint, path: str, deadline: float, max_requests: int, t
 
 
 async def _snapshot_burst(ep: Endpoint, tier: str | None, seconds: float, connections: int,
-                          max_requests: int, io_timeout: float) -> dict[str, Any]:
+                          max_requests: int, io_timeout: float, token: str = "") -> dict[str, Any]:
     path = f"/snapshot/{ep.stream}.jpg" + (f"?tier={tier}" if tier else "")
     t0 = time.perf_counter()
     deadline = t0 + seconds
     results = await asyncio.gather(*(asyncio.to_thread(_burst_worker, ep, path, deadline,
-                                                       max_requests // connections, io_timeout)
+                                                       max_requests // connections, io_timeout, token)
                                       for _ in range(connections)))
     elapsed = time.perf_counter() - t0
     requests = sum(r for r, _ in results)
@@ -168,24 +171,35 @@ def recommend(tiers: list[TierMeasurement], source_fps: float) -> tuple[str | No
 
 async def probe(url: str, *, stream: str | None = None, seconds_per_tier: float = 2.0, burst_seconds: float = 1.5,
                 burst_connections: int = 4, burst_max_requests: int = 400, rtt_samples: int = 10,
-                io_timeout: float = 10.0, client_id: str = "") -> ProbeResult:
-    """Measure RTT, per-tier delivered FPS and raw throughput to an edge; see the module docstring."""
+                io_timeout: float = 10.0, client_id: str = "", token: str = "",
+                codecs: Sequence[str] = ("h264", "jpeg"),
+                on_progress: Callable[[str], None] | None = None) -> ProbeResult:
+    """Measure RTT, per-tier delivered FPS and raw throughput to an edge; see the module docstring.
+
+    `codecs` are those of the viewer the answer is for: by default a browser's (H.264 tiers first, then
+    JPEG), so the recommendation is a tier such a viewer gets. `token` is the viewer token when the edge
+    has auth on. `on_progress` hears one line per step while the probe measures (it takes seconds).
+    """
     if seconds_per_tier <= 0 or burst_seconds < 0 or burst_connections < 1 or rtt_samples < 1:
         raise ClientError("probe durations must be positive")
+    say = on_progress or (lambda _message: None)
     ep = resolve(url, stream)
+    say(f"RTT: {rtt_samples} requests to {ep.http_base}/healthz")
     rtts = await asyncio.to_thread(_measure_rtt, ep, rtt_samples, io_timeout)
     t0 = time.monotonic()
     sub = Subscription(url, stream=stream, ack="received", reconnect=False, open_timeout=io_timeout,
-                       client_id=client_id or "framecast-probe")
+                       client_id=client_id or "framecast-probe", token=token, codecs=codecs)
     async with sub:
         connect_ms = (time.monotonic() - t0) * 1000.0
         # the tiers this viewer decodes (a JPEG-only probe cannot pin a video tier: the edge refuses it)
         ladder = [t for t in sub.tiers if codec_family(t.codec) in sub.codecs]
-        tiers = [TierMeasurement(t.name, t.width, t.height, t.quality) for t in ladder]
+        tiers = [TierMeasurement(t.name, t.width, t.height, t.quality, codec_family(t.codec)) for t in ladder]
         if not tiers:
             tiers = [TierMeasurement(sub.tier or "default", 0, 0, 0)]
-        for m in tiers:
+        for i, m in enumerate(tiers, 1):
+            say(f"tier {m.name} ({m.codec}, {i}/{len(tiers)}): measuring for {seconds_per_tier:g} s")
             await _measure_tier(sub, m, seconds_per_tier, pin=bool(ladder))
+            say(f"tier {m.name}: {m.fps:.1f} fps, {m.frame_bytes / 1000:.1f} kB/frame")
         if ladder:
             await sub.set(tier="auto")
         first_frame_ms = sub.stats.summary(time.monotonic()).first_frame_ms
@@ -194,8 +208,11 @@ async def probe(url: str, *, stream: str | None = None, seconds_per_tier: float 
     throughput: float | None = None
     method = "stream"
     if burst_seconds > 0:
-        best = tiers[0].name if ladder else None
-        burst = await _snapshot_burst(ep, best, burst_seconds, burst_connections, burst_max_requests, io_timeout)
+        # snapshots are JPEG: the burst downloads the best JPEG tier (the edge's default when none was measured)
+        best = next((t.name for t in tiers if t.codec == "jpeg"), None) if ladder else None
+        say(f"throughput: {burst_connections} connections downloading snapshots for {burst_seconds:g} s")
+        burst = await _snapshot_burst(ep, best, burst_seconds, burst_connections, burst_max_requests, io_timeout,
+                                      token)
         if burst["mbit_s"] is not None:
             throughput, method = burst["mbit_s"], "snapshot-burst"
     if throughput is None:

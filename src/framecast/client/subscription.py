@@ -17,7 +17,9 @@ import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("framecast.client")
 
 AckMode = Literal["consumed", "received", "none"]
-DEFAULT_URL = f"http://{C.DEFAULT_EDGE_HOST}:{C.DEFAULT_EDGE_PORT}"
+DEFAULT_URL = C.DEFAULT_EDGE_URL
 _KNOWN_SERVER_TYPES = frozenset({"hello", "status", "tier", "error"})
 _MAX_PRELUDE_MESSAGES = 8  # control messages tolerated before the edge's hello
 
@@ -68,16 +70,19 @@ def wall_us() -> int:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedFrame:
-    """One frame as this viewer received it: header fields, the JPEG bytes and arrival time."""
+    """One frame as this viewer received it: header fields, the payload bytes and arrival time.
+
+    `payload` is what the header's codec says: a JPEG file, or an H.264 access unit (Annex B).
+    """
 
     header: FrameHeader
-    jpeg: bytes
+    payload: bytes = field(repr=False)  # kilobytes of binary: not in a repr or a log line
     received_us: int  # wall clock, same clock as capture_us
     received_at: float  # time.monotonic()
     stream: str
     tier_name: str
     message_bytes: int  # size of the whole wire message (header + payload)
-    decoded: Any = None  # H.264 only, with decode_video=True: the picture (BGR), None before a keyframe
+    decoded: Any = field(default=None, repr=False)  # H.264 with decode_video=True: the picture (BGR), or None
 
     @property
     def frame_id(self) -> int:
@@ -116,8 +121,11 @@ class ReceivedFrame:
         return self.header.keyframe
 
     @property
-    def payload(self) -> bytes:
-        return self.jpeg
+    def jpeg(self) -> bytes:
+        """Deprecated: the payload is H.264 on video tiers; use `payload`."""
+        warnings.warn("ReceivedFrame.jpeg is deprecated: use ReceivedFrame.payload (JPEG or H.264 by codec)",
+                      DeprecationWarning, stacklevel=2)
+        return self.payload
 
     @property
     def latency_ms(self) -> float:
@@ -141,8 +149,8 @@ class ReceivedFrame:
             import cv2
             import numpy as np
         except ImportError:
-            return _decode_simplejpeg(self.jpeg, rgb)
-        image = cv2.imdecode(np.frombuffer(self.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+            return _decode_simplejpeg(self.payload, rgb)
+        image = cv2.imdecode(np.frombuffer(self.payload, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise ProtocolError(f"frame {self.frame_id}: payload is not a decodable JPEG")
         if rgb:
@@ -151,7 +159,7 @@ class ReceivedFrame:
 
     def save(self, path: str) -> None:
         with open(path, "wb") as fh:
-            fh.write(self.jpeg)
+            fh.write(self.payload)
 
 
 def _bgr_to_rgb(image: Any) -> Any:
@@ -188,7 +196,7 @@ def _is_unknown_type(text: str | bytes) -> bool:
 _KNOWN_CODECS = ("jpeg", "h264")
 
 
-def _check_codecs(codecs: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def _check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
     if isinstance(codecs, str):
         codecs = [c.strip() for c in codecs.split(",") if c.strip()]
     out = tuple(dict.fromkeys(codecs))
@@ -243,14 +251,18 @@ class Subscription:
         stats_window_s: float = 5.0,
         stats_interval_s: float = 2.0,
         max_queue: int = 4,
-        codecs: tuple[str, ...] | list[str] = ("jpeg",),
+        codecs: Sequence[str] = ("jpeg",),
         decode_video: bool = False,
         rng: random.Random | None = None,
+        start_wait_s: float = 0.0,
     ) -> None:
         if ack not in ("consumed", "received", "none"):
             raise ClientError(f"invalid ack mode {ack!r}: use 'consumed', 'received' or 'none'")
         if open_timeout <= 0:
             raise ClientError("open_timeout must be positive")
+        if start_wait_s < 0:
+            raise ClientError("start_wait_s must not be negative")
+        self.start_wait_s = start_wait_s
         self.endpoint: Endpoint = resolve(url, stream)
         self.requested_tier = _check_tier(tier)
         self.max_fps = _check_max_fps(max_fps)
@@ -280,7 +292,7 @@ class Subscription:
 
         self.hello: ServerHello | None = None
         self.status: Status | None = None
-        self.state = "idle"  # idle, connecting, live, stalled, draining, reconnecting, closed
+        self.state = "idle"  # idle, connecting, waiting, live, stalled, draining, reconnecting, closed
         self.tier: str | None = None  # the tier being received now
         self.tier_changes = 0
         self.reconnects = 0
@@ -327,12 +339,31 @@ class Subscription:
         await self.close()
 
     async def open(self) -> None:
-        """Connect and read the edge's hello; raises ConnectError when the edge refuses or is unreachable."""
+        """Connect and read the edge's hello; raises ConnectError when the edge refuses or is unreachable.
+
+        With `start_wait_s`, a stream that is starting (the edge does not know it yet: 4004, its source
+        still loading a model) or an edge not answering yet is tried again, with back-off, for up to that
+        many seconds; state is "waiting" meanwhile. A refused token ends it at once.
+        """
         self._closed = False
         self.stats.started = time.monotonic()
         self.state = "connecting"
+        deadline = time.monotonic() + self.start_wait_s
+        attempt = 0
         try:
-            await self._open_once()
+            while True:
+                try:
+                    await self._open_once()
+                    return
+                except ConnectError as exc:
+                    left = deadline - time.monotonic()
+                    if (exc.fatal and exc.close_code != C.CLOSE_UNKNOWN_STREAM) or left <= 0:
+                        raise
+                    self.state = "waiting"
+                    log.info("%s; waiting for it (%.0f s left)", exc, left)
+                    await asyncio.sleep(min(left, 0.25 * 2 ** min(attempt, 3)))  # 0.25 s doubling to 2 s
+                    self.state = "connecting"
+                    attempt += 1
         except BaseException:
             self.state = "closed"
             raise
@@ -403,7 +434,7 @@ class Subscription:
         decoder = self._video_decoders.get(tier)
         if decoder is None:
             decoder = self._video_decoders[tier] = _video_decoder_class()()
-        picture = await asyncio.to_thread(decoder.decode, frame.jpeg, frame.header.keyframe)
+        picture = await asyncio.to_thread(decoder.decode, frame.payload, frame.header.keyframe)
         if picture is None and not decoder.started:
             await self._request_keyframe("decoder waiting for a keyframe")
         return dataclasses.replace(frame, decoded=picture)
@@ -640,7 +671,8 @@ class Subscription:
             self.tier = msg.tier
         elif isinstance(msg, ErrorMessage):
             self.last_error = msg
-            log.warning("edge error %d: %s", msg.code, msg.message)
+            # the edge sends this just before closing with the same code: the close is what gets reported
+            log.debug("edge error %d: %s", msg.code, msg.message)
 
     def _on_frame(self, data: bytes) -> ReceivedFrame:
         received_us = wall_us()
@@ -652,7 +684,7 @@ class Subscription:
         if self.state == "stalled":
             self.state = "live"
         self.stats.record(now, header.frame_id, header.capture_us, received_us, len(data))
-        return ReceivedFrame(header=header, jpeg=frame.payload, received_us=received_us, received_at=now,
+        return ReceivedFrame(header=header, payload=frame.payload, received_us=received_us, received_at=now,
                              stream=self.endpoint.stream, tier_name=name, message_bytes=len(data))
 
 
@@ -662,11 +694,29 @@ def connect(
     stream: str | None = None,
     tier: str = AUTO,
     client_id: str = "",
+    max_fps: float = 0.0,
+    token: str = "",
+    codecs: Sequence[str] = ("jpeg",),
+    decode_video: bool = False,
+    ack: AckMode = "consumed",
     reconnect: bool = True,
-    **options: Any,
+    reconnect_timeout: float | None = None,
+    open_timeout: float = 10.0,
+    policy: ReconnectPolicy | None = None,
+    stats_window_s: float = 5.0,
+    stats_interval_s: float = 2.0,
+    max_queue: int = 4,
+    start_wait_s: float = 0.0,
 ) -> Subscription:
     """Subscribe to a stream: `async with framecast.connect(url, stream="demo") as sub: async for f in sub: ...`.
 
-    Options are those of `Subscription` (max_fps, token, ack, reconnect_timeout, open_timeout, ...).
+    The arguments are those of `Subscription`: `max_fps` caps the rate (0: none), `token` is the viewer JWT
+    when the edge has auth on, `codecs=("h264", "jpeg")` accepts video tiers (`decode_video=True` decodes
+    them with PyAV), `ack` says when frames are acknowledged, `reconnect_timeout` bounds the reconnecting,
+    `start_wait_s` how long to wait for a stream that is starting.
     """
-    return Subscription(url, stream=stream, tier=tier, client_id=client_id, reconnect=reconnect, **options)
+    return Subscription(url, stream=stream, tier=tier, client_id=client_id, max_fps=max_fps, token=token,
+                        codecs=codecs, decode_video=decode_video, ack=ack, reconnect=reconnect,
+                        reconnect_timeout=reconnect_timeout, open_timeout=open_timeout, policy=policy,
+                        stats_window_s=stats_window_s, stats_interval_s=stats_interval_s, max_queue=max_queue,
+                        start_wait_s=start_wait_s)

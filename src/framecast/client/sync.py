@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from framecast.client.reconnect import ReconnectPolicy
 from framecast.client.stats import StatsWindow
-from framecast.client.subscription import DEFAULT_URL, ReceivedFrame, Subscription
+from framecast.client.subscription import DEFAULT_URL, AckMode, ReceivedFrame, Subscription, connect
 from framecast.protocol import AUTO, ServerHello
 
 T = TypeVar("T")
@@ -104,9 +105,23 @@ def connect_sync(
     stream: str | None = None,
     tier: str = AUTO,
     client_id: str = "",
+    max_fps: float = 0.0,
+    token: str = "",
+    codecs: Sequence[str] = ("jpeg",),
+    decode_video: bool = False,
+    ack: AckMode = "consumed",
     reconnect: bool = True,
-    **options: Any,
+    reconnect_timeout: float | None = None,
+    open_timeout: float = 10.0,
+    policy: ReconnectPolicy | None = None,
+    stats_window_s: float = 5.0,
+    stats_interval_s: float = 2.0,
+    max_queue: int = 4,
+    start_wait_s: float = 0.0,
 ) -> SyncSubscription:
-    """Blocking `connect`: `with framecast.connect_sync(url) as sub: for frame in sub: ...`."""
-    return SyncSubscription(Subscription(url, stream=stream, tier=tier, client_id=client_id, reconnect=reconnect,
-                                         **options))
+    """Blocking `connect` (same arguments): `with framecast.connect_sync(url) as sub: for frame in sub: ...`."""
+    return SyncSubscription(connect(url, stream=stream, tier=tier, client_id=client_id, max_fps=max_fps, token=token,
+                                    codecs=codecs, decode_video=decode_video, ack=ack, reconnect=reconnect,
+                                    reconnect_timeout=reconnect_timeout, open_timeout=open_timeout, policy=policy,
+                                    stats_window_s=stats_window_s, stats_interval_s=stats_interval_s,
+                                    max_queue=max_queue, start_wait_s=start_wait_s))

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, WebSocket
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.staticfiles import StaticFiles
@@ -27,21 +27,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from framecast import constants as C
-from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client, newest_entry
+from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
 from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
+from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.proxies import ForwardedFor, TrustedProxies
+from framecast.edge.quota import PinQuota
 from framecast.edge.session import ViewerSession, close_reason
 from framecast.edge.settings import EdgeSettings
+from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
 from framecast.edge.workers import AllWorkers, WorkerInfo, write_snapshot
+from framecast.logs import redact_url
 from framecast.protocol import (
     ClientHello,
     ErrorMessage,
     ProtocolError,
     ServerHello,
     Status,
-    decode_frame,
     encode_control,
     parse_viewer_message,
 )
@@ -69,17 +73,25 @@ class EdgeRuntime:
                              demand_ttl_s=settings.demand_ttl_s, stall_after_s=settings.stall_after_s)
         self.sessions: set[ViewerSession] = set()
         # per-viewer counts (plain ints on each session) join the replica's counters at scrape time
-        self.metrics.frames_sent.live = lambda: (((u[0],), u[1]) for u in self._unfolded())
-        self.metrics.bytes_sent.live = lambda: (((), u[2]) for u in self._unfolded())
-        self.metrics.control.live = lambda: ((("ack",), u[3]) for u in self._unfolded())
+        self.metrics.frames_sent.live = lambda: (((u[0], u[1]), u[2]) for u in self._unfolded())
+        self.metrics.bytes_sent.live = lambda: (((u[0],), u[3]) for u in self._unfolded())
+        self.metrics.control.live = lambda: ((("ack",), u[4]) for u in self._unfolded())
         self.admitted = 0  # connections past the limit checks (including ones still handshaking)
         self.per_ip: Counter[str] = Counter()
+        # token-less connections waiting for their hello: counted apart, they hold no viewer slot
+        self.pending_auth: Counter[str] = Counter()
+        self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
+        self.guard = ConnectionGuard(settings, self.metrics, self.trusted)
+        self.pin_quota = PinQuota(settings.pinned_tiers_per_ip)
+        # keyframe requests of a stream tier, whoever asks (viewers, joins, gaps): at most one per interval
+        self.hub.keyframes.limiter.interval_s = settings.keyframe_interval_s
         self.draining = False
         self.drain_started: float | None = None
         self.metrics_server: Any = None
         self._known_streams: set[str] = set()
+        self.snapshot_limiter = SnapshotLimiter(settings.snapshot_rate, settings.snapshot_rate_per_ip)
 
-    def _unfolded(self) -> list[tuple[str, int, int, int]]:
+    def _unfolded(self) -> list[tuple[str, str, int, int, int]]:
         return [s.unfolded() for s in tuple(self.sessions)]  # tuple(): a scrape may run on the metrics thread
 
     def viewers_by_stream(self) -> Counter[str]:
@@ -90,7 +102,7 @@ class EdgeRuntime:
         for stream in set(counts) | set(self._known_streams):
             self.metrics.viewers.labels(stream).set(counts.get(stream, 0))
         self._known_streams = set(counts) | self._known_streams
-        self.metrics.viewers_total.set(len(self.sessions))
+        self.metrics.connected_viewers.set(len(self.sessions))
 
     async def begin_drain(self) -> None:
         """Readiness fails from now on; viewers are told; new viewers are refused."""
@@ -158,7 +170,7 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
 
             runtime.metrics_server = start_http_server(settings.metrics_port, settings.metrics_host,
                                                        registry=registry)
-        log.info("edge %s ready (redis %s)", runtime.edge_id, _redact(settings.redis_url))
+        log.info("edge %s ready (redis %s)", runtime.edge_id, redact_url(settings.redis_url))
         try:
             yield
         finally:
@@ -176,6 +188,8 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
     app = FastAPI(title="framecast edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.add_middleware(ExposeTransport)
+    redact_access_log()  # snapshot tokens may travel in the query string
+    app.add_middleware(ForwardedFor, trusted=runtime.trusted)  # outermost: every route sees the real client
     static_dir = Path(settings.static_dir) if settings.static_dir else DEFAULT_STATIC_DIR
 
     # --- HTTP ------------------------------------------------------------
@@ -194,18 +208,30 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         if settings.metrics_port:
             return PlainTextResponse(f"metrics are served on port {settings.metrics_port}\n", status_code=404)
+        if settings.auth_secret and not auth.metrics_allowed(settings.auth_secret, settings.metrics_token,
+                                                             auth.token_from_http(request.headers)):
+            return _unauthorized(runtime, "metrics")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/streams")
-    async def streams() -> Response:
+    async def streams(request: Request) -> Response:
+        grant: auth.Grant | None = None
+        if settings.auth_secret:
+            try:
+                grant = auth.verify_grant(settings.auth_secret, auth.token_from_http(request.headers))
+            except auth.AuthError:
+                return _unauthorized(runtime, "streams")
         try:
             scored: list[tuple[Any, float]] = await runtime.client.zrange(  # type: ignore[assignment]
                 runtime.keys.streams_index(), 0, -1, withscores=True)
             names = [n.decode() if isinstance(n, bytes) else str(n) for n, _ in scored]
-            metas = await runtime.client.mget([runtime.keys.meta(n) for n in names]) if names else []
+            pipe = runtime.client.pipeline(transaction=False)  # key by key: metas of streams span cluster slots
+            for n in names:
+                pipe.get(runtime.keys.meta(n))
+            metas = await pipe.execute() if names else []
         except REDIS_ERRORS as exc:
             return JSONResponse({"error": f"bus unavailable: {type(exc).__name__}"}, status_code=503)
         now = wall_us()
@@ -215,53 +241,23 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
             stream = name.decode() if isinstance(name, bytes) else str(name)
             if raw is None:
                 continue  # the meta expired: the source is gone
+            if grant is not None and not grant.allows(stream):
+                continue  # a token lists only the streams it names
             try:
                 info = StreamInfo.from_json(raw)
             except (ValueError, KeyError, TypeError):
                 continue
             age = (now - int(score)) / 1e6
             out.append({"stream": stream, "tiers": [t.to_json() for t in tiers_of(info)], "fps": info.fps,
-                        "model": info.model, "device": info.device, "source": info.source,
+                        "model": info.model, "device": info.device, "source": redact_url(info.source),
                         "last_heartbeat_us": int(score), "live": age <= settings.stall_after_s,
                         "viewers": viewers.get(stream, 0)})
         return JSONResponse({"edge": runtime.edge_id, "streams": out})
 
     @app.get("/snapshot/{stream}.jpg")
-    async def snapshot(stream: str, tier: str | None = Query(None, max_length=32)) -> Response:
-        if not C.STREAM_NAME_RE.match(stream):
-            return PlainTextResponse("unknown stream\n", status_code=404)
-        try:
-            info = await runtime.hub.stream_info(stream)
-        except REDIS_ERRORS:
-            info = runtime.hub.cached_info(stream)
-        if info is None:
-            return PlainTextResponse("unknown stream\n", status_code=404)
-        names = [t.name for t in jpeg_tiers(tiers_of(info))]
-        if not names:
-            return PlainTextResponse("stream has no JPEG tier\n", status_code=404)
-        name = tier or names[0]
-        if name not in names:
-            return PlainTextResponse(f"unknown tier; this stream has {names}\n", status_code=404)
-        cached = runtime.hub.latest(stream, name)
-        data: bytes | None = cached.data if cached is not None else None
-        if data is None:
-            try:
-                newest = await newest_entry(runtime.client, runtime.keys.frames(stream, name))
-            except REDIS_ERRORS:
-                return PlainTextResponse("bus unavailable\n", status_code=503)
-            data = newest[1] if newest else None
-        if data is None:
-            return PlainTextResponse("no frame yet\n", status_code=404)
-        try:
-            frame = decode_frame(data)
-        except ProtocolError:
-            return PlainTextResponse("bad frame on the bus\n", status_code=502)
-        if frame.header.codec != C.CODEC_JPEG:
-            return PlainTextResponse("tier is not JPEG\n", status_code=415)
-        h = frame.header
-        return Response(frame.payload, media_type="image/jpeg",
-                        headers={"Cache-Control": "no-store", "X-Frame-Id": str(h.frame_id),
-                                 "X-Capture-Us": str(h.capture_us), "X-Tier": name})
+    async def snapshot(request: Request, stream: str, tier: str | None = Query(None, max_length=32),
+                       token: str | None = Query(None, max_length=4096)) -> Response:
+        return await serve_snapshot(runtime, request, stream, tier, token)  # framecast.edge.snapshot
 
     @app.get("/", response_model=None)
     async def index() -> Response:
@@ -279,6 +275,67 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
         await _serve_viewer(runtime, ws, stream)
 
     return app
+
+
+def _unauthorized(runtime: EdgeRuntime, route: str) -> Response:
+    runtime.metrics.rejected.labels("auth").inc()
+    return PlainTextResponse(f"{route}: authentication failed: send Authorization: Bearer <token>\n",
+                             status_code=401, headers={"WWW-Authenticate": 'Bearer realm="framecast"'})
+
+
+REFUSALS = {  # close reason of each refusal for lack of a slot (all 1013)
+    "too_many_viewers": C.CLOSE_REASONS[C.CLOSE_TRY_AGAIN_LATER],
+    "per_ip_limit": "too many viewers from this address",
+    "pending_auth_limit": "too many connections waiting to authenticate, try again later",
+}
+
+
+class Slots:
+    """What one WebSocket holds while it lives: a viewer slot, or a place among token-less connections
+    waiting for their hello (`max_pending_auth`, `pending_auth_per_ip`, `hello_timeout_s`)."""
+
+    def __init__(self, runtime: EdgeRuntime, ip: str) -> None:
+        self.runtime, self.ip = runtime, ip
+        self.pending = self.viewer = False
+
+    def take_pending(self) -> str | None:
+        r, s = self.runtime, self.runtime.settings
+        if sum(r.pending_auth.values()) >= s.max_pending_auth or r.pending_auth[self.ip] >= s.pending_auth_per_ip:
+            return "pending_auth_limit"
+        r.pending_auth[self.ip] += 1
+        self.pending = True
+        return None
+
+    def take_viewer(self) -> str | None:
+        """A viewer slot (giving back a pending place); the refusal reason when none is free."""
+        r, s = self.runtime, self.runtime.settings
+        self._release_pending()
+        if r.admitted >= s.max_viewers:
+            return "too_many_viewers"
+        if s.viewers_per_ip and r.per_ip[self.ip] >= s.viewers_per_ip:
+            return "per_ip_limit"
+        r.admitted += 1
+        r.per_ip[self.ip] += 1
+        self.viewer = True
+        return None
+
+    def release(self) -> None:
+        self._release_pending()
+        if self.viewer:
+            self.viewer = False
+            self.runtime.admitted -= 1
+            _decrement(self.runtime.per_ip, self.ip)
+
+    def _release_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            _decrement(self.runtime.pending_auth, self.ip)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 async def _reject(runtime: EdgeRuntime, ws: WebSocket, code: int, reason: str, why: str,
@@ -305,30 +362,24 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
     subprotocols = list(ws.scope.get("subprotocols") or [])
     subprotocol = auth.choose_subprotocol(subprotocols)
     ip = ws.client.host if ws.client else "?"
-    # 2. limits
+    # 2. limits: a viewer slot now, or (auth on, no token in the headers) a place among the connections
+    # waiting for a token-carrying hello, counted apart so that they cannot lock viewers out
     if runtime.draining:
         await _reject(runtime, ws, C.CLOSE_SERVICE_RESTART, "server draining, reconnect", "draining", subprotocol)
         return
-    if runtime.admitted >= settings.max_viewers:
-        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_REASONS[C.CLOSE_TRY_AGAIN_LATER],
-                      "too_many_viewers", subprotocol)
+    slots = Slots(runtime, ip)
+    pending = bool(settings.auth_secret) and not auth.token_from_headers(headers, subprotocols)
+    why = slots.take_pending() if pending else slots.take_viewer()
+    if why is not None:
+        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, REFUSALS[why], why, subprotocol)
         return
-    if settings.viewers_per_ip and runtime.per_ip[ip] >= settings.viewers_per_ip:
-        await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "too many viewers from this address",
-                      "per_ip_limit", subprotocol)
-        return
-    runtime.admitted += 1
-    runtime.per_ip[ip] += 1
     session: ViewerSession | None = None
     try:
-        session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol)
+        session, early = await _admit(runtime, ws, stream, headers, subprotocols, subprotocol, slots)
         if session is not None:
             await _run_viewer(session, early)
     finally:
-        runtime.admitted -= 1
-        runtime.per_ip[ip] -= 1
-        if runtime.per_ip[ip] <= 0:
-            del runtime.per_ip[ip]
+        slots.release()
         if session is not None:
             session.fold_counts()  # before it leaves the set the scrape sums over
             runtime.sessions.discard(session)
@@ -337,13 +388,14 @@ async def _serve_viewer(runtime: EdgeRuntime, ws: WebSocket, stream: str) -> Non
 
 
 async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict[str, str],
-                 subprotocols: list[str], subprotocol: str | None) -> tuple[ViewerSession | None, str | None]:
+                 subprotocols: list[str], subprotocol: str | None,
+                 slots: Slots) -> tuple[ViewerSession | None, str | None]:
     """Admit a viewer: (its session, a first control message to handle) or (None, None) when refused."""
     settings, metrics = runtime.settings, runtime.metrics
     refused: tuple[None, None] = (None, None)
     # 3. known stream (a stream is known while its meta key exists)
     try:
-        info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.match(stream) else None
+        info = await runtime.hub.stream_info(stream) if C.STREAM_NAME_RE.fullmatch(stream) else None
     except REDIS_ERRORS:
         info = runtime.hub.cached_info(stream)
         if info is None:
@@ -385,6 +437,11 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
         except auth.AuthError as exc:
             await _reject(runtime, ws, C.CLOSE_AUTH_FAILED, f"authentication failed: {exc}", "auth")
             return refused
+        if slots.pending:  # authenticated by its hello: from now on it needs a viewer slot
+            why = slots.take_viewer()
+            if why is not None:
+                await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, REFUSALS[why], why)
+                return refused
         expires_at: float | None = grant.expires + auth.LEEWAY_S
     else:
         expires_at = None
@@ -418,6 +475,7 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
     session = ViewerSession(ws, hub=runtime.hub, settings=settings, metrics=metrics, stream=stream, tiers=tiers,
                             source_fps=info.fps, transport=transport, protocol=proto)
     session.expires_at = expires_at
+    session.pin_quota, session.address = runtime.pin_quota, slots.ip
     try:
         if hello is not None:
             session.apply_hello(hello)
@@ -457,10 +515,3 @@ async def _run_viewer(session: ViewerSession, early: str | None) -> None:
     if early is not None:  # a first message read while admitting
         session.on_text(early)
     await asyncio.shield(session.done)
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -5,13 +5,16 @@ A token is a JWT signed with the edge's shared secret (HS256) carrying
 stream names, or `"*"` for every stream. It travels in the viewer's first
 message (`hello.token`), in an `Authorization: Bearer` header, or as a
 WebSocket subprotocol `bearer.<token>` (the only header a browser can set),
-never in the URL, which ends up in access logs.
+never in the URL, which ends up in access logs. HTTP routes that serve
+stream data (`/streams`, and `/metrics` on the main port) take the same
+token in an `Authorization: Bearer` header.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import jwt
@@ -47,6 +50,14 @@ def make_token(secret: str, streams: Iterable[str] | str, *, ttl_s: float = 300,
 
 def verify_token(secret: str, token: str, stream: str) -> Grant:
     """Check signature, expiry and that the token names `stream`; raise `AuthError` otherwise."""
+    grant = verify_grant(secret, token)
+    if not grant.allows(stream):
+        raise AuthError(f"token not valid for stream {stream!r}")
+    return grant
+
+
+def verify_grant(secret: str, token: str) -> Grant:
+    """Check signature and expiry; the grant says which streams the token names. `AuthError` otherwise."""
     if not token:
         raise AuthError("token required")
     try:
@@ -65,10 +76,25 @@ def verify_token(secret: str, token: str, stream: str) -> Grant:
         streams = frozenset(raw)
     else:
         raise AuthError("token has no 'streams' claim")
-    grant = Grant(subject=str(claims.get("sub", "")), streams=streams, expires=int(claims["exp"]))
-    if not grant.allows(stream):
-        raise AuthError(f"token not valid for stream {stream!r}")
-    return grant
+    return Grant(subject=str(claims.get("sub", "")), streams=streams, expires=int(claims["exp"]))
+
+
+def token_from_http(headers: Mapping[str, str]) -> str:
+    """The token of an HTTP request: its `Authorization: Bearer` header ('' if none)."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def metrics_allowed(secret: str, metrics_token: str, token: str) -> bool:
+    """/metrics on the main port with auth on: the metrics token when one is set, else a token for every stream."""
+    if not token:
+        return False
+    if metrics_token:
+        return hmac.compare_digest(token.encode(), metrics_token.encode())
+    try:
+        return verify_grant(secret, token).streams is None
+    except AuthError:
+        return False
 
 
 def token_from_headers(headers: dict[str, str], subprotocols: list[str]) -> str:

@@ -1,13 +1,19 @@
 """Fan-out of bus frames to viewer sessions: one reader per (stream, tier) per replica.
 
-A `TierReader` follows one frames stream with `framecast.bus.read_frames` and
-frames each wire message once as a WebSocket binary message and hands it to
-every subscribed viewer with a non-blocking `offer`, in one pass: a viewer
-whose gates are open gets the very same bytes object written to its socket at
-once, the others keep it as their newest frame; it never awaits a viewer. It starts with the first
-subscriber, keeps the newest frame for instant first frames and snapshots,
-refreshes the demand key that asks the inference service to publish its tier,
-and stops `reader_grace_s` after its last subscriber left.
+A `TierReader` follows one frames stream, frames each wire message once as a
+WebSocket binary message and hands it to every subscribed viewer with a
+non-blocking `offer`, in one pass: a viewer whose gates are open gets the very
+same bytes object written to its socket at once, the others keep it as their
+newest frame; it never awaits a viewer. A JPEG tier is read with
+`framecast.bus.read_frames` (the newest entry of each batch: older JPEG frames
+are stale); a video tier with `framecast.video.reader.read_video_frames`, every
+entry in order from a keyframe, since a skipped P-frame breaks every viewer's
+picture (dropping for a slow viewer is its GOP queue's job, never the reader's).
+A reader starts with the first subscriber, keeps the newest frame (and for
+video the last GOP) for instant first frames and snapshots, never starts from
+or serves a frame older than the stall threshold, refreshes the demand key that
+asks the inference service to publish its tier, and stops `reader_grace_s`
+after its last subscriber left.
 
 The hub's housekeeping loop (once a second) refreshes demand keys, watches
 every watched stream's heartbeat (live/stalled status for viewers) and runs
@@ -20,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,10 +43,12 @@ from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
 from framecast.video.gop import GopCache
 from framecast.video.keyframes import AsyncKeyframeRequester
+from framecast.video.reader import VideoEntry, read_video_frames
 from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
 _MAX_CACHED_STREAMS = 1024
+RECENTLY_SERVED_S = 60.0  # a stream watched here this recently is not "unknown" while its meta is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +131,16 @@ def auto_rungs(tiers: tuple[TierInfo, ...]) -> tuple[int, ...]:
     return tuple(sorted((*video, *jpeg[-1:])))  # ladder order: list video tiers first
 
 
+async def _video_pairs(entries: AsyncIterator[VideoEntry]) -> AsyncIterator[tuple[bytes, bool]]:
+    async for entry in entries:
+        yield entry.message, entry.gap
+
+
+async def _jpeg_pairs(messages: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
+    async for message in messages:
+        yield message, False
+
+
 @dataclass
 class TierReader:
     stream: str
@@ -137,11 +155,25 @@ class TierReader:
     frames: int = 0
     started_us: int = field(default_factory=wall_us)
     gop: GopCache[BusFrame] | None = None  # video tiers: the last keyframe and its followers, for joins
-    gap: bool = False  # a bus error since the last frame: the video chain is broken
     demanded: bool = False  # this replica has set the tier's demand key and not released it
 
     def fps(self, now: int) -> float:
         return self.arrivals.rate(now)
+
+
+class _FreshFrameWaiter:
+    """A subscriber that waits for one frame captured within `max_age_us` (a snapshot of an idle tier)."""
+
+    def __init__(self, max_age_us: int) -> None:
+        self.max_age_us = max_age_us
+        self.frame: asyncio.Future[BusFrame] = asyncio.get_running_loop().create_future()
+
+    def offer(self, tier: str, frame: BusFrame) -> None:
+        if not self.frame.done() and wall_us() - frame.capture_us <= self.max_age_us:
+            self.frame.set_result(frame)
+
+    def on_gap(self, tier: str) -> None:
+        pass
 
 
 class FanoutHub:
@@ -160,6 +192,7 @@ class FanoutHub:
         self.live: dict[str, bool] = {}
         self._info: dict[str, tuple[float, StreamInfo | None]] = {}
         self._newest: dict[str, tuple[float, BusFrame | None]] = {}
+        self._served: dict[str, float] = {}  # stream -> monotonic time its last viewer here left
         self._housekeeping: asyncio.Task[None] | None = None
         self._bad_frames = RateLimitedLog(log, "bad frames on the bus")
         self._bus_errors = RateLimitedLog(log, "bus read errors")
@@ -200,12 +233,19 @@ class FanoutHub:
                 info = StreamInfo.from_json(raw)
             except (ValueError, KeyError, TypeError):
                 log.warning("stream %s has unreadable meta", stream)
-        if info is None and cached is not None and cached[1] is not None and stream in self.watchers:
-            info = cached[1]  # meta expired while viewers watch (source stalled): keep the last ladder
+        if info is None and cached is not None and cached[1] is not None and self.recently_served(stream, now):
+            # meta expired while viewers watch (source stalled), or Redis restarted empty and the source has
+            # not announced the stream again yet: keep the last ladder, viewers are told "stalled"
+            info = cached[1]
         if len(self._info) >= _MAX_CACHED_STREAMS:  # names come from URLs: never let them grow the cache
-            self._info = {s: v for s, v in self._info.items() if s in self.watchers}
+            self._info = {s: v for s, v in self._info.items() if self.recently_served(s, now)}
         self._info[stream] = (now, info)
         return info
+
+    def recently_served(self, stream: str, now_mono: float) -> bool:
+        """Watched here now, or within the last `RECENTLY_SERVED_S` seconds."""
+        left = self._served.get(stream)
+        return stream in self.watchers or (left is not None and now_mono - left <= RECENTLY_SERVED_S)
 
     def cached_info(self, stream: str) -> StreamInfo | None:
         cached = self._info.get(stream)
@@ -218,9 +258,13 @@ class FanoutHub:
         if reader is None:
             reader = TierReader(stream, tier, self.keys.frames(stream, tier))
             self.readers[(stream, tier)] = reader
-            self.metrics.tier_seen(tier)
+            self.metrics.tier_seen(stream, tier)
         if video and reader.gop is None:
             reader.gop = GopCache()
+        if reader.latest is not None and wall_us() - reader.latest.capture_us > self.stall_after_us:
+            reader.latest = None  # the tier was not encoded for a while: its last frames are no start point
+            if reader.gop is not None:
+                reader.gop.clear()
         reader.subscribers.add(sub)
         reader.idle_since = None
         if reader.task is None or reader.task.done():
@@ -272,12 +316,59 @@ class FanoutHub:
                 header = decode_header(data) if data else None
             except ProtocolError:
                 header = None
-            if header is not None and (best is None or header.capture_us > best.capture_us):
+            if header is not None and now - header.capture_us <= self.stall_after_us \
+                    and (best is None or header.capture_us > best.capture_us):
                 best = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
         if len(self._newest) >= _MAX_CACHED_STREAMS:
             self._newest.clear()
         self._newest[stream] = (time.monotonic(), best)
         return best
+
+    async def snapshot_frame(self, stream: str, tiers: list[str], *, wait_s: float,
+                             cached_only: bool = False) -> tuple[str, BusFrame] | None:
+        """(tier, frame): a frame of the first of `tiers` (best first) captured within the stall threshold.
+
+        Readers' cached frames first, then one pipelined XREVRANGE for the other
+        tiers. When no tier has a fresh frame (the inference service encodes only
+        demanded tiers), the first tier is demanded like a viewer's (its reader
+        starts, and stays `reader_grace_s` to answer later snapshots from its
+        cache) and its first fresh frame awaited for at most `wait_s`.
+        `cached_only`: answer from this replica's readers alone (no Redis, no demand).
+        """
+        now = wall_us()
+        found: dict[str, BusFrame] = {}
+        for t in tiers:
+            r = self.readers.get((stream, t))
+            if r is not None and r.latest is not None and now - r.latest.capture_us <= self.stall_after_us:
+                found[t] = r.latest
+        if cached_only or tiers[0] in found:
+            best = next((t for t in tiers if t in found), None)
+            return (best, found[best]) if best is not None else None
+        missing = [t for t in tiers if t not in found]
+        pipe = self.client.pipeline(transaction=False)
+        for t in missing:
+            pipe.xrevrange(self.keys.frames(stream, t), "+", "-", count=1)
+        for t, entries in zip(missing, await pipe.execute(), strict=True):
+            data = entries[0][1].get(FRAME_FIELD) if entries else None
+            try:
+                header = decode_header(data) if data else None
+            except ProtocolError:
+                header = None
+            if data and header is not None and now - header.capture_us <= self.stall_after_us:
+                found[t] = BusFrame(data, header.frame_id, header.capture_us, header.tier, now)
+        best = next((t for t in tiers if t in found), None)
+        if best is not None:
+            return best, found[best]
+        if wait_s <= 0:
+            return None
+        waiter = _FreshFrameWaiter(self.stall_after_us)
+        self.subscribe(stream, tiers[0], waiter)
+        try:
+            return tiers[0], await asyncio.wait_for(waiter.frame, wait_s)
+        except TimeoutError:
+            return None
+        finally:
+            self.unsubscribe(stream, tiers[0], waiter)
 
     def request_keyframe(self, stream: str, tier: str) -> None:
         """Ask the encoder for an IDR on a video tier (rate-limited per replica, never awaits)."""
@@ -297,6 +388,10 @@ class FanoutHub:
             if not group:
                 del self.watchers[watcher.stream]
                 self.live.pop(watcher.stream, None)
+                now = time.monotonic()
+                if len(self._served) >= _MAX_CACHED_STREAMS:
+                    self._served = {s: t for s, t in self._served.items() if now - t <= RECENTLY_SERVED_S}
+                self._served[watcher.stream] = now
 
     # --- the reader ------------------------------------------------------
     async def _run_reader(self, reader: TierReader) -> None:
@@ -309,12 +404,9 @@ class FanoutHub:
         def on_error(exc: BaseException) -> None:
             metrics.bus_reconnects.inc()
             self._bus_errors.event(type(exc).__name__)
-            reader.gap = True
 
         try:
-            # back-off capped at 1 s: viewers resume within about a second of Redis returning
-            async for data in read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error,
-                                          backoff=Backoff(base=0.05, cap=1.0)):
+            async for data, gap in self._entries(reader, on_error):
                 try:
                     header = decode_header(data)
                 except ProtocolError as exc:
@@ -324,12 +416,11 @@ class FanoutHub:
                 frame = BusFrame(data, header.frame_id, header.capture_us, header.tier, now, header.keyframe)
                 reader.latest = frame
                 if reader.gop is not None:
-                    if reader.gap:
+                    if gap and not header.keyframe:  # entries before this one were missed: the chain is broken
                         reader.gop.break_chain()
                         for sub in tuple(reader.subscribers):
                             sub.on_gap(reader.tier)
                     reader.gop.add(frame, header.frame_id, header.keyframe, len(data), now)
-                reader.gap = False
                 reader.frames += 1
                 reader.arrivals.add(now, len(data))
                 size = float(len(data))
@@ -343,6 +434,24 @@ class FanoutHub:
             raise
         except Exception:  # a bug must not kill fan-out silently
             log.exception("bus reader %s/%s failed", reader.stream, reader.tier)
+
+    def _entries(self, reader: TierReader, on_error: Callable[[BaseException], None]
+                 ) -> AsyncIterator[tuple[bytes, bool]]:
+        """(wire message, gap) pairs of a tier: every entry in order for a video tier, the newest for JPEG.
+
+        A P-frame only decodes on top of the one before it, so a video tier's
+        reader never skips an entry (dropping for a slow viewer is its GOP
+        queue's job); a JPEG reader that lags jumps to the newest entry. Either
+        starts only from frames captured within the stall threshold.
+        """
+        # back-off capped at 1 s: viewers resume within about a second of Redis returning
+        backoff = Backoff(base=0.05, cap=1.0)
+        if reader.gop is not None:
+            return _video_pairs(read_video_frames(self.reader_client, reader.key, block_ms=self.block_ms,
+                                                  backoff=backoff, on_error=on_error,
+                                                  max_age_us=self.stall_after_us))
+        return _jpeg_pairs(read_frames(self.reader_client, reader.key, block_ms=self.block_ms, on_error=on_error,
+                                       backoff=backoff, max_age_us=self.stall_after_us))
 
     # --- housekeeping ----------------------------------------------------
     async def _set_demand(self, readers: list[TierReader]) -> None:
@@ -416,7 +525,10 @@ class FanoutHub:
         streams = list(self.watchers)
         if not streams:
             return
-        values = await self.client.mget([self.keys.heartbeat(s) for s in streams])
+        pipe = self.client.pipeline(transaction=False)  # key by key: streams' heartbeats span cluster slots
+        for s in streams:
+            pipe.get(self.keys.heartbeat(s))
+        values = await pipe.execute()
         now = wall_us()
         for stream, raw in zip(streams, values, strict=True):
             beat = int(raw) if raw is not None and raw.isdigit() else None

@@ -24,8 +24,9 @@ from starlette.websockets import WebSocket
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
 from framecast.edge.fanout import BusFrame, FanoutHub, auto_rungs, is_video
-from framecast.edge.metrics import EdgeMetrics
+from framecast.edge.metrics import EdgeMetrics, close_label
 from framecast.edge.pacing import TierConfig, TokenBucket
+from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.viewer import WINDOW_FULL, ViewerConfig, ViewerState
 from framecast.edge.wsconn import Outlet, ViewerProtocol, text_message
@@ -87,6 +88,7 @@ class ViewerSession:
                  protocol: Any = None, hello: ClientHello | None = None) -> None:
         self.ws, self.hub, self.settings, self.metrics = ws, hub, settings, metrics
         self.stream, self.tiers, self.source_fps = stream, tiers, source_fps
+        self.counters = metrics.stream(stream)  # this stream's sent/bytes/drop counters
         self.tier_names = [t.name for t in tiers]
         self.transport = transport
         self.protocol: ViewerProtocol | None = protocol if isinstance(protocol, ViewerProtocol) else None
@@ -118,6 +120,10 @@ class ViewerSession:
         self._poll_s = _BLOCKED_POLL_S[0]
         self._live: bool | None = None
         self.on_close: Callable[[ViewerSession], None] | None = None
+        # tier pins of one address are capped (edge/quota.py): the app sets the quota and the viewer's address
+        self.pin_quota: PinQuota | None = None
+        self.address = ""
+        self.pinned: str | None = None
         if hello is not None:
             self.apply_hello(hello)
 
@@ -160,6 +166,7 @@ class ViewerSession:
         """Leave the readers (the WebSocket is already closed or lost)."""
         self.closed = True
         self._cancel_timer()
+        self._pin(None)
         self.hub.unwatch(self)
         self.hub.unsubscribe(self.stream, self.feed_tier, self)
         if self.pending_tier is not None:
@@ -180,7 +187,7 @@ class ViewerSession:
         self.closed = True
         self.close_code = code
         self._cancel_timer()
-        self.metrics.closes.labels(str(code)).inc()
+        self.metrics.closes.labels(close_label(code)).inc()
         reason = close_reason(reason or C.CLOSE_REASONS.get(code, ""))
         if self.protocol is None or self.outlet is None:
             self.abort()
@@ -226,7 +233,7 @@ class ViewerSession:
         """The connection ended (the viewer's close frame, a protocol error, or TCP gone)."""
         if not self.closed:
             self.closed = True
-            self.metrics.closes.labels(str(code)).inc()
+            self.metrics.closes.labels(close_label(code)).inc()
         self._cancel_timer()
         if not self.done.done():
             self.done.set_result(None)
@@ -261,9 +268,9 @@ class ViewerSession:
 
     def _queue(self, frame: BusFrame) -> None:
         q = self.queue
-        if len(q) >= self.settings.queue_size:
+        if q:  # one slot: the sender only ever sends the newest frame, an older one queued is superseded
             q.popleft()
-            self.metrics.drop_queue_full.inc()
+            self.counters.drop_queue_full.inc()
             _drop_log.event("queue_full")
         q.append(frame)
 
@@ -285,7 +292,7 @@ class ViewerSession:
 
     def _gop(self, d: GopDecision, tier: str) -> None:
         if d.dropped and d.drop_reason is not None:
-            self.metrics.drops.labels(d.drop_reason).inc(d.dropped)
+            self.counters.drop(d.drop_reason).inc(d.dropped)
         if d.request_keyframe:
             self.hub.request_keyframe(self.stream, tier)
         # (with a switch pending, or the old tier's frames still draining, the policy has moved already: falling
@@ -306,10 +313,16 @@ class ViewerSession:
             self.cap.set(msg.max_fps)
         if msg.tier is not None:
             if msg.tier == AUTO:
+                self._pin(None)
                 self.policy.pin(None, now)
             else:
                 if msg.tier not in self.tier_names:
                     raise ProtocolError(f"unknown tier {msg.tier!r}; this viewer may use {self.tier_names}")
+                if not self._pin(msg.tier):
+                    self.send_control(encode_control(ErrorMessage(
+                        C.CLOSE_TRY_AGAIN_LATER, f"tier pin {msg.tier!r} refused: viewers from this address pin "
+                        f"{self.settings.pinned_tiers_per_ip} tiers of this stream already; the tier stays as it is")))
+                    return
                 decision = self.policy.pin(self.tier_names.index(msg.tier), now)
                 if decision is not None and not self.started:
                     self.feed_tier = msg.tier  # not started yet (a hello before the first frame): start there
@@ -318,6 +331,18 @@ class ViewerSession:
                 elif msg.tier == self.feed_tier and self.vq is not None and self.pending_tier is None:
                     # a `set` to the current video tier: the viewer's decoder lost its state, resync at a keyframe
                     self._gop(self.vq.break_chain(now), msg.tier)
+
+    def _pin(self, tier: str | None) -> bool:
+        """Hold a pin of `tier` in the address's quota (None: hold none); False when the quota refuses."""
+        if tier == self.pinned:
+            return True
+        if tier is not None and self.pin_quota is not None \
+                and not self.pin_quota.acquire(self.address, self.stream, tier):
+            return False
+        if self.pinned is not None and self.pin_quota is not None:
+            self.pin_quota.release(self.address, self.stream, self.pinned)
+        self.pinned = tier
+        return True
 
     def on_message(self, msg: ViewerMessage) -> None:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
@@ -420,10 +445,10 @@ class ViewerSession:
         self._counted_tier = new
         self.hub.unsubscribe(self.stream, old, self)
         if self.queue:
-            self.metrics.drops.labels("tier_switch").inc(len(self.queue))
+            self.counters.drop("tier_switch").inc(len(self.queue))
             self.queue.clear()
         if self.vq is not None and self.vq.queued_frames:
-            self.metrics.drops.labels("tier_switch").inc(self.vq.queued_frames)
+            self.counters.drop("tier_switch").inc(self.vq.queued_frames)
         self.vq, self.pending_vq = self.pending_vq, None
         self.state.set_video(self.vq is not None)
         self.state.switched(mono_us())
@@ -474,7 +499,7 @@ class ViewerSession:
             return
         frame = q.pop()
         if q:
-            self.metrics.drop_stale.inc(len(q))
+            self.counters.drop_stale.inc(len(q))
             q.clear()
         self._send_newest(frame)
 
@@ -540,10 +565,10 @@ class ViewerSession:
             self._adapt(now)
 
     # --- counters: plain ints on the viewer, summed at scrape time ------------
-    def unfolded(self) -> tuple[str, int, int, int]:
-        """(tier, frames, bytes, acks) counted by this viewer and not yet added to the replica's counters."""
+    def unfolded(self) -> tuple[str, str, int, int, int]:
+        """(stream, tier, frames, bytes, acks) counted by this viewer, not yet in the replica's counters."""
         st = self.state
-        return (self._counted_tier, st.frames_sent - self._folded[0], st.bytes_sent - self._folded[1],
+        return (self.stream, self._counted_tier, st.frames_sent - self._folded[0], st.bytes_sent - self._folded[1],
                 self.acks - self._folded[2])
 
     def fold_counts(self) -> None:
@@ -552,13 +577,13 @@ class ViewerSession:
         Our own record first, the counter second: a scrape in between sees a little less, never more (a
         counter that went down would read as a reset).
         """
-        tier, frames, nbytes, acks = self.unfolded()
+        _, tier, frames, nbytes, acks = self.unfolded()
         f = self._folded
         f[0] += frames
         f[1] += nbytes
         f[2] += acks
-        self.metrics.frames_sent.labels(tier).inc(frames)
-        self.metrics.bytes_sent.inc(nbytes)
+        self.counters.sent(tier).inc(frames)
+        self.counters.bytes_sent.inc(nbytes)
         self.metrics.acks.inc(acks)
         self._counted_tier = self.feed_tier
 

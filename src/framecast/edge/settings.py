@@ -32,14 +32,42 @@ class EdgeSettings(CommonSettings):
     max_message_bytes: int = Field(4096, ge=256, le=1 << 20,
                                    description="largest WebSocket message a viewer may send (closed 1009)")
     control_rate: float = Field(200.0, gt=0, description="control messages per second a viewer may send")
-    queue_size: int = Field(2, ge=1, le=3, description="frames queued per viewer (newest wins)")
+
+    # --- connection limits: applied below HTTP, before any WebSocket handshake (docs/security.md)
+    max_connections: int = Field(4096, ge=1,
+                                 description="open TCP connections per replica, lowered at start to fit the fd "
+                                             "limit; more get 503 and a close")
+    connections_per_ip: int = Field(100, ge=0,
+                                    description="open TCP connections per client address (0 = unlimited; trusted "
+                                                "proxies are exempt)")
+    max_header_bytes: int = Field(16384, ge=1024, le=1 << 20,
+                                  description="request line and headers; larger gets 431 and a close")
+    handshake_timeout_s: float = Field(5.0, gt=0,
+                                       description="time to send a whole request head after connecting (then 408 "
+                                                   "and a close)")
+    idle_timeout_s: float = Field(5.0, gt=0, description="an HTTP connection between requests is closed after this")
+    ping_rate: float = Field(2.0, gt=0,
+                             description="WebSocket pings per second a viewer may send (burst 10; more: closed 1008)")
+    max_unsent_bytes: int = Field(4 << 20, ge=1 << 16,
+                                  description="a WebSocket whose unsent bytes (frames, pongs, controls) pass this "
+                                              "is cut")
+    max_pending_auth: int = Field(64, ge=1,
+                                  description="token-less WebSockets waiting for their hello, counted apart from "
+                                              "viewers (more: closed 1013)")
+    pending_auth_per_ip: int = Field(4, ge=1, description="token-less WebSockets waiting for a hello per address")
+    pinned_tiers_per_ip: int = Field(2, ge=0,
+                                     description="tiers of a stream that viewers of one address can make the "
+                                                 "inference service encode by pinning them (0 = unlimited)")
+    keyframe_interval_s: float = Field(1.0, gt=0,
+                                       description="fewest seconds between keyframe requests for one stream tier "
+                                                   "(whoever asks)")
 
     # --- liveness
     ping_interval_s: float = Field(20.0, ge=0, description="WebSocket ping interval (0 = off)")
     ping_timeout_s: float = Field(20.0, gt=0, description="close when a ping is not answered in time")
     ack_timeout_s: float = Field(10.0, gt=0,
                                  description="close (4008) a viewer that neither acks nor reads for this long")
-    hello_timeout_s: float = Field(5.0, gt=0, description="time to send a token-carrying hello when auth is on")
+    hello_timeout_s: float = Field(2.0, gt=0, description="time to send a token-carrying hello when auth is on")
     hello_wait_s: float = Field(0.5, ge=0,
                                 description="for streams with video tiers, time to wait for the viewer's hello "
                                             "(its codecs) before choosing its tier")
@@ -62,6 +90,16 @@ class EdgeSettings(CommonSettings):
     demand_ttl_s: int = Field(5, ge=2, description="TTL of the demand key asking inference for a tier")
     stall_after_s: float = Field(2.0, gt=0, description="heartbeat age after which a stream is 'stalled'")
 
+    # --- snapshots (/snapshot/{stream}.jpg)
+    snapshot_wait_s: float = Field(2.0, ge=0, le=30,
+                                   description="time a snapshot of a tier nobody watches waits for its first "
+                                               "fresh frame (the tier is demanded meanwhile)")
+    snapshot_rate: float = Field(100.0, gt=0,
+                                 description="snapshots per second per replica that may read Redis or demand a "
+                                             "tier (burst 2x); over it only frames held by the replica are served")
+    snapshot_rate_per_ip: float = Field(5.0, gt=0,
+                                        description="the same, per client address (over it: a held frame or 429)")
+
     # --- shutdown
     drain_delay_s: float = Field(2.0, ge=0, description="after SIGTERM, time /readyz fails before closing viewers")
     drain_timeout_s: float = Field(10.0, gt=0, description="after SIGTERM, most time until the process exits")
@@ -69,10 +107,15 @@ class EdgeSettings(CommonSettings):
     # --- access control
     auth_secret: str = Field("", description="HS256 secret; when set viewers need a JWT naming the stream")
     allowed_origins: str = Field("", description="comma-separated Origin allow-list for WebSockets (empty = any)")
-    forwarded_allow_ips: str = Field("127.0.0.1", description="proxies trusted for X-Forwarded-For")
+    forwarded_allow_ips: str = Field("127.0.0.1",
+                                     description="comma-separated addresses/networks of the proxies trusted for "
+                                                 "X-Forwarded-For (the client is the right-most untrusted address; "
+                                                 "* = trust the direct peer, one hop)")
     metrics_port: int = Field(0, ge=0, le=65535, description="serve /metrics on this separate port (0 = main port)")
     metrics_host: str = Field("127.0.0.1", description="address of the separate metrics port")
     access_log: bool = Field(False, description="log every HTTP request")
+    metrics_token: str = Field("", description="with auth on and metrics on the main port: the bearer token "
+                                               "/metrics wants (else a token for every stream)")
 
     @field_validator("edge_id")
     @classmethod
@@ -87,6 +130,14 @@ class EdgeSettings(CommonSettings):
         for origin in _split(value):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must start with http:// or https:// (or be *)")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded(cls, value: str) -> str:
+        from framecast.edge.proxies import TrustedProxies
+
+        TrustedProxies.parse(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("metrics_port")

@@ -21,12 +21,13 @@ import contextlib
 import os
 import socket
 import struct
+import time
 from typing import Any, Protocol
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
 from framecast import constants as C
+from framecast.edge.guard import CLOSE_POLICY, GuardedWebSocket
 
 try:
     from websockets.speedups import apply_mask
@@ -136,8 +137,12 @@ class Outlet:
             self.transport.write(message)
 
 
-class ViewerProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with the frame parser and the output path of the edge (see module doc)."""
+class ViewerProtocol(GuardedWebSocket):
+    """uvicorn's WebSocket protocol, with the edge's guard (guard.py), frame parser and output path (module doc).
+
+    After the handshake the guard's rules hold here too: pings rate-limited (1008), the connection cut when
+    its unsent bytes pass `max_unsent_bytes`, invalid UTF-8 closed with 1007 quietly.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -205,8 +210,19 @@ class ViewerProtocol(WebSocketsSansIOProtocol):
             data = bytes(self._rbuf)
             self._rbuf.clear()
         used = self._parse(data)
-        if used < len(data) and not self.transport.is_closing():
+        transport = self.transport
+        if used < len(data) and not transport.is_closing():
             self._rbuf += data[used:]
+        if not transport.is_closing() and transport.get_write_buffer_size() > self.max_unsent:
+            self.guard.cut("unsent_budget")  # it does not read what it asks for (pongs, frames)
+            self._lost_now(1006)
+            transport.abort()
+
+    def _lost_now(self, code: int) -> None:
+        if self.viewer is not None:
+            self.viewer.on_lost(code)
+        else:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code})
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -277,8 +293,13 @@ class ViewerProtocol(WebSocketsSansIOProtocol):
                 return self._message(self._part_opcode, whole)
             return True
         if opcode == _OP_PING:
-            if not self.close_sent:
-                self.transport.write(_header(_OP_PONG, len(payload)) + payload)
+            if self.close_sent:
+                return True  # the rest of a batch read after the close: no pongs
+            if not self.pings.take(time.monotonic_ns() // 1000):
+                self.guard.cut("ping_flood")
+                self._fail(CLOSE_POLICY, "too many pings")
+                return False
+            self.transport.write(_header(_OP_PONG, len(payload)) + payload)
             return True
         if opcode == _OP_PONG:
             self.handle_pong(Frame(Opcode.PONG, payload))
@@ -302,7 +323,8 @@ class ViewerProtocol(WebSocketsSansIOProtocol):
         try:
             text = payload.decode()
         except UnicodeDecodeError:
-            self._fail(1007, "invalid UTF-8")
+            self.guard.cut("invalid_utf8")  # a client error: one summary line, no traceback
+            self._fail(1007, "invalid UTF-8 in a text message")
             return False
         if viewer is not None:
             viewer.on_text(text)

@@ -119,7 +119,14 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
     M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, redact(settings.source),
                   settings.encoder).set(1)
 
-    client = sync_client(settings.redis_url)
+    client = None
+    while client is None:  # a cluster client reads the slot map at once: wait for a seed node to answer
+        try:
+            client = sync_client(settings.redis_url)
+        except REDIS_ERRORS as exc:
+            log.warning("redis %s not reachable (%s); retrying", redact(settings.redis_url), exc)
+            if stop.wait(1.0):
+                return 0
     cleanup.callback(client.close)
     keys = Keys(settings.key_prefix)
     first_id, synced = 1, False

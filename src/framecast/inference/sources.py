@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings would bury our one-line errors
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet
@@ -25,17 +24,15 @@ import cv2
 import numpy as np
 
 from framecast.bus import now_us
+from framecast.logs import redact_url
 
 OPEN_TIMEOUT_MS = 5000
 
 
-def redact(url: str) -> str:
-    """The URL without its password (`rtsp://user:secret@cam/` -> `rtsp://user:***@cam/`), for logs and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+def redact(spec: str) -> str:
+    """A source as logs, metric labels and the stream's meta show it: a URL without user info or query values
+    (`http://u:p@cam/x?api_key=k` -> `http://***@cam/x?api_key=***`); other kinds as they are."""
+    return redact_url(spec) if "://" in spec else spec
 
 
 class SourceError(Exception):

@@ -8,8 +8,9 @@ reference chain of every viewer. `read_video_frames` is its video twin:
 * on start it looks back over the last `backlog` entries (30: one second at
   30 fps, less than a viewer queue's fall-behind limit) for the newest keyframe
   and yields from there, so a new reader warms the edge's `GopCache` at once and
-  its first viewer needs no fresh IDR (no keyframe in reach: it yields from the
-  next entries on, flagged, and viewers wait for a keyframe);
+  its first viewer needs no fresh IDR (no keyframe in reach, or only one
+  captured more than `max_age_us` ago: it yields from the next entries on,
+  flagged, and viewers wait for a keyframe);
 * then it yields every entry of each `XREAD` batch, in order;
 * after a Redis error it resumes *after the last entry it delivered* when that
   entry still exists (nothing was lost, no gap); when it does not (trimmed while
@@ -32,7 +33,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from framecast import constants as C
-from framecast.bus import REDIS_ERRORS, Backoff
+from framecast.bus import REDIS_ERRORS, Backoff, captured_within
 from framecast.protocol import ProtocolError, decode_header
 
 
@@ -49,8 +50,13 @@ def _is_keyframe(message: bytes) -> bool:
         return False
 
 
-async def _from_last_keyframe(client: aioredis.Redis, key: str, backlog: int) -> tuple[bytes | None, list[bytes]]:
-    """(id of the newest entry, messages from the newest keyframe to the newest entry)."""
+async def _from_last_keyframe(client: aioredis.Redis, key: str, backlog: int,
+                              max_age_us: int | None = None) -> tuple[bytes | None, list[bytes]]:
+    """(id of the newest entry, messages from the newest keyframe to the newest entry).
+
+    A keyframe captured more than `max_age_us` ago is no start point (the tier
+    was not encoded for a while: its last GOP is history, not live video).
+    """
     entries: Any = await client.xrevrange(key, "+", "-", count=backlog)
     if not entries:
         return None, []
@@ -60,6 +66,8 @@ async def _from_last_keyframe(client: aioredis.Redis, key: str, backlog: int) ->
         message = bytes(fields[C.FRAME_FIELD])
         run.append(message)
         if _is_keyframe(message):
+            if not captured_within(message, max_age_us):
+                return newest_id, []
             run.reverse()
             return newest_id, run
     return newest_id, []
@@ -80,8 +88,8 @@ async def _exists(client: aioredis.Redis, key: str, entry_id: bytes) -> bool:
 
 async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000, count: int = 32,
                             backlog: int = 30, backoff: Backoff | None = None,
-                            on_error: Callable[[BaseException], None] | None = None
-                            ) -> AsyncGenerator[VideoEntry, None]:
+                            on_error: Callable[[BaseException], None] | None = None,
+                            max_age_us: int | None = None) -> AsyncGenerator[VideoEntry, None]:
     """Yield every wire message of a video tier's stream, in order, from a keyframe on (see module doc)."""
     backoff = backoff or Backoff()
     last_id: bytes | None = None  # None: (re)start at the newest keyframe; b"$": only what comes next
@@ -91,7 +99,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
         try:
             _raise_if_cancelling()
             if last_id is None:
-                newest_id, run = await _from_last_keyframe(client, key, backlog)
+                newest_id, run = await _from_last_keyframe(client, key, backlog, max_age_us)
                 last_id = newest_id if newest_id is not None else b"$"
                 for message in run:
                     yield VideoEntry(message, gap)

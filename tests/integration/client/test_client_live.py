@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ import pytest
 from framecast import constants as C
 from framecast.client import ConnectError, Subscription, connect, connect_sync
 from tests.conftest import scaled
-from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack, metric_value
-from tests.procs import REPO
+from tests.integration.client.stack import EDGE_ARGS, GLASS_TO_GLASS_METRIC, Stack, metric_value
+from tests.procs import REPO, edge_service, service_port, wait_http
+from tests.unit.client.test_client_cli import one_error_line
 
 
 async def test_frames_decode_and_acks_reach_the_edge(stack: Stack) -> None:
@@ -179,4 +181,32 @@ def test_cli_streams(stack: Stack) -> None:
 def test_cli_bad_input(stack: Stack, args: tuple[str, ...], message: str) -> None:
     done = _cli(*(a.format(url=stack.url) for a in args))
     assert done.returncode == 1
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert message in one_error_line(done.stderr) and "Traceback" not in done.stderr, done.stderr
+
+
+def test_cli_probe_with_auth_on_measures_the_tiers_a_browser_gets(stack: Stack) -> None:
+    secret = "probe-secret-0123456789abcdef0123"
+    edge = edge_service(stack.redis.url, *EDGE_ARGS, "--auth-secret", secret, name="edge-auth")
+    edge.start(stack.log_dir)
+    url = f"http://127.0.0.1:{service_port(edge)}"
+    try:
+        wait_http(url + "/healthz", 60, edge)
+        refused = _cli("probe", url, "--seconds-per-tier", "0.5", "--burst-seconds", "0")
+        assert refused.returncode == 1 and "authentication failed" in refused.stderr, refused.stderr
+        minted = subprocess.run([sys.executable, "-m", "framecast", "token", "--stream", "demo", "--ttl", "120"],
+                                capture_output=True, text=True, cwd=REPO, timeout=scaled(60),
+                                env={**os.environ, "FRAMECAST_AUTH_SECRET": secret})
+        assert minted.returncode == 0, minted.stderr
+        done = _cli("probe", url, "--token", minted.stdout.strip(), "--seconds-per-tier", "1.5", "--json",
+                    "--progress", "always")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        print("probe with a token:", done.stdout)
+        codecs = {t["name"]: t["codec"] for t in result["tiers"]}
+        # the default codecs are a browser's: the video tiers of the ladder are measured, first
+        assert next(iter(codecs.values())) == "h264" and "jpeg" in codecs.values(), codecs
+        assert result["recommended_tier"] in codecs and result["recommended_fps"] > 5
+        assert result["throughput_method"] == "snapshot-burst", result["burst"]  # the token opens /snapshot too
+        assert "probe: RTT" in done.stderr and "probe: throughput" in done.stderr, done.stderr
+    finally:
+        edge.stop()

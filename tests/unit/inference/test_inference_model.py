@@ -157,6 +157,7 @@ def test_model_that_raises(plugin_dir: Path) -> None:
         load_engine("fc_plugin.broken:make", "cpu", W, H)
 
 
+@pytest.mark.gpu  # skips where CUDA is present: allowed in CI like the CUDA tests
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_requested_without_cuda() -> None:
     with pytest.raises(ModelError, match="CUDA is not available"):

@@ -144,12 +144,13 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
 
 
 def test_passwords_never_reach_logs_or_metrics() -> None:
-    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://admin:***@10.0.0.7:554/live"
+    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
+    assert redact("http://user:pass@host/clip.mp4?api_key=k1&x=2") == "http://***@host/clip.mp4?api_key=***&x=***"
     assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"
     assert redact("synthetic") == "synthetic"
     with pytest.raises(SourceError) as exc:
         open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", 64, 48, fps=30)
-    assert "s3cret" not in str(exc.value) and "admin:***@" in str(exc.value)
+    assert "s3cret" not in str(exc.value) and "admin" not in str(exc.value) and "://***@" in str(exc.value)
 
 
 def test_other_aspect_ratios_are_cropped_not_distorted(tmp_path: Path) -> None:

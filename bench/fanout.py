@@ -49,7 +49,7 @@ from typing import Any
 
 from bench.linkemu import read_line, stop_process
 from bench.metrics import percentile
-from bench.procstat import sample
+from bench.procstat import process_tree, sample
 
 HOST = "127.0.0.1"
 FPS = 30.0
@@ -369,25 +369,6 @@ def _wait_live(base_url: str, deadline: float) -> None:
     raise TimeoutError(f"edge did not list stream {STREAM!r} as live")
 
 
-def _children(pid: int) -> list[int]:
-    """`pid` and its descendants (the edge's worker processes), from /proc."""
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            kids.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def _cpu_rss(pids: list[int]) -> tuple[float, int]:
     cpu, rss = 0.0, 0
     for pid in pids:
@@ -496,7 +477,7 @@ def run_row(target: str, viewers: int, size: int, window_s: float, workers: int 
         publisher.start()
         _wait_live(f"http://{HOST}:{port}", time.monotonic() + PROCESS_GRACE_S)
         edge_pid = edge.pid
-        return _measure(target, viewers, size, workers, window_s, port, lambda: _children(edge_pid),
+        return _measure(target, viewers, size, workers, window_s, port, lambda: process_tree(edge_pid),
                         acks=target == FRAMECAST_ACKING)
     except (OSError, ValueError, TimeoutError) as exc:
         return FanoutResult(target, viewers, size, workers, STATUS_ERROR, repr(exc)[:200], window_s)

@@ -46,3 +46,22 @@ def sample(pid: int) -> ProcSample:
     stat = (_PROC / str(pid) / "stat").read_text()
     status = (_PROC / str(pid) / "status").read_text()
     return ProcSample(parse_stat_cpu_seconds(stat, ticks), parse_status_rss_bytes(status))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (an edge's worker processes), from /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(_COMM_END) + 2:].split()[1])
+            kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out

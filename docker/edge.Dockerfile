@@ -26,7 +26,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FRAMECAST_HOST=0.0.0.0 \
-    FRAMECAST_PORT=8000
+    FRAMECAST_PORT=8000 \
+    FRAMECAST_WORKERS=0
 USER 10001:10001
 EXPOSE 8000
 # liveness only (/healthz never depends on Redis); readiness is /readyz

@@ -22,9 +22,9 @@ class EdgeSettings(CommonSettings):
     port: int = Field(C.DEFAULT_EDGE_PORT, ge=0, le=65535, description="port to listen on")
     edge_id: str = Field("", description="name of this replica in hello/metrics (default host-pid)")
     static_dir: str = Field("", description="viewer page folder (default: the package's edge/static)")
-    workers: int = Field(0, ge=0, le=256,
-                         description="edge processes sharing the port (SO_REUSEPORT); 0 = one per CPU in a "
-                                     "container, 1 elsewhere")
+    workers: int = Field(1, ge=0, le=256,
+                         description="edge processes sharing the port (SO_REUSEPORT); 0 = one per CPU (the edge "
+                                     "image sets 0)")
 
     # --- limits
     max_viewers: int = Field(1000, ge=1, description="viewers per replica; more are closed with 1013")

@@ -1,6 +1,7 @@
 """Edge worker processes on every core: SO_REUSEPORT sockets, one supervisor, metrics of all workers per scrape.
 
-With `FRAMECAST_WORKERS` = N > 1 the edge process becomes a supervisor that
+With `FRAMECAST_WORKERS` = N > 1 (0: one per CPU, the edge image's setting;
+1, the default, under `make run` and in tests) the edge process becomes a supervisor that
 starts N workers (`python -m framecast.edge` again, told its index through
 `WORKER_ENV`). Each worker is a whole edge: its own uvicorn, listening socket
 (SO_REUSEPORT on the same port: the kernel spreads connections), bus readers,
@@ -44,12 +45,6 @@ CRASH_LOOP_S, CRASH_LOOP_RESTARTS = 30.0, 5  # more restarts than this within th
 _SNAPSHOT_SUFFIX = ".prom"
 
 
-def in_container() -> bool:
-    """Docker, Podman or Kubernetes (where one process per core is the right default)."""
-    return (Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
-            or "KUBERNETES_SERVICE_HOST" in os.environ or bool(os.environ.get("container")))  # noqa: SIM112 - podman sets it lower-case
-
-
 def cpu_count() -> int:
     """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -61,10 +56,8 @@ def cpu_count() -> int:
 
 
 def resolve_workers(setting: int) -> int:
-    """`FRAMECAST_WORKERS`: 0 (the default) is one per CPU in a container and 1 elsewhere (`make run`, tests)."""
-    if setting > 0:
-        return setting
-    return cpu_count() if in_container() else 1
+    """`FRAMECAST_WORKERS`: 0 means one per CPU (what the edge image sets); the default is 1 (`make run`, tests)."""
+    return setting if setting > 0 else cpu_count()
 
 
 @dataclass(frozen=True)

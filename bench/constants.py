@@ -41,6 +41,9 @@ PROCESS_STOP_TIMEOUT_S: Final = 5.0
 RELAY_READY_TIMEOUT_S: Final = 10.0
 COMMAND_TIMEOUT_S: Final = 10.0
 
-# Fan-out payload (the design's "shared 50 KB payload").
-FANOUT_PAYLOAD_BYTES: Final = 50_000
-FANOUT_READER_COUNTS: Final[tuple[int, ...]] = (1, 10, 50, 200)
+# Fan-out suite (bench/fanout.py): N viewers x 30 fps at two frame sizes (a 720p JPEG, a video-high frame), and
+# the worker rows (viewers, payload bytes, edge workers) that one process cannot carry on this machine.
+FANOUT_PAYLOAD_SIZES: Final[tuple[int, ...]] = (60_000, 10_000)
+FANOUT_VIEWER_COUNTS: Final[tuple[int, ...]] = (50, 200, 500)
+FANOUT_WORKER_ROWS: Final[tuple[tuple[int, int, int], ...]] = ((1000, 10_000, 2),)
+FANOUT_WINDOW_S: Final = 5.0

@@ -97,6 +97,21 @@ class FanoutResult:
     latency_p95_ms: float | None = None
     rss_per_viewer_kb: float | None = None
     viewer_cpu_s: float | None = None
+    host_load_1m: float | None = None  # the machine's load average after the window (other work running)
+
+
+def fanout_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU per delivery of each target over the raw reference's (raw-acks), same size, viewers and workers."""
+    raw = {(r["payload_bytes"], r["viewers"]): r["cpu_us_per_delivery"] for r in rows
+           if r["target"] == RAW_ACKS and r["status"] == STATUS_OK and r["cpu_us_per_delivery"]}
+    out = []
+    for r in rows:
+        ref = raw.get((r["payload_bytes"], r["viewers"]))
+        if r["target"] == RAW_ACKS or ref is None or r["status"] != STATUS_OK or not r["cpu_us_per_delivery"]:
+            continue
+        out.append({"target": r["target"], "viewers": r["viewers"], "payload_bytes": r["payload_bytes"],
+                    "workers": r["workers"], "ratio_to_raw_acks": round(r["cpu_us_per_delivery"] / ref, 2)})
+    return out
 
 
 def viewer_processes(viewers: int) -> int:
@@ -438,9 +453,14 @@ def _measure(target: str, viewers: int, size: int, workers: int, window_s: float
         "" if connected == viewers else f"{connected} of {viewers} viewers: {errors}"[:200], round(wall, 2),
         connected, deliveries, round(cpu, 3), round(cpu / deliveries * 1e6, 2) if deliveries else None,
         round(fps[0], 1) if fps else None, round(statistics.median(fps), 1) if fps else None,
-        percentile(latencies, 50), percentile(latencies, 95),
+        _round(percentile(latencies, 50)), _round(percentile(latencies, 95)),
         round((rss_joined - rss_before) / max(connected, 1) / KB, 1), round(sum(r.cpu_s for r in reports), 2),
+        round(os.getloadavg()[0], 1),
     )  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def run_row(target: str, viewers: int, size: int, window_s: float, workers: int = 1) -> FanoutResult:

@@ -21,7 +21,7 @@ SERIES_MARKER_SIZE = 3.0
 
 PLOT_FPS_LATENCY = "links_fps_latency.png"
 PLOT_STEP = "step_latency_over_time.png"
-PLOT_FANOUT = "fanout_deliveries_per_cpu_s.png"
+PLOT_FANOUT = "fanout_cpu_per_delivery.png"
 
 
 def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,19 +103,30 @@ def _plot_step(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def plot_fanout(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Deliveries per server CPU-second against the number of readers."""
-    ok = _ok(rows)
+    """Per frame size: CPU us per delivery and the slowest viewer's fps against viewers, one line per server."""
+    ok = [r for r in _ok(rows) if r.get("cpu_us_per_delivery")]
     if not ok:
         return []
-    fig, ax = plt.subplots(figsize=FIGSIZE_WIDE)
-    for target in dict.fromkeys(r["target"] for r in ok):
-        points = sorted((r["readers"], r["deliveries_per_cpu_s"]) for r in ok if r["target"] == target)
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=target)
-    ax.set_xscale("log")
-    ax.set_xlabel("readers")
-    ax.set_ylabel("deliveries per server CPU-second")
-    ax.set_title("fan-out of one shared 50 KB payload")
-    ax.legend()
+    sizes = sorted({r["payload_bytes"] for r in ok}, reverse=True)
+    fig, axes = plt.subplots(2, len(sizes), figsize=(FIGSIZE_WIDE[0] * max(1, len(sizes)) * 0.7, FIGSIZE_WIDE[1] * 1.5),
+                             squeeze=False)
+    for col, size in enumerate(sizes):
+        for target in dict.fromkeys(r["target"] for r in ok):
+            for workers in sorted({r["workers"] for r in ok if r["target"] == target}):
+                mine = sorted((r["viewers"], r["cpu_us_per_delivery"], r["fps_min"]) for r in ok
+                              if r["target"] == target and r["payload_bytes"] == size and r["workers"] == workers)
+                if not mine:
+                    continue
+                label = target if workers == 1 else f"{target}, {workers} workers"
+                axes[0][col].plot([p[0] for p in mine], [p[1] for p in mine], "o-", label=label)
+                axes[1][col].plot([p[0] for p in mine], [p[2] for p in mine], "o-", label=label)
+        axes[0][col].set_title(f"{size / 1e3:g} KB frames, N viewers x 30 fps")
+        axes[0][col].set_ylabel("server CPU us per delivery")
+        axes[1][col].set_ylabel("fps of the slowest viewer")
+        for ax in axes[:, col]:
+            ax.set_xscale("log")
+            ax.set_xlabel("viewers")
+        axes[0][col].legend(fontsize="small")
     fig.tight_layout()
     path = out_dir / PLOT_FANOUT
     fig.savefig(path, dpi=DPI)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.constants import SUITE_FANOUT, SUITE_LINKS, SUITE_VIDEO
+from bench.fanout import fanout_ratios
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -87,13 +88,17 @@ def step_table(results: list[dict[str, Any]]) -> str:
 
 
 def fanout_table(results: list[dict[str, Any]]) -> str:
-    header = ["target", "readers", "deliveries/s", "server CPU s", "deliveries per CPU-s", "RSS per viewer KB",
-              "Valkey MB", "status"]  # fmt: skip
+    header = ["KB", "viewers", "workers", "target", "CPU us per delivery", "x raw-acks", "fps min", "fps median",
+              "p50 ms", "p95 ms", "RSS KB per viewer", "viewers' CPU s", "load 1m", "status"]
+    ratios = {(r["target"], r["viewers"], r["payload_bytes"], r["workers"]): r["ratio_to_raw_acks"]
+              for r in fanout_ratios(results)}
     rows = [
         [
-            r["target"], str(r["readers"]), fmt(r["deliveries_per_s"]), fmt(r["server_cpu_s"], 2),
-            fmt(r["deliveries_per_cpu_s"]), fmt(r.get("rss_per_viewer_kb"), 0),
-            fmt(r.get("redis_used_memory_mb"), 1),
+            fmt(r["payload_bytes"], 0, KB), str(r["viewers"]), str(r["workers"]), r["target"],
+            fmt(r["cpu_us_per_delivery"], 1), fmt(ratios.get((r["target"], r["viewers"], r["payload_bytes"],
+                                                               r["workers"])), 2),
+            fmt(r["fps_min"], 1), fmt(r["fps_median"], 1), fmt(r["latency_p50_ms"], 1), fmt(r["latency_p95_ms"], 1),
+            fmt(r["rss_per_viewer_kb"], 0), fmt(r["viewer_cpu_s"], 1), fmt(r["host_load_1m"], 1),
             r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
         ]
         for r in results
@@ -135,6 +140,17 @@ def machine_line(document: dict[str, Any]) -> str:
     )
 
 
+def fanout_line(document: dict[str, Any]) -> str:
+    """When, at which commit and how the fan-out table was measured."""
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(document["created_unix_s"], datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    m = document["machine"]
+    return (f"Measured {when} at commit `{document.get('commit', 'unknown')}` ({document['mode']} run: "
+            f"`python -m bench.run --no-links --no-video`), {document.get('window_s', 0):g} s window per row, "
+            f"{m['cpus']} CPUs ({m['cpu_model']}).")
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     """Replace what lies between the start and end markers of ``name``."""
     start, end = marker(name, "start"), marker(name, "end")
@@ -156,7 +172,10 @@ def update_doc(results_dir: Path, doc: Path) -> None:
         path = results_dir / f"{suite}.json"
         if path.exists():
             document = json.loads(path.read_text())
-            text = replace_section(text, section, render(document["results"]))
+            body = render(document["results"])
+            if suite == SUITE_FANOUT:
+                body = f"{fanout_line(document)}\n\n{body}"
+            text = replace_section(text, section, body)
             if suite == SUITE_LINKS:
                 text = replace_section(text, SECTION_MACHINE, machine_line(document))
     path = results_dir / f"{SUITE_VIDEO}.json"

@@ -23,8 +23,10 @@ from typing import Any
 from bench import linkemu
 from bench.constants import (
     ALL_SYSTEMS,
-    FANOUT_PAYLOAD_BYTES,
-    FANOUT_READER_COUNTS,
+    FANOUT_PAYLOAD_SIZES,
+    FANOUT_VIEWER_COUNTS,
+    FANOUT_WINDOW_S,
+    FANOUT_WORKER_ROWS,
     FRAMECAST,
     RESULTS_SCHEMA_VERSION,
     SUITE_FANOUT,
@@ -32,7 +34,7 @@ from bench.constants import (
     SUITE_VIDEO,
     SystemName,
 )
-from bench.fanout import FanoutResult, run_framecast_fanout, run_raw_fanout
+from bench.fanout import FRAMECAST_ACKING, FRAMECAST_NO_ACKS, RAW_ACKS, TARGETS, FanoutResult, fanout_ratios, run_row
 from bench.linkbench import STATUS_OK, STATUS_SKIPPED, LinkResult, describe, run_one
 from bench.plots import plot_fanout, plot_links, plot_video
 from bench.report import DEFAULT_DOC, update_doc
@@ -42,9 +44,9 @@ from bench.video_stack import VIEWERS, run_video_suite
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 WORK_SUBDIR = "tmp"
-QUICK_FANOUT_READERS = (1, 10)
-QUICK_FANOUT_DURATION_S = 0.5
-FULL_FANOUT_DURATION_S = 3.0
+QUICK_FANOUT_VIEWERS = (10,)
+QUICK_FANOUT_SIZES = (10_000,)
+QUICK_FANOUT_WINDOW_S = 1.0
 JSON_SUFFIX = ".json"
 # video suite: H.264 tiers against JPEG tiers through the real stack (bench.video_stack)
 VIDEO_LINK = (8.0, 50.0)  # the issue's link: 8 Mbit/s bottleneck, 50 ms round trip
@@ -64,6 +66,20 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": "none",
     }
+
+
+def _commit() -> str:
+    """The commit measured (with "+dirty" when the tree has changes): docs name it beside every figure."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head or "unknown"
 
 
 def _cpu_model() -> str:
@@ -122,18 +138,27 @@ def _video_line(scenario: str, row: dict[str, Any]) -> str:
             f"tiers {row['tiers']}")
 
 
-def run_fanout_suite(
-    readers: tuple[int, ...], duration_s: float, with_framecast: bool, log: Any
-) -> list[dict[str, Any]]:
+def run_fanout_suite(viewer_counts: tuple[int, ...], sizes: tuple[int, ...], window_s: float, with_framecast: bool,
+                     worker_rows: tuple[tuple[int, int, int], ...], log: Any) -> list[dict[str, Any]]:
+    """Every target at every size and viewer count (the same offered load), then the worker rows."""
+    targets = [t for t in TARGETS if with_framecast or t not in (FRAMECAST_ACKING, FRAMECAST_NO_ACKS)]
+    plan = [(t, n, size, 1) for size in sizes for n in viewer_counts for t in targets]
+    if with_framecast:
+        plan += [(t, n, size, w) for n, size, w in worker_rows for t in (FRAMECAST_ACKING, RAW_ACKS)]
     rows: list[FanoutResult] = []
-    for count in readers:
-        runs = [run_raw_fanout] + ([run_framecast_fanout] if with_framecast else [])
-        for measure in runs:
-            row = measure(count, duration_s)
-            rows.append(row)
-            rate = f"{row.deliveries_per_cpu_s or 0:,.0f} deliveries/CPU-s"
-            print(f"fan-out {row.target:>16} x{row.readers:<4}: {row.status} {rate} {row.reason}", file=log, flush=True)
+    for target, n, size, workers in plan:
+        row = run_row(target, n, size, window_s, workers if target == FRAMECAST_ACKING else 1)
+        rows.append(row)
+        print(_fanout_line(row), file=log, flush=True)
     return [asdict(r) for r in rows]
+
+
+def _fanout_line(r: FanoutResult) -> str:
+    head = f"fan-out {r.target:>20} x{r.viewers:<5} {r.payload_bytes / 1e3:3.0f} KB w{r.workers}"
+    if r.status != STATUS_OK:
+        return f"{head}: {r.status} ({r.reason})"
+    return (f"{head}: {r.cpu_us_per_delivery} us/delivery, fps min {r.fps_min} median {r.fps_median}, "
+            f"p50 {r.latency_p50_ms or 0:.0f} ms p95 {r.latency_p95_ms or 0:.0f} ms, {r.rss_per_viewer_kb} KB/viewer")
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
@@ -188,11 +213,14 @@ def _run(args: argparse.Namespace) -> int:
         write_json(path, suite_document(SUITE_LINKS, mode, rows, extra))
         written += [path, *plot_links(rows, out)]
     if not args.no_fanout:
-        readers = QUICK_FANOUT_READERS if args.quick else FANOUT_READER_COUNTS
-        duration = (QUICK_FANOUT_DURATION_S if args.quick else FULL_FANOUT_DURATION_S) * args.duration_scale
-        rows = run_fanout_suite(readers, duration, FRAMECAST in args.systems, sys.stdout)
+        counts = QUICK_FANOUT_VIEWERS if args.quick else FANOUT_VIEWER_COUNTS
+        sizes = QUICK_FANOUT_SIZES if args.quick else FANOUT_PAYLOAD_SIZES
+        window = (QUICK_FANOUT_WINDOW_S if args.quick else FANOUT_WINDOW_S) * args.duration_scale
+        rows = run_fanout_suite(counts, sizes, window, FRAMECAST in args.systems,
+                                () if args.quick else FANOUT_WORKER_ROWS, sys.stdout)
         path = out / f"{SUITE_FANOUT}{JSON_SUFFIX}"
-        extra = {"readers": list(readers), "duration_s": duration, "payload_bytes": FANOUT_PAYLOAD_BYTES}
+        extra = {"viewers": list(counts), "window_s": window, "payload_bytes": list(sizes), "fps": 30.0,
+                 "commit": _commit(), "ratios": fanout_ratios(rows)}
         write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
         written += [path, *plot_fanout(rows, out)]
     if not args.no_video:

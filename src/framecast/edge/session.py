@@ -515,8 +515,16 @@ class ViewerSession:
             if gate != WINDOW_FULL:
                 self._later(gate / 1e6)  # the fps cap: an ack would not open it
             return
-        assert self.outlet is not None
-        written = self.outlet.write_frame(frame.wire)
+        outlet = self.outlet
+        assert outlet is not None
+        if not st.acking:  # no acks: TCP's own say how much the link holds
+            path = outlet.path()
+            wait = st.path_wait_us(*path) if path is not None else 0
+            if wait:
+                self.queue.append(frame)
+                self._later(wait / 1e6)
+                return
+        written = outlet.write_frame(frame.wire)
         if not written:
             self.queue.append(frame)
             st.on_blocked(now)  # over the unsent budget: keep the newest, try again shortly

@@ -7,9 +7,10 @@ microseconds, monotonic) and returns what the I/O shell (`session.py`) must
 do. Unit tests and the link simulators drive this very object on a fake clock.
 
 Gates, checked in this order for each frame (`gate`): the viewer's fps cap,
-then (once it acks) the window of unacknowledged frames. The third gate, the
-socket's unsent bytes, is the kernel's (TCP_NOTSENT_LOWAT = `budget()`): the
-shell reports a refused write with `on_blocked`.
+then (once it acks) the window of unacknowledged frames; for a viewer that
+never acks, the bytes TCP has in flight (`path_wait_us`, from TCP_INFO). The
+last gate, the socket's unsent bytes, is the kernel's (TCP_NOTSENT_LOWAT =
+`budget()`): the shell reports a refused write with `on_blocked`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from framecast.edge.pacing import AckResult, FpsCap, InflightWindow, RateMeter, 
 
 ADAPT_EVERY_US = 200_000
 JUDGE_WAIT_MAX_US = 3_000_000  # most time a new tier waits for its first ack before it is judged anyway
+PATH_POLL_US = (2_000, 50_000)  # a frame held for the path is looked at again within these bounds
 OPEN = 0
 WINDOW_FULL = -1  # an ack will open it (positive gate values: microseconds until the fps cap allows a frame)
 
@@ -93,6 +95,22 @@ class ViewerState:
             if len(w.inflight) >= w.min_frames and len(w.inflight) >= w.window:  # InflightWindow.can_send
                 return WINDOW_FULL
         return OPEN
+
+    def path_wait_us(self, in_flight: int, rate_bytes_s: int, min_rtt_us: int) -> int:
+        """For a viewer that does not ack: how long to hold the next frame (0: send), from TCP's own view.
+
+        The socket budget alone lets the bottleneck's queue fill (a frame the link cannot carry in its
+        interval, a probe up, stands in front of every later one). Bytes in flight (sent, not acked by the
+        viewer's TCP) are held under what the link delivers in its base round trip plus the latency target,
+        as the ack window does for acking viewers; never under the unsent budget (a frame always goes to an
+        empty path).
+        """
+        window = max(self.cfg.unsent_budget_bytes,
+                     rate_bytes_s * (min_rtt_us + self.cfg.latency_target_us) // 1_000_000)
+        if in_flight <= window:
+            return 0
+        drain_us = (in_flight - window) * 1_000_000 // max(rate_bytes_s, 1)
+        return min(max(drain_us, PATH_POLL_US[0]), PATH_POLL_US[1])
 
     def is_fresh(self, capture_us: int) -> bool:
         """Never the same moment twice, never back in time (joins and tier switches mix tiers)."""

@@ -36,6 +36,9 @@ except ImportError:  # pragma: no cover - the pure-Python wheel
 
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux; Python names it from 3.12 on
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
+# struct tcp_info (linux/tcp.h) up to tcpi_bytes_retrans (Linux 4.19): the fields path() reads
+_TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q")
+_TI_BYTES_ACKED, _TI_NOTSENT, _TI_MIN_RTT, _TI_DELIVERY_RATE, _TI_BYTES_SENT, _TI_BYTES_RETRANS = 34, 38, 39, 42, 48, 49
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -105,6 +108,25 @@ class Outlet:
                 self.lowat = lowat
             except (OSError, AttributeError):
                 self.fd = -1  # not TCP (a Unix socket in a test): the transport buffer is the only gate
+
+    def path(self) -> tuple[int, int, int] | None:
+        """(bytes in flight or unsent, delivery rate in bytes/s, min RTT in us) from TCP_INFO; None: unknown.
+
+        One getsockopt, asked only for viewers that do not ack: TCP's own acks then say what the link holds.
+        """
+        if self.fd < 0:
+            return None
+        try:
+            raw = self.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                                     _TCP_INFO.size)
+        except (OSError, AttributeError):
+            return None
+        if len(raw) < _TCP_INFO.size:
+            return None  # a kernel older than 4.19: no bytes_sent
+        info = _TCP_INFO.unpack_from(raw)
+        # sent and not acked, plus written and not sent yet: all of it is ahead of the next frame
+        ahead = max(0, info[_TI_BYTES_SENT] - info[_TI_BYTES_RETRANS] - info[_TI_BYTES_ACKED]) + info[_TI_NOTSENT]
+        return ahead, info[_TI_DELIVERY_RATE], info[_TI_MIN_RTT]
 
     def buffered(self) -> int:
         n: int = self.transport.get_write_buffer_size()

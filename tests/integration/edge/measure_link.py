@@ -1,10 +1,11 @@
 """Edge behaviour on an emulated link (not a test; needs root): per-2-second FPS, tiers and latency.
 
-    python tests/integration/edge/measure_link.py RATE_MBIT RTT_MS SECONDS ["--edge flags"]
+    python tests/integration/edge/measure_link.py RATE_MBIT RTT_MS SECONDS ["--edge flags"] [--plain]
 
 Uses bench.linkemu (netns + veth + tbf bottleneck facing the edge's socket + delay relay), the test
 publisher (JPEG ladder high 1280x720 q85 / mid 1280x720 q70 / low 640x360 q60 at 30 fps) and a
-`websockets` viewer inside the namespace that acks every frame on arrival.
+`websockets` viewer inside the namespace that acks every frame on arrival (with --plain: a viewer that sends
+nothing, no hello and no acks, as the seed's client).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ sys.path.insert(0, str(ROOT))
 LADDER = (("high", 1280, 720, 85), ("mid", 1280, 720, 70), ("low", 640, 360, 60))
 
 
-def client_main(url: str, seconds: float, out: str) -> None:
+def client_main(url: str, seconds: float, out: str, plain: bool) -> None:
     from tests.integration.edge.conftest import ViewerClient
 
-    v = asyncio.run(ViewerClient(url).run(seconds))
+    v = asyncio.run(ViewerClient(url, ack=not plain).run(seconds))
     Path(out).write_text(json.dumps({"frames": v.frames, "controls": v.controls, "close": v.close_code}))
 
 
-def main(rate: float, rtt: float, seconds: float, extra: list[str]) -> None:
+def main(rate: float, rtt: float, seconds: float, extra: list[str], plain: bool) -> None:
     import httpx
     from bench.linkemu import EmulatedLink, LinkSpec
 
@@ -58,7 +59,8 @@ def main(rate: float, rtt: float, seconds: float, extra: list[str]) -> None:
                 time.sleep(0.1)
         relay_port = link.start_relay(port, tmp / "relay.log", seconds + 30)
         subprocess.run(link.ns_argv([sys.executable, __file__, "--client", f"ws://127.0.0.1:{relay_port}/ws/demo",
-                                     str(seconds), str(out)]), timeout=seconds + 30, check=True)
+                                     str(seconds), str(out), *(["--plain"] if plain else [])]),
+                       timeout=seconds + 30, check=True)
         metrics = httpx.get(base + "/metrics").text
         edge.terminate()
         edge.wait(10)
@@ -69,6 +71,10 @@ def main(rate: float, rtt: float, seconds: float, extra: list[str]) -> None:
     t0 = frames[0][3]
     print(f"link {rate:g} Mbit/s, RTT {rtt:g} ms; JPEG sizes", {n: len(j[0]) for n, j in pub.jpegs.items()})
     print("tier changes:", [(c["tier"], c["reason"]) for c in data["controls"] if c["type"] == "tier"])
+    lat_all = sorted((f[3] + offset) * 1000 - f[1] / 1000 for f in frames if f[3] - t0 >= 2)
+    if lat_all:
+        print(f"after 2 s: fps {len(lat_all) / (seconds - 2):.1f} p50 {lat_all[len(lat_all) // 2]:.0f} ms "
+              f"p95 {lat_all[int(len(lat_all) * 0.95)]:.0f} ms")
     for w in range(0, int(seconds), 2):
         sel = [f for f in frames if w <= f[3] - t0 < w + 2]
         if not sel:
@@ -82,8 +88,9 @@ def main(rate: float, rtt: float, seconds: float, extra: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--client":
-        client_main(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+    plain_viewer = "--plain" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--plain"]
+    if args[0] == "--client":
+        client_main(args[1], float(args[2]), args[3], plain_viewer)
     else:
-        main(float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split() if len(sys.argv) > 4
-             else [])
+        main(float(args[0]), float(args[1]), float(args[2]), args[3].split() if len(args) > 3 else [], plain_viewer)

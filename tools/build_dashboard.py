@@ -121,7 +121,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             f"sum by (reason) (rate(framecast_edge_frames_dropped_total{{{EDGE}}}[{RI}]))", "{{reason}}"),),
               unit="fps", stack=True),
         Panel("Inference drops by reason", (Target(
-            f'sum by (reason) (rate(framecast_inference_dropped_frames_total{{job="inference"}}[{RI}]))',
+            f'sum by (reason) (rate(framecast_inference_frames_dropped_total{{job="inference"}}[{RI}]))',
             "{{reason}}"),), unit="fps", stack=True),
         Panel("Viewers rejected and closed", (
             Target(f"sum by (reason) (rate(framecast_edge_rejected_viewers_total{{{EDGE}}}[{RI}]))",
@@ -175,7 +175,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               description="noeviction: at maxmemory every publish fails"),
         Panel("Bus errors", (
             Target(f"sum by (instance) (rate(framecast_edge_bus_errors_total{{{EDGE}}}[{RI}]))", "edge {{instance}}"),
-            Target(f'sum by (op) (rate(framecast_inference_redis_errors_total{{job="inference"}}[{RI}]))',
+            Target(f'sum by (op) (rate(framecast_inference_bus_errors_total{{job="inference"}}[{RI}]))',
                    "inference {{op}}")), unit="ops"),
         Panel("Redis up and clients", (
             Target('max(redis_up{job="redis"})', "up"),

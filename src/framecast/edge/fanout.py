@@ -251,7 +251,7 @@ class FanoutHub:
         if reader is None:
             reader = TierReader(stream, tier, self.keys.frames(stream, tier))
             self.readers[(stream, tier)] = reader
-            self.metrics.tier_seen(tier)
+            self.metrics.tier_seen(stream, tier)
         if video and reader.gop is None:
             reader.gop = GopCache()
         if reader.latest is not None and wall_us() - reader.latest.capture_us > self.stall_after_us:

@@ -1,8 +1,9 @@
 """Every Prometheus metric of the edge, in one registry per app (no per-viewer labels).
 
 Series with known label values are created at zero so that dashboards and
-alerts see them before the first event. Tier-labelled series appear when a
-stream's ladder is first read.
+alerts see them before the first event. Stream- and tier-labelled series
+appear when a stream's tier is first read (stream names are bounded: only
+streams the bus knows get a viewer).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def close_label(code: int | str | None) -> str:
     label = str(code)
     return label if label in CLOSE_LABELS else "other"
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+# from 0.5 ms: on a LAN or loopback, send-to-ack and first-frame times sit below 5 ms, and a first bucket of 5 ms
+# only lets histogram_quantile interpolate (2.5 ms, 4.75 ms whatever the truth)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+                    0.75, 1.0, 2.0, 5.0)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -49,14 +53,18 @@ class EdgeMetrics:
             PlatformCollector(registry=self.registry)
         r = self.registry
         self.viewers = Gauge("framecast_edge_viewers", "Connected viewers by stream", ["stream"], registry=r)
-        self.viewers_total = Gauge("framecast_edge_viewers_total", "Connected viewers on this replica", registry=r)
-        self.frames_sent = Counter("framecast_edge_frames_sent_total", "Frames written to viewers by tier",
-                                   ["tier"], registry=r)
-        self.bytes_sent = Counter("framecast_edge_bytes_sent_total", "Frame bytes written to viewers", registry=r)
+        # a gauge: no _total (that suffix is a counter's); the sum of framecast_edge_viewers plus viewers between
+        # accept and admission
+        self.connected_viewers = Gauge("framecast_edge_connected_viewers", "Connected viewers on this replica",
+                                       registry=r)
+        self.frames_sent = Counter("framecast_edge_frames_sent_total", "Frames written to viewers by stream and tier",
+                                   ["stream", "tier"], registry=r)
+        self.bytes_sent = Counter("framecast_edge_bytes_sent_total", "Frame bytes written to viewers by stream",
+                                  ["stream"], registry=r)
         self.drops = Counter("framecast_edge_frames_dropped_total",
-                             "Frames a viewer did not get, by reason (queue_full: its queue overflowed; "
+                             "Frames a viewer did not get, by stream and reason (queue_full: its queue overflowed; "
                              "stale: a newer frame replaced it while the window was closed; tier_switch)",
-                             ["reason"], registry=r)
+                             ["stream", "reason"], registry=r)
         self.glass_to_glass = Histogram(
             "framecast_edge_glass_to_glass_seconds",
             "Capture to viewer ack (ack arrival on the edge clock minus capture_us; includes the ack's way back)",
@@ -103,8 +111,6 @@ class EdgeMetrics:
         self.closes.labels("other")
         for d in ("up", "down"):
             self.tier_switches.labels(d)
-        for reason in DROP_REASONS:
-            self.drops.labels(reason)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         for code in CLOSE_CODES:
@@ -113,15 +119,38 @@ class EdgeMetrics:
             self.control.labels(kind)
         # hot-path children resolved once (a labels() lookup costs a lock and a dict per event)
         self.acks = self.control.labels("ack")
-        self.drop_queue_full = self.drops.labels("queue_full")
-        self.drop_stale = self.drops.labels("stale")
-        self._sent_by_tier: dict[str, Any] = {}
+        self._streams: dict[str, StreamCounters] = {}
 
-    def sent_counter(self, tier: str) -> Any:
-        child = self._sent_by_tier.get(tier)
+    def stream(self, stream: str) -> StreamCounters:
+        """The sent/bytes/drop counters of one stream (created at zero on first use, then reused)."""
+        counters = self._streams.get(stream)
+        if counters is None:
+            counters = self._streams[stream] = StreamCounters(self, stream)
+        return counters
+
+    def tier_seen(self, stream: str, tier: str) -> None:
+        self.stream(stream).sent(tier)
+
+
+class StreamCounters:
+    """One stream's hot-path counter children: a viewer session holds its stream's."""
+
+    def __init__(self, metrics: EdgeMetrics, stream: str) -> None:
+        self._metrics, self.name = metrics, stream
+        self.bytes_sent = metrics.bytes_sent.labels(stream)
+        self._drops = {reason: metrics.drops.labels(stream, reason) for reason in DROP_REASONS}
+        self.drop_queue_full = self._drops["queue_full"]
+        self.drop_stale = self._drops["stale"]
+        self._sent: dict[str, Any] = {}
+
+    def sent(self, tier: str) -> Any:
+        child = self._sent.get(tier)
         if child is None:
-            child = self._sent_by_tier[tier] = self.frames_sent.labels(tier)
+            child = self._sent[tier] = self._metrics.frames_sent.labels(self.name, tier)
         return child
 
-    def tier_seen(self, tier: str) -> None:
-        self.frames_sent.labels(tier)
+    def drop(self, reason: str) -> Any:
+        child = self._drops.get(reason)
+        if child is None:
+            child = self._drops[reason] = self._metrics.drops.labels(self.name, reason)
+        return child

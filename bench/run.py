@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import signal
 import sys
 import time
@@ -39,6 +37,7 @@ from bench.report import DEFAULT_DOC, update_doc
 from bench.scenarios import ALL_SCENARIOS, LINK_SCENARIOS, LOOPBACK_QUICK, Scenario, scaled
 from bench.systems import unavailable_reason
 from bench.video_stack import VIEWERS, run_video_suite
+from framecast.provenance import machine_info, provenance
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 WORK_SUBDIR = "tmp"
@@ -55,27 +54,6 @@ MODE_QUICK = "quick"
 MODE_FULL = "full"
 
 
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "gpu": "none",
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def suite_document(suite: str, mode: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "suite": suite,
@@ -83,6 +61,7 @@ def suite_document(suite: str, mode: str, rows: list[dict[str, Any]], extra: dic
         "mode": mode,
         "created_unix_s": time.time(),
         "machine": machine_info(),
+        "provenance": provenance(),
         **extra,
         "results": rows,
     }

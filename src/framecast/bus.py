@@ -244,11 +244,8 @@ def _sentinel_options(target: RedisTarget, timeout: float) -> dict[str, Any]:
 
 def stream_read_keys(*args: Any) -> list[Any] | None:
     """The keys of an XREAD/XREADGROUP command (those after STREAMS, half of what follows); None for others."""
-    if str(args[0]).upper() not in ("XREAD", "XREADGROUP"):
-        return None
-    words = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
-    upper = [w.upper() for w in words]
-    if "STREAMS" not in upper:
+    upper = [(a.decode() if isinstance(a, bytes) else str(a)).upper() for a in args]
+    if upper[0] not in ("XREAD", "XREADGROUP") or "STREAMS" not in upper:
         return None
     first = upper.index("STREAMS") + 1
     return list(args[first:first + (len(args) - first) // 2])

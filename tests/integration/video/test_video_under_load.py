@@ -129,6 +129,18 @@ async def test_paused_edge_sends_every_picture_with_its_reference(
     assert dec.errors == 0 and decoded == len(video), (dec.errors, decoded, len(video))
     assert bursts >= 3, f"the pauses never made the reader lag (largest burst {bursts})"
 
+    # a viewer joining this long GOP (one IDR, ~10 s ago) starts at a fresh IDR, not the cached old keyframe
+    done = asyncio.Event()
+    joiner = asyncio.create_task(watch(url, done, tier="video"))
+    await asyncio.sleep(2.5)  # the join and its first frames (measurement window)
+    done.set()
+    joined = await asyncio.wait_for(joiner, scaled(10))
+    ages = [(r.recv_wall_us - r.frame.header.capture_us) / 1e6 for r in joined]
+    first_video = next((r for r in joined if r.frame.header.codec == C.CODEC_H264), None)
+    print(f"[video-long-gop-join] first frame age {ages[0] if ages else None}; max {max(ages, default=0):.2f}s")
+    assert joined and max(ages) <= STALL_AFTER_S, f"a joiner got a frame {max(ages, default=0):.1f}s old"
+    assert first_video is not None and first_video.frame.header.keyframe, logs
+
 
 IDLE = ((["--tiers", "video=320x180@h264:300k,low=160x90@60", "--keyframe-interval-s", "0.01"],
          ["--reader-grace-s", "1"]),)

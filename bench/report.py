@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.constants import SUITE_FANOUT, SUITE_LINKS, SUITE_VIDEO
 from bench.fanout import fanout_ratios
+from framecast.provenance import describe
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -133,22 +134,8 @@ def video_ratios_table(comparisons: list[dict[str, Any]]) -> str:
 
 
 def machine_line(document: dict[str, Any]) -> str:
-    m = document["machine"]
-    return (
-        f"Measured {document['mode']} run: {m['cpus']} CPUs ({m['cpu_model']}), GPU: {m['gpu']}, "
-        f"{m['platform']}, Python {m['python']}."
-    )
-
-
-def fanout_line(document: dict[str, Any]) -> str:
-    """When, at which commit and how the fan-out table was measured."""
-    import datetime
-
-    when = datetime.datetime.fromtimestamp(document["created_unix_s"], datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    m = document["machine"]
-    return (f"Measured {when} at commit `{document.get('commit', 'unknown')}` ({document['mode']} run: "
-            f"`python -m bench.run --no-links --no-video`), {document.get('window_s', 0):g} s window per row, "
-            f"{m['cpus']} CPUs ({m['cpu_model']}).")
+    """Which run a table comes from: mode, date, commit, command and machine (the JSON's provenance)."""
+    return f"Measured {document['mode']} run: {describe(document['provenance'])}."
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -173,16 +160,16 @@ def update_doc(results_dir: Path, doc: Path) -> None:
         if path.exists():
             document = json.loads(path.read_text())
             body = render(document["results"])
-            if suite == SUITE_FANOUT:
-                body = f"{fanout_line(document)}\n\n{body}"
+            if suite == SUITE_FANOUT:  # the links tables share the machine line above them
+                body = machine_line(document) + "\n\n" + body
             text = replace_section(text, section, body)
             if suite == SUITE_LINKS:
                 text = replace_section(text, SECTION_MACHINE, machine_line(document))
     path = results_dir / f"{SUITE_VIDEO}.json"
     if path.exists():
         document = json.loads(path.read_text())
-        text = replace_section(text, SECTION_VIDEO, f"{document['scenario']}, {document['mode']} run, "
-                               f"{document['seconds']:g} s per viewer:\n\n" + video_table(document["results"]))
+        text = replace_section(text, SECTION_VIDEO, f"{document['scenario']}, {document['seconds']:g} s per viewer. "
+                               f"{machine_line(document)}\n\n" + video_table(document["results"]))
         text = replace_section(text, SECTION_VIDEO_RATIOS, video_ratios_table(document.get("comparisons", [])))
     doc.write_text(text)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import signal
 import sys
 import time
@@ -41,6 +39,7 @@ from bench.report import DEFAULT_DOC, update_doc
 from bench.scenarios import ALL_SCENARIOS, LINK_SCENARIOS, LOOPBACK_QUICK, Scenario, scaled
 from bench.systems import unavailable_reason
 from bench.video_stack import VIEWERS, run_video_suite
+from framecast.provenance import machine_info, provenance
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 WORK_SUBDIR = "tmp"
@@ -57,41 +56,6 @@ MODE_QUICK = "quick"
 MODE_FULL = "full"
 
 
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "gpu": "none",
-    }
-
-
-def _commit() -> str:
-    """The commit measured (with "+dirty" when the tree has changes): docs name it beside every figure."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head}+dirty" if dirty else head or "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def suite_document(suite: str, mode: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "suite": suite,
@@ -99,6 +63,7 @@ def suite_document(suite: str, mode: str, rows: list[dict[str, Any]], extra: dic
         "mode": mode,
         "created_unix_s": time.time(),
         "machine": machine_info(),
+        "provenance": provenance(),
         **extra,
         "results": rows,
     }
@@ -220,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                                 () if args.quick else FANOUT_WORKER_ROWS, sys.stdout)
         path = out / f"{SUITE_FANOUT}{JSON_SUFFIX}"
         extra = {"viewers": list(counts), "window_s": window, "payload_bytes": list(sizes), "fps": 30.0,
-                 "commit": _commit(), "ratios": fanout_ratios(rows)}
+                 "ratios": fanout_ratios(rows)}
         write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
         written += [path, *plot_fanout(rows, out)]
     if not args.no_video:

@@ -13,10 +13,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY docker/wheels/ /wheels/
 WORKDIR /src
+# the locked versions (`make lock`), in a layer of their own: a code change reinstalls only framecast
+COPY requirements/edge.txt ./requirements/
+RUN pip install --no-deps -r requirements/edge.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 # a regular (non-editable) install: the runtime stage needs only /opt/venv
-RUN pip install ".[edge]" && pip uninstall -y pip
+RUN pip install --no-deps ".[edge]" && pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 framecast \

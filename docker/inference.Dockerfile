@@ -18,12 +18,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY docker/wheels/ /wheels/
-# torch first, from the index of the wanted variant, so `.[inference]` finds it satisfied
+# torch first (with its own dependencies), from the index of the wanted variant
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
+# the locked versions (`make lock`; torch is outside the lock), in a layer of their own
+COPY requirements/inference.txt ./requirements/
+RUN pip install --no-deps -r requirements/inference.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[inference,video]" && pip uninstall -y pip
+RUN pip install --no-deps ".[inference,video]" && pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 framecast \

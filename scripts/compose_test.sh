@@ -13,6 +13,7 @@
 #    Dockerfiles and runs the README's commands in a copy of the tree
 #
 # Each step's time goes to stdout and tests/artifacts/compose-test-times.txt.
+# FRAMECAST_COMPOSE_TREE=HEAD builds and runs the last commit instead of the working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -166,8 +167,8 @@ DL_PY=${FRAMECAST_WHEELS_PYTHON:-/usr/bin/python3}
 image_py=$(docker run --rm "$(grep -E '^PYTHON_IMAGE=' .env | cut -d= -f2)" python3 -c 'import platform; print(platform.python_version())')
 [ "$("$DL_PY" -c 'import platform; print(platform.python_version())')" = "$image_py" ] \
     || { echo "compose-test: $DL_PY is not Python $image_py (the image's); set FRAMECAST_WHEELS_PYTHON" >&2; exit 1; }
-"$DL_PY" -m pip download -q -d "$WHEELS" "torch==$(grep -E '^TORCH_VERSION=' .env | cut -d= -f2)" \
-    "setuptools>=68" ".[edge,inference,video]"
+"$DL_PY" -m pip download -q -d "$WHEELS" "torch==$(grep -E '^TORCH_VERSION=' .env | cut -d= -f2)" "setuptools>=68"
+"$DL_PY" -m pip download -q -d "$WHEELS" --no-deps -r requirements/edge.txt -r requirements/inference.txt
 export FRAMECAST_COMPOSE_WHEELS=$WHEELS
 step "wheels"
 

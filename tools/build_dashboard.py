@@ -24,6 +24,7 @@ DATASOURCE = {"type": "prometheus", "uid": "framecast-prometheus"}
 
 # selectors reused by the queries; $stream and $replica are the dashboard variables
 EDGE = 'job="edge", instance=~"$replica"'
+EDGE_STREAM = EDGE + ', stream=~"$stream"'  # the edge's frame, byte and drop counters carry the stream
 INFERENCE_OF_STREAM = 'max by (job, instance, stream) (framecast_inference_info{stream=~"$stream"})'
 RI = "$__rate_interval"
 
@@ -70,7 +71,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             f'sum by (job, instance) (rate(framecast_inference_frames_total{{stage="publish", outcome="ok"}}[{RI}]))'
         ) + ")", "fps"),), kind="stat", width=4, height=4, unit="fps",
               description="Frames per second the inference services XADD to Redis (selected streams)"),
-        Panel("Delivered FPS", (Target(f"sum(rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))", "fps"),),
+        Panel("Delivered FPS", (Target(f"sum(rate(framecast_edge_frames_sent_total{{{EDGE_STREAM}}}[{RI}]))", "fps"),),
               kind="stat", width=4, height=4, unit="fps", description="Frames per second written to all viewers"),
         Panel("Glass-to-glass p95", (Target(
             f"histogram_quantile(0.95, sum by (le) (rate(framecast_edge_glass_to_glass_seconds_bucket{{{EDGE}}}"
@@ -89,8 +90,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             f"sum by (stream, tier) ({per_stream(f'rate(framecast_inference_published_frames_total[{RI}])')})",
             "{{stream}} {{tier}}"),), unit="fps",
               description="Tiers are encoded only while an edge asks for them (demand keys)"),
-        Panel("Delivered FPS by tier (all streams)", (Target(
-            f"sum by (tier) (rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))", "{{tier}}"),),
+        Panel("Delivered FPS by tier", (Target(
+            f"sum by (tier) (rate(framecast_edge_frames_sent_total{{{EDGE_STREAM}}}[{RI}]))", "{{tier}}"),),
               unit="fps", stack=True, description="Frames written to viewers, summed over viewers"),
         Panel("Viewers per replica", (Target(
             f'sum by (instance) (framecast_edge_viewers{{{EDGE}, stream=~"$stream"}})', "{{instance}}"),),
@@ -118,10 +119,10 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     )),
     ("Drops and bandwidth", (
         Panel("Edge drops by reason", (Target(
-            f"sum by (reason) (rate(framecast_edge_frames_dropped_total{{{EDGE}}}[{RI}]))", "{{reason}}"),),
+            f"sum by (reason) (rate(framecast_edge_frames_dropped_total{{{EDGE_STREAM}}}[{RI}]))", "{{reason}}"),),
               unit="fps", stack=True),
         Panel("Inference drops by reason", (Target(
-            f'sum by (reason) (rate(framecast_inference_dropped_frames_total{{job="inference"}}[{RI}]))',
+            f'sum by (reason) (rate(framecast_inference_frames_dropped_total{{job="inference"}}[{RI}]))',
             "{{reason}}"),), unit="fps", stack=True),
         Panel("Viewers rejected and closed", (
             Target(f"sum by (reason) (rate(framecast_edge_rejected_viewers_total{{{EDGE}}}[{RI}]))",
@@ -129,7 +130,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Target(f"sum by (code) (rate(framecast_edge_closes_total{{{EDGE}}}[{RI}]))", "closed {{code}}")),
               unit="ops"),
         Panel("Bytes sent to viewers", (Target(
-            f"sum by (instance) (rate(framecast_edge_bytes_sent_total{{{EDGE}}}[{RI}]))", "{{instance}}"),),
+            f"sum by (instance) (rate(framecast_edge_bytes_sent_total{{{EDGE_STREAM}}}[{RI}]))", "{{instance}}"),),
               unit="Bps", stack=True),
         Panel("Redis egress and ingress", (
             Target(f'sum(rate(redis_net_output_bytes_total{{job="redis"}}[{RI}]))', "out (to edges)"),
@@ -163,8 +164,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               description="Edges ask (rate-limited per replica); the encoder coalesces requests inside its "
                           "minimum gap"),
         Panel("Video share of deliveries", (Target(
-            f'sum(rate(framecast_edge_frames_sent_total{{{EDGE}, tier=~"video.*"}}[{RI}]))'
-            f" / sum(rate(framecast_edge_frames_sent_total{{{EDGE}}}[{RI}]))", "video tiers"),),
+            f'sum(rate(framecast_edge_frames_sent_total{{{EDGE_STREAM}, tier=~"video.*"}}[{RI}]))'
+            f" / sum(rate(framecast_edge_frames_sent_total{{{EDGE_STREAM}}}[{RI}]))", "video tiers"),),
               unit="percentunit",
               description="Frames sent on tiers named video* (the default ladder's H.264 tiers) over all frames sent"),
     )),
@@ -175,7 +176,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               description="noeviction: at maxmemory every publish fails"),
         Panel("Bus errors", (
             Target(f"sum by (instance) (rate(framecast_edge_bus_errors_total{{{EDGE}}}[{RI}]))", "edge {{instance}}"),
-            Target(f'sum by (op) (rate(framecast_inference_redis_errors_total{{job="inference"}}[{RI}]))',
+            Target(f'sum by (op) (rate(framecast_inference_bus_errors_total{{job="inference"}}[{RI}]))',
                    "inference {{op}}")), unit="ops"),
         Panel("Redis up and clients", (
             Target('max(redis_up{job="redis"})', "up"),

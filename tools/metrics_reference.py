@@ -33,7 +33,8 @@ def _label_values(m: MetricWrapperBase) -> dict[str, list[str]]:
     for family in m.collect():
         for sample in family.samples:
             for key, value in sample.labels.items():
-                if key != "le" and value not in values.setdefault(key, []):
+                # stream names are the deployment's, not the code's: the column names the label only
+                if key not in ("le", "stream") and value not in values.setdefault(key, []):
                     values[key].append(value)
     return values
 
@@ -71,7 +72,9 @@ def inference_metrics() -> list[MetricWrapperBase]:
 def edge_metrics() -> list[MetricWrapperBase]:
     from framecast.edge.metrics import EdgeMetrics
 
-    return _parents(vars(EdgeMetrics(CollectorRegistry())).values())
+    metrics = EdgeMetrics(CollectorRegistry())
+    metrics.stream("demo")  # the zero series a stream's first viewer creates (drop reasons)
+    return _parents(vars(metrics).values())
 
 
 def table(metrics: list[MetricWrapperBase]) -> str:

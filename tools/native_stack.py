@@ -8,9 +8,10 @@ with configurations rendered from the files compose ships:
 - Prometheus from prometheus/prometheus.yml: the same jobs and rule file,
   the DNS discovery of edge replicas replaced by their static loopback
   targets, a short scrape interval,
-- Redis metrics from tools/redis_exporter.py (same metric names as the real
-  redis_exporter; set FRAMECAST_REDIS_EXPORTER to a redis_exporter binary to
-  use that instead).
+- Redis metrics from the real redis_exporter (Debian's prometheus-redis-exporter,
+  or the binary FRAMECAST_REDIS_EXPORTER names); only where none is installed,
+  tools/redis_exporter.py, a stand-in with the same metric names (tests say so,
+  and fail under CI=true).
 
 Every process runs in its own session and is stopped (SIGTERM, then SIGKILL
 after a deadline) by the owner; nothing waits with a bare sleep: readiness is
@@ -308,15 +309,29 @@ class Nginx:
         self.proc.stop()
 
 
+REDIS_EXPORTER_NAMES = ("prometheus-redis-exporter", "redis_exporter")  # Debian's name, upstream's
+
+
 def redis_exporter_binary() -> str | None:
-    """The real exporter named by FRAMECAST_REDIS_EXPORTER (e.g. /usr/bin/prometheus-redis-exporter), if any."""
+    """The real exporter: FRAMECAST_REDIS_EXPORTER if set, else Debian's or upstream's binary on PATH, else None."""
     path = os.environ.get("FRAMECAST_REDIS_EXPORTER", "")
-    return (shutil.which(path) or path) if path else None
+    if path:
+        return shutil.which(path) or path
+    for name in REDIS_EXPORTER_NAMES:
+        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+        if found:
+            return found
+    return None
 
 
-def start_redis_exporter(redis_url: str, workdir: Path) -> tuple[Proc, int]:
-    """The real redis_exporter when FRAMECAST_REDIS_EXPORTER names it, else tools/redis_exporter.py (same names)."""
-    binary = redis_exporter_binary()
+def start_redis_exporter(redis_url: str, workdir: Path, *, stand_in: bool | None = None) -> tuple[Proc, int]:
+    """The real redis_exporter when installed (redis_exporter_binary), else tools/redis_exporter.py (same names).
+
+    stand_in=True forces the stand-in (its own test), False requires the real binary.
+    """
+    binary = None if stand_in else redis_exporter_binary()
+    if stand_in is False and binary is None:
+        raise FileNotFoundError(f"none of {REDIS_EXPORTER_NAMES} installed (Debian package prometheus-redis-exporter)")
 
     def args(port: int) -> list[str]:
         if binary:
@@ -401,6 +416,7 @@ class NativeStack:
     edge_ports: list[int] = field(default_factory=list)
     exporter: Proc | None = None
     exporter_port: int = 0
+    exporter_binary: str | None = None  # the real redis_exporter's path; None: the stand-in ran
     nginx: Nginx | None = None
     prometheus: Prometheus | None = None
 
@@ -413,6 +429,7 @@ class NativeStack:
 
         try:
             self.redis = EmbeddedRedis(maxmemory="256mb").start()
+            self.exporter_binary = redis_exporter_binary()
             self.exporter, self.exporter_port = start_redis_exporter(self.redis.url, self.workdir)
             self.inference, self.inference_port = start_inference(self.redis.url, self.workdir,
                                                                   extra=self.inference_args)

@@ -242,6 +242,34 @@ def _sentinel_options(target: RedisTarget, timeout: float) -> dict[str, Any]:
     return options
 
 
+def stream_read_keys(*args: Any) -> list[Any] | None:
+    """The keys of an XREAD/XREADGROUP command (those after STREAMS, half of what follows); None for others."""
+    upper = [(a.decode() if isinstance(a, bytes) else str(a)).upper() for a in args]
+    if upper[0] not in ("XREAD", "XREADGROUP") or "STREAMS" not in upper:
+        return None
+    first = upper.index("STREAMS") + 1
+    return list(args[first:first + (len(args) - first) // 2])
+
+
+def _stream_keys_parser() -> Any:
+    """redis-py's cluster command parser, taught where XREAD's keys are.
+
+    XREAD has "movable keys", so redis-py's asyncio cluster client asks a node
+    (COMMAND GETKEYS, to the node it chose at start-up) before every XREAD: a
+    round trip per read, and when that node dies, every stream's reads fail
+    until the client rebuilds its topology. The keys are the first half of what
+    follows STREAMS; the parser reads them there and asks the node for nothing else.
+    """
+    from redis._parsers import AsyncCommandsParser
+
+    class StreamKeysParser(AsyncCommandsParser):
+        async def get_keys(self, *args: Any) -> Any:
+            keys = stream_read_keys(*args)
+            return keys if keys is not None else await super().get_keys(*args)
+
+    return StreamKeysParser()
+
+
 def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
                  max_connections: int | None = None) -> aioredis.Redis:
     """An asyncio client whose socket timeout outlives an XREAD BLOCK of `block_ms`.
@@ -262,6 +290,7 @@ def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
         cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
                                require_full_coverage=False, max_connections=max_connections or 100,
                                **_common_options(target, socket_timeout, timeout))
+        cluster.commands_parser = _stream_keys_parser()
         return cast(aioredis.Redis, cluster)  # same commands for keys of one slot (see sync_client)
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel

@@ -103,8 +103,8 @@ def wait_stream_live(base: str, stream: str, alive: Stack, token: str = "") -> b
             return False
         now = time.monotonic()
         if now >= next_line:
-            print(f"framecast: edge up; waiting for the inference service to publish {stream!r} (loading the "
-                  f"model) ... {now - started:.0f} s", flush=True)
+            print(f"framecast: edge up at {base}/; waiting for the inference service to publish {stream!r} "
+                  f"(loading the model) ... {now - started:.0f} s", flush=True)
             next_line = now + PROGRESS_EVERY_S
         time.sleep(0.2)
     return True

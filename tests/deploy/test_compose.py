@@ -246,9 +246,24 @@ def test_dockerfile_multistage_nonroot(service: str) -> None:
 
 def test_edge_image_has_no_torch() -> None:
     text = DOCKERFILES["edge"].read_text()
-    installs = [line for line in text.splitlines() if "pip install" in line]
-    assert installs and all('".[edge]"' in line for line in installs), installs
+    installs = [line for line in text.splitlines() if "pip install" in line and not line.startswith("#")]
+    assert installs == ["RUN pip install --no-deps -r requirements/edge.txt",
+                        'RUN pip install --no-deps ".[edge]" && pip uninstall -y pip'], installs
     assert "torch" not in "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    locked = {line.split("==")[0] for line in (ROOT / "requirements" / "edge.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    assert not locked & {"torch", "numpy", "opencv-python-headless", "av", "simplejpeg"}, locked
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_images_install_their_lock_then_the_project_without_deps(service: str) -> None:
+    text = DOCKERFILES[service].read_text()
+    lock = f"requirements/{service}.txt"
+    assert f"RUN pip install --no-deps -r {lock}" in text
+    # the lock layer comes before the code, so a code change reuses it
+    assert text.index(f"COPY {lock}") < text.index("COPY src ./src")
+    assert re.search(r'^RUN pip install --no-deps "\.\[', text, flags=re.M)
+    assert "torch" not in {line.split("==")[0] for line in (ROOT / lock).read_text().splitlines() if "==" in line}
 
 
 def test_inference_image_has_torch_cpu_by_default() -> None:
@@ -422,7 +437,9 @@ def test_extras_installed_by_the_images_exist() -> None:
 
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     for dockerfile in DOCKERFILES.values():
-        for group in re.findall(r'pip install "\.\[([a-z,]+)\]"', dockerfile.read_text()):
+        groups = re.findall(r'pip install (?:--no-deps )?"\.\[([a-z,]+)\]"', dockerfile.read_text())
+        assert groups, dockerfile.name
+        for group in groups:
             assert set(group.split(",")) <= extras, f"{dockerfile.name}: unknown extra in .[{group}]"
 
 

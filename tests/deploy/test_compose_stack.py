@@ -114,7 +114,17 @@ def compose_cli(command: str) -> str:
 
 
 def copy_tree(dest: Path) -> None:
-    """The working tree's files (tracked and untracked, not ignored), as a user's checkout has them."""
+    """The working tree's files (tracked and untracked, not ignored), as a user's checkout has them.
+
+    FRAMECAST_COMPOSE_TREE=HEAD (or another commit) takes that commit instead: a tree shared with
+    others' unfinished edits still tests a consistent state.
+    """
+    rev = os.environ.get("FRAMECAST_COMPOSE_TREE", "worktree")
+    if rev != "worktree":
+        archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True,
+                                 timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=120)
+        return
     names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                            check=True, timeout=60).stdout.decode().split("\0")
     for name in filter(None, names):
@@ -203,8 +213,8 @@ def test_http_through_the_load_balancer(stack: Stack) -> None:
     for path in ("/", "/healthz", "/readyz", "/streams"):
         status, _ = http_get(stack.url + path, timeout=5)
         assert status == 200, path
-    wait_until("the demo stream announced", lambda: "demo" in json.loads(http_get(stack.url + "/streams")[1])[
-        "streams"], 60)
+    wait_until("the demo stream live", lambda: any(s["stream"] == "demo" and s["live"] for s in json.loads(
+        http_get(stack.url + "/streams")[1])["streams"]), 60)
     status, body = http_get(stack.url + "/snapshot/demo.jpg", timeout=5)
     assert status == 200 and body[:2] == b"\xff\xd8"
     assert http_get(stack.url + "/metrics")[0] == 404  # Prometheus scrapes replicas, never the LB

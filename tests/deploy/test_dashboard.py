@@ -11,7 +11,9 @@ The panels are drawn to tests/artifacts/dashboard.png with the results.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-from tools.native_stack import ALERTS_YML, NativeStack, scaled, wait_until
+from tools.native_stack import ALERTS_YML, NativeStack, http_get, scaled, wait_until
 from tools.render_dashboard import QueryResult, evaluate, plot, summary, variable_values
 from tools.viewers import ViewerPool
 
@@ -39,6 +41,7 @@ class DashboardRun:
     variables: dict[str, list[str]]
     rules: list[dict[str, Any]]
     metric_names: set[str]
+    exposition: dict[str, str]  # service -> its /metrics text while viewers watched
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,8 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
             # traffic for the rate windows ($__rate_interval = 10s): poll until enough has been scraped
             wait_until("edge traffic scraped", lambda: time.time() - start > TRAFFIC_S and float(prom.query(
                 "sum(increase(framecast_edge_frames_sent_total[10s]))")[0]["value"][1]) > 0, 60)
+            exposition = {"edge": http_get(f"http://127.0.0.1:{stack.edge_ports[0]}/metrics")[1].decode(),
+                          "inference": http_get(f"http://127.0.0.1:{stack.inference_port}/metrics")[1].decode()}
             # a replica crash: its viewers move to the other replica, its alert goes pending
             stack.edge_procs[1].kill()
             wait_until("the replica-down alert pending",
@@ -83,13 +88,31 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         plot(results, ARTIFACTS / "dashboard.png")
         (ARTIFACTS / "dashboard.json").write_text(json.dumps(summary(results), indent=1))
-        yield DashboardRun(stack, results, variables, rules, names)
+        yield DashboardRun(stack, results, variables, rules, names, exposition)
     except BaseException:
         print(stack.logs())
         raise
     finally:
         stack.stop()
         stack.cleanup()
+
+
+def test_redis_panels_come_from_the_real_exporter(run: DashboardRun) -> None:
+    binary = run.stack.exporter_binary
+    print(f"redis exporter: {binary or 'tools/redis_exporter.py (stand-in: prometheus-redis-exporter not installed)'}")
+    if binary is None and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI runs the dashboard against the real redis_exporter: install prometheus-redis-exporter")
+    # series only the real exporter has: its own build info
+    assert binary is None or "redis_exporter_build_info" in run.metric_names
+
+
+@pytest.mark.parametrize("service", ["edge", "inference"])
+def test_promtool_check_metrics(run: DashboardRun, promtool: str, service: str) -> None:
+    # the exposition with traffic (stream- and tier-labelled series present), linted as Prometheus lints it
+    text = run.exposition[service]
+    assert f"framecast_{service}_" in text
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
 
 
 @pytest.mark.timeout(scaled(180))
@@ -106,7 +129,7 @@ def test_every_panel_query_returns_data(run: DashboardRun) -> None:
 def test_panel_values_are_plausible(run: DashboardRun) -> None:
     by_panel = {(r.panel, r.ref): r for r in run.results}
     assert max(by_panel[("Publish FPS by stream", "A")].last_values().values()) > 5  # 15 fps source
-    assert set(by_panel[("Delivered FPS by tier (all streams)", "A")].last_values()) >= {"high", "low",
+    assert set(by_panel[("Delivered FPS by tier", "A")].last_values()) >= {"high", "low",
                                                                                          "video-high"}
     assert 0 < max(by_panel[("Video share of deliveries", "A")].last_values().values()) < 1
     viewers = by_panel[("Viewers", "A")].series[0]["values"]

@@ -1,10 +1,15 @@
-"""tools/redis_exporter.py (the native stand-in for oliver006/redis_exporter) against a real server."""
+"""The redis exporters against a real server: Debian's real redis_exporter, and tools/redis_exporter.py.
+
+The stand-in only runs where prometheus-redis-exporter is missing (the dashboard test says which ran);
+this test holds it to the names and behaviour of the real one, side by side.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tools.native_stack import http_get, start_redis_exporter, wait_until
+import pytest
+from tools.native_stack import http_get, redis_exporter_binary, start_redis_exporter, wait_until
 
 from framecast.embedded import EmbeddedRedis
 
@@ -19,9 +24,12 @@ def _samples(port: int) -> dict[str, float]:
     return out
 
 
-def test_exports_real_info_and_redis_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stand_in", [False, True], ids=["prometheus-redis-exporter", "stand-in"])
+def test_exports_real_info_and_redis_down(tmp_path: Path, stand_in: bool) -> None:
+    if not stand_in and redis_exporter_binary() is None:
+        pytest.skip("prometheus-redis-exporter not installed (Debian package prometheus-redis-exporter)")
     server = EmbeddedRedis(maxmemory="64mb").start()
-    exporter, port = start_redis_exporter(server.url, tmp_path)
+    exporter, port = start_redis_exporter(server.url, tmp_path, stand_in=stand_in)
     try:
         samples = _samples(port)
         assert samples["redis_up"] == 1

@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from framecast.protocol import Ack, ClientHello, decode_header, encode_control
+from framecast.provenance import provenance
 from tests.conftest import scaled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,9 @@ def record(test: str, **figures: Any) -> None:
         data = json.loads(ARTIFACT.read_text())
     except (OSError, ValueError):
         data = {}
-    data[test] = {**figures, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    node = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    data[test] = {**figures, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "provenance": provenance(f"pytest {node}" if node else None)}  # date, commit, machine, command
     ARTIFACT.write_text(json.dumps(data, indent=2, sort_keys=True))
     print(f"[reliability] {test}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 

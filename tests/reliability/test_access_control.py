@@ -129,7 +129,7 @@ async def test_origin_allow_list(stack: Stack) -> None:
 
 
 async def test_per_ip_limit(stack: Stack) -> None:
-    await eventually(lambda: metric(_metrics(), "framecast_edge_viewers_total") == 0, 10, "no viewers left")
+    await eventually(lambda: metric(_metrics(), "framecast_edge_connected_viewers") == 0, 10, "no viewers left")
     hello = ClientHello(token=token())
     first = [Viewer(stack.ws(), hello=hello).start() for _ in range(PER_IP)]
     await eventually(lambda: all(v.frames for v in first), 20, "the first viewers of 127.0.0.1 served")
@@ -144,7 +144,7 @@ async def test_per_ip_limit(stack: Stack) -> None:
 def test_metrics_only_on_the_internal_port(stack: Stack) -> None:
     assert http_status(stack.base + "/metrics") == 404
     text = _metrics()
-    assert "framecast_edge_viewers_total" in text
+    assert "framecast_edge_connected_viewers" in text
     listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(stack.edge_pid).net_connections("tcp")
                  if c.status == "LISTEN"}
     assert ("127.0.0.1", METRICS_PORT) in listening, listening

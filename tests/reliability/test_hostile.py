@@ -232,7 +232,7 @@ def _redis_conns(stack: Stack) -> int:
 
 def _edge_counts(stack: Stack) -> tuple[float, float]:
     text = stack.metrics()
-    return metric(text, "framecast_edge_viewers_total"), metric(text, "framecast_edge_bus_readers")
+    return metric(text, "framecast_edge_connected_viewers"), metric(text, "framecast_edge_bus_readers")
 
 
 async def test_connect_disconnect_storm_leaks_nothing(stack: Stack, tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ async def test_connect_disconnect_storm_leaks_nothing(stack: Stack, tmp_path: Pa
     rss_growth = after.rss_bytes - before.rss_bytes
     assert rss_growth < 24 * 2**20, f"edge RSS grew {rss_growth / 2**20:.1f} MiB over {total} cycles"
     assert storm_fps > 5, f"the bystander got {storm_fps:.1f} fps during the storm"
-    assert metric(final_metrics, "framecast_edge_viewers_total") == 1
+    assert metric(final_metrics, "framecast_edge_connected_viewers") == 1
     record("connect_disconnect_storm", cycles=total, seconds=round(storm_s, 1),
            cycles_per_s=round(total / storm_s), kinds=dict(results),
            fds_before_after=f"{before.fds}/{after.fds}",

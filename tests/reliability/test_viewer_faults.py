@@ -100,7 +100,7 @@ async def test_faulty_viewers_are_closed_and_others_keep_their_rate(make_stack: 
     t_detect = time.monotonic() - t_fault
     await eventually(lambda: not set(relay.upstream_ports) & _edge_peer_ports(stack.edge_pid), 10,
                      "the edge dropped the frozen connection")
-    await eventually(lambda: metric(stack.metrics(), "framecast_edge_viewers_total") == HEALTHY, 10,
+    await eventually(lambda: metric(stack.metrics(), "framecast_edge_connected_viewers") == HEALTHY, 10,
                      "only the healthy viewers left on the edge", interval=0.2)
     t2 = time.monotonic()
     during = [v.fps(t_fault, t2) for v in healthy]

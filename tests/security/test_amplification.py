@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from framecast.bus import Keys
-from framecast.protocol import ClientHello, KeyframeNeeded, encode_control
+from framecast.protocol import Ack, ClientHello, KeyframeNeeded, decode_header, encode_control
 from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
 from tests.reliability.support import STREAM_ARGS, Viewer, eventually, http_text, metric, stop_viewers
@@ -104,10 +104,12 @@ async def _keyframe_flooder(url: str, source: str, per_s: float, seconds: float)
     return sent
 
 
-async def _drain(ws: object) -> None:
+async def _drain(ws: ClientConnection) -> None:
+    """Read and ack every frame: the flooder looks like a healthy H.264 viewer, so it keeps its video tier."""
     with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:  # type: ignore[attr-defined]
-            pass
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                await ws.send(encode_control(Ack(decode_header(msg).frame_id)))
 
 
 async def test_keyframe_request_flood_is_bounded_per_stream(video_stack: Stack) -> None:
@@ -117,8 +119,8 @@ async def test_keyframe_request_flood_is_bounded_per_stream(video_stack: Stack) 
 
     async def attack() -> int:
         counts["before"] = await asyncio.to_thread(_requested_idrs, stack)
-        sent = sum(await asyncio.gather(*(_keyframe_flooder(stack.ws(), attacker_address(i), 50, seconds)
-                                          for i in range(3))))
+        sent = sum(await asyncio.gather(*(_keyframe_flooder(stack.ws(), attacker_address(i % 3), 15, seconds)
+                                          for i in range(10))))
         counts["after"] = await asyncio.to_thread(_requested_idrs, stack)
         return sent
 
@@ -129,4 +131,4 @@ async def test_keyframe_request_flood_is_bounded_per_stream(video_stack: Stack) 
     figures.record()
     assert sent >= 300, sent
     # one request per stream tier per keyframe_interval_s (1 s), whoever asks
-    assert forced <= seconds / 1.0 + 2, f"{sent} keyframe requests forced {forced} IDRs in {seconds:.0f}s"
+    assert forced <= seconds / 1.0 + 1, f"{sent} keyframe requests forced {forced} IDRs in {seconds:.0f}s"

@@ -4,6 +4,7 @@ viewer limit."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -29,19 +30,38 @@ def nginx_bin() -> str:
     return binary
 
 
+class AppendingNginx(Nginx):
+    """The shipped nginx.conf, except that X-Forwarded-For appends to what the client sent
+    (`$proxy_add_x_forwarded_for`, nginx's common default): the edge must hold either way."""
+
+    def _configure(self, port: int) -> None:
+        super()._configure(port)
+        text = self.config_path.read_text()
+        text = re.sub(r"(proxy_set_header X-Forwarded-For )\S+;", r"\1$proxy_add_x_forwarded_for;", text)
+        assert "$proxy_add_x_forwarded_for" in text
+        self.config_path.write_text(text)
+
+
 @pytest.fixture(scope="module")
-def behind_nginx(tmp_path_factory: pytest.TempPathFactory, nginx_bin: str) -> Iterator[tuple[Stack, Nginx]]:
+def edge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("security-proxy")
     with stack_running(workdir, edge_args=["--forwarded-allow-ips", "*", "--viewers-per-ip", str(PER_IP)]) as stack:
-        lb = Nginx([f"127.0.0.1:{stack.port}"], workdir, binary=nginx_bin).start()
-        try:
-            yield stack, lb
-        finally:
-            lb.stop()
+        yield stack
 
 
-async def test_spoofed_forwarded_for_does_not_pass_the_per_address_limit(behind_nginx: tuple[Stack, Nginx]) -> None:
-    stack, lb = behind_nginx
+@pytest.mark.parametrize("variant", ["shipped", "appending"])
+async def test_spoofed_forwarded_for_does_not_pass_the_per_address_limit(edge_stack: Stack, nginx_bin: str,
+                                                                         variant: str, tmp_path: Path) -> None:
+    stack = edge_stack
+    lb = (Nginx if variant == "shipped" else AppendingNginx)([f"127.0.0.1:{stack.port}"], tmp_path,
+                                                             binary=nginx_bin).start()
+    try:
+        await _spoof(stack, lb, variant)
+    finally:
+        lb.stop()
+
+
+async def _spoof(stack: Stack, lb: Nginx, variant: str) -> None:
     url = f"ws://127.0.0.1:{lb.port}/ws/{C.DEFAULT_STREAM}"
     spoofers = [Viewer(url, headers={"X-Forwarded-For": f"198.51.100.{i}, 10.0.0.{i}"},
                        local_host=attacker_address()) for i in range(SPOOFERS)]
@@ -53,7 +73,7 @@ async def test_spoofed_forwarded_for_does_not_pass_the_per_address_limit(behind_
         await stop_viewers(spoofers)
         return Counter("admitted" if v.frames else f"closed {v.close_code}" for v in spoofers)
 
-    outcome, figures = await watch_attack(stack, "forwarded_for_spoofing", attack, viewer_url=url)
+    outcome, figures = await watch_attack(stack, f"forwarded_for_spoofing_{variant}", attack, viewer_url=url)
     figures.extra.update(outcome)
     figures.record()
     assert outcome["admitted"] == PER_IP, outcome

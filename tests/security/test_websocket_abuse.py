@@ -1,21 +1,27 @@
 """WebSocket-level attacks on the shipped edge: ping floods from clients that never read, invalid UTF-8
-floods (log flood), client-chosen close codes (label cardinality), a stream name with a trailing newline."""
+floods (log flood), client-chosen close codes (label cardinality), clients vanishing mid-answer.
+(A stream name with a trailing newline: tests/unit/edge/test_security_limits.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from urllib.parse import quote
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from framecast import constants as C
 from tests.conftest import scaled
 from tests.reliability.conftest import Stack
 from tests.reliability.support import metric
-from tests.security.support import attacker_address, client_frame, read_close_code, watch_attack, ws_handshake
+from tests.security.support import (
+    attacker_address,
+    client_frame,
+    read_close_code,
+    upgrade_request,
+    watch_attack,
+    ws_handshake,
+)
 
 PING_FLOOD_BYTES = 96 * 2**20  # what one attacker may send (~750,000 pings): enough to hold >64 MiB of pongs
 PING_FLOOD_S = 8.0
@@ -109,36 +115,16 @@ async def test_client_close_codes_do_not_become_label_values(stack: Stack) -> No
     assert metric(text, "framecast_edge_closes_total", code="other") > 0
 
 
-async def test_stream_name_with_a_trailing_newline_is_unknown(stack: Stack) -> None:
-    async def attack() -> int | None:
-        try:
-            async with connect(stack.ws(quote("demo\n")), compression=None, ping_interval=None,
-                               open_timeout=scaled(10)) as ws:
-                while True:
-                    await ws.recv()
-        except ConnectionClosed as exc:
-            return exc.rcvd.code if exc.rcvd else None
-
-    code, _ = await watch_attack(stack, "stream_name_newline", attack)
-    assert code == C.CLOSE_UNKNOWN_STREAM
-    status = await asyncio.to_thread(_http_status, stack.port, "/snapshot/demo%0A.jpg")
-    assert status == 404
-
-
-def _http_status(port: int, path: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode())
-        head = sock.recv(4096)
-    return int(head.split()[1])
-
-
 def _vanish(port: int, source: str, kind: int) -> None:
-    """A client gone mid-answer: reset right after the upgrade, or right after asking for a page."""
+    """A client gone mid-answer: reset right after its upgrade request or after the 101, or after asking for a page."""
     import struct as _struct
 
     try:
         if kind == 0:
             sock = ws_handshake(port, source)
+        elif kind == 3:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10), source_address=(source, 0))
+            sock.sendall(upgrade_request(port))
         else:
             sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10), source_address=(source, 0))
             path = "/static/viewer.js" if kind == 1 else "/"
@@ -155,7 +141,7 @@ async def test_clients_vanishing_mid_answer_log_no_traceback(stack: Stack) -> No
 
     async def attack() -> None:
         for batch in range(10):
-            await asyncio.gather(*(asyncio.to_thread(_vanish, stack.port, attacker_address(i % 3), (batch + i) % 3)
+            await asyncio.gather(*(asyncio.to_thread(_vanish, stack.port, attacker_address(i % 3), (batch + i) % 4)
                                    for i in range(30)))
 
     await watch_attack(stack, "vanishing_clients", attack)

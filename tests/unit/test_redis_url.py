@@ -8,7 +8,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.sentinel import SentinelConnectionPool
 
-from framecast.bus import REDIS_ERRORS, RedisTarget, async_client, parse_redis_url, sync_client
+from framecast.bus import REDIS_ERRORS, RedisTarget, async_client, parse_redis_url, stream_read_keys, sync_client
 from framecast.edge.settings import EdgeSettings
 from framecast.settings import load_settings
 
@@ -82,3 +82,17 @@ def test_the_sync_cluster_client_says_when_no_seed_answers() -> None:
     """redis-py's sync cluster client reads the slot map at once; nobody there is a bus error, not a crash."""
     with pytest.raises(REDIS_ERRORS):
         sync_client("redis+cluster://127.0.0.1:1", timeout=0.5)
+
+
+async def test_the_cluster_client_finds_xread_keys_itself() -> None:
+    """No COMMAND GETKEYS round trip (to one fixed node) before each XREAD: the keys follow STREAMS."""
+    assert stream_read_keys("XREAD", "COUNT", 16, "BLOCK", 1000, "STREAMS", "k1", "$") == ["k1"]
+    assert stream_read_keys(b"XREAD", b"STREAMS", b"a", b"b", b"0-0", b"0-0") == [b"a", b"b"]
+    assert stream_read_keys("XREADGROUP", "GROUP", "g", "c", "streams", "k", ">") == ["k"]
+    assert stream_read_keys("XADD", "k", "*", "m", "v") is None
+    assert stream_read_keys("XREAD", "COUNT", 1) is None
+    client: object = async_client("redis+cluster://127.0.0.1:1")
+    assert isinstance(client, AsyncRedisCluster)
+    # answered without any node (the client has not connected anywhere)
+    assert await client.commands_parser.get_keys("XREAD", "COUNT", 16, "BLOCK", 1000, "STREAMS", "k", "$") == ["k"]
+    await client.aclose()

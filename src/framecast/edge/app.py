@@ -39,7 +39,7 @@ from framecast.edge.session import ViewerSession, close_reason
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
 from framecast.edge.workers import AllWorkers, WorkerInfo, write_snapshot
-from framecast.logs import redact_url
+from framecast.logs import RateLimitedLog, redact_url
 from framecast.protocol import (
     ClientHello,
     ErrorMessage,
@@ -83,6 +83,7 @@ class EdgeRuntime:
         self.trusted = TrustedProxies.parse(settings.forwarded_allow_ips)
         self.guard = ConnectionGuard(settings, self.metrics, self.trusted)
         self.pin_quota = PinQuota(settings.pinned_tiers_per_ip)
+        self.gone = RateLimitedLog(log, "viewers gone mid-handshake", interval=30.0)
         # keyframe requests of a stream tier, whoever asks (viewers, joins, gaps): at most one per interval
         self.hub.keyframes.limiter.interval_s = settings.keyframe_interval_s
         self.draining = False
@@ -272,7 +273,10 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
     # --- the viewer WebSocket --------------------------------------------
     @app.websocket("/ws/{stream}")
     async def viewer(ws: WebSocket, stream: str) -> None:
-        await _serve_viewer(runtime, ws, stream)
+        try:
+            await _serve_viewer(runtime, ws, stream)
+        except (WebSocketDisconnect, OSError):
+            runtime.gone.event("gone while admitted")  # a client's doing: one summary line, no traceback
 
     return app
 

@@ -156,6 +156,7 @@ class TierReader:
     started_us: int = field(default_factory=wall_us)
     gop: GopCache[BusFrame] | None = None  # video tiers: the last keyframe and its followers, for joins
     demanded: bool = False  # this replica has set the tier's demand key and not released it
+    keyframe_capture_us: int = 0  # video: capture time of the keyframe the GOP cache starts with
 
     def fps(self, now: int) -> float:
         return self.arrivals.rate(now)
@@ -420,6 +421,10 @@ class FanoutHub:
                         reader.gop.break_chain()
                         for sub in tuple(reader.subscribers):
                             sub.on_gap(reader.tier)
+                    if header.keyframe:
+                        reader.keyframe_capture_us = header.capture_us
+                    elif now - reader.keyframe_capture_us > self.stall_after_us and len(reader.gop):
+                        reader.gop.clear()  # a long GOP: its keyframe is too old to start a joiner (IDR instead)
                     reader.gop.add(frame, header.frame_id, header.keyframe, len(data), now)
                 reader.frames += 1
                 reader.arrivals.add(now, len(data))

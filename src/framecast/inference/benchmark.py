@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import SyntheticSource
 from framecast.inference.tiers import DEFAULT_LADDER, parse_ladder
+from framecast.provenance import describe, provenance
 
 W, H = 1280, 720
 
@@ -235,9 +238,9 @@ BEGIN, END = "<!-- inference-measured:begin -->", "<!-- inference-measured:end -
 def markdown(results: dict[str, Any]) -> str:
     """The measured figures as markdown, for docs/inference.md."""
     m = results["machine"]
-    lines = [f"Run of `python -m framecast.inference.benchmark` on {m['cpus']} CPUs ({m['platform']}), "
-             f"load average {m['loadavg_before'][0]:.1f} before and {m['loadavg_after'][0]:.1f} after "
-             "(other processes share the cores: wall-clock figures vary, CPU-ms figures much less).", "",
+    lines = [f"Run: {describe(results['provenance'])}; load average {m['loadavg_before'][0]:.1f} before and "
+             f"{m['loadavg_after'][0]:.1f} after (other processes share the cores: wall-clock figures vary, CPU-ms "
+             "figures much less).", "",
              "| 3-tier 720p encode | pool threads | frames in flight | frames/s (best round) | median round | "
              "CPU ms/frame | vs OpenCV 1 thread |",
              "|---|---|---|---|---|---|---|"]
@@ -286,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cv2.setNumThreads(1)
     cpus = os.cpu_count() or 1
-    results: dict[str, Any] = {"machine": {"cpus": cpus, "platform": platform.platform(),
+    results: dict[str, Any] = {"provenance": provenance("python -m framecast.inference.benchmark " +
+                                                        shlex.join(argv if argv is not None else sys.argv[1:])),
+                               "machine": {"cpus": cpus, "platform": platform.platform(),
                                            "python": platform.python_version(),
                                            "loadavg_before": os.getloadavg()}}
     frames = sample_frames(8)

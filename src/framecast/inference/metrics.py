@@ -22,7 +22,8 @@ DROP_REASONS = ("inference_busy", "encode_busy", "publish_busy", "reordered", "n
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.075, 0.1,
                     0.2, 0.5, 1.0)
-_BYTES_BUCKETS = (5e3, 10e3, 20e3, 40e3, 60e3, 80e3, 120e3, 160e3, 250e3, 400e3, 1e6)
+# from 1 kB: H.264 frames of the low video tier are ~3.3 kB (delta frames of a still scene far less)
+_BYTES_BUCKETS = (1e3, 2e3, 3e3, 4e3, 5e3, 7.5e3, 10e3, 20e3, 40e3, 60e3, 80e3, 120e3, 160e3, 250e3, 400e3, 1e6)
 
 STAGE_SECONDS = Histogram("framecast_inference_stage_seconds",
                           "Time one frame spends in a pipeline stage (encode: all its tiers in parallel)",
@@ -34,9 +35,9 @@ CAPTURE_TO_PUBLISH_SECONDS = Histogram("framecast_inference_capture_to_publish_s
 ENCODED_BYTES = Histogram("framecast_inference_encoded_bytes", "Size of one encoded frame", ["tier"],
                           buckets=_BYTES_BUCKETS)
 FRAMES = Counter("framecast_inference_frames_total", "Frames leaving a stage, by outcome", ["stage", "outcome"])
-DROPPED = Counter("framecast_inference_dropped_frames_total", "Frames dropped before Redis, by reason", ["reason"])
+DROPPED = Counter("framecast_inference_frames_dropped_total", "Frames dropped before Redis, by reason", ["reason"])
 PUBLISHED = Counter("framecast_inference_published_frames_total", "Frames XADDed to Redis, by tier", ["tier"])
-REDIS_ERRORS = Counter("framecast_inference_redis_errors_total", "Failed Redis round trips, by operation",
+REDIS_ERRORS = Counter("framecast_inference_bus_errors_total", "Failed Redis round trips, by operation",
                        ["op"])
 SOURCE_ERRORS = Counter("framecast_inference_source_errors_total", "Source read failures and reconnects", ["kind"])
 DEMANDED = Gauge("framecast_inference_tier_demanded", "1 while some edge asks for the tier", ["tier"])

@@ -21,7 +21,7 @@ import numpy as np
 from framecast.bus import Backoff
 from framecast.inference import metrics as M
 from framecast.inference.encode import TierEncoder
-from framecast.inference.publish import DemandPolicy, DemandWatcher, EncodedFrame, FramePublisher
+from framecast.inference.publish import DemandPolicy, DemandWatcher, EncodedFrame, FramePublisher, carry_video
 from framecast.inference.sources import Pacer, Source, SourceEnded, SourceLost
 from framecast.logs import RateLimitedLog
 
@@ -43,12 +43,19 @@ class LatestSlot(Generic[T]):
             self._cond.notify()
         return displaced
 
-    def put_if_newer(self, item: T, newer: Callable[[T, T], bool]) -> tuple[bool, T | None]:
-        """Put `item` unless the slot holds a newer one: (stored, the item that did not stay)."""
+    def put_if_newer(self, item: T, newer: Callable[[T, T], bool],
+                     merge: Callable[[T, T], T | None] | None = None) -> tuple[bool, T | None]:
+        """Put `item` unless the slot holds a newer one: (stored, the item that did not stay).
+
+        `merge(displaced, item)`, called under the lock before `item` can be taken, may move parts of the
+        displaced item into `item`; it returns what is still lost (None: nothing).
+        """
         with self._cond:
             if self._item is not None and not newer(item, self._item):
                 return False, item
             displaced, self._item = self._item, item
+            if displaced is not None and merge is not None:
+                displaced = merge(displaced, item)
             self._cond.notify()
         return True, displaced
 
@@ -239,8 +246,9 @@ class Pipeline:
             for t in tiers:
                 M.ENCODE_SECONDS.labels(t.tier.name).observe(t.seconds)
                 M.ENCODED_BYTES.labels(t.tier.name).observe(len(t.payload))
+            # a displaced frame's video tiers ride along with the newer one (carry_video): its P-frame needs them
             stored, dropped = self._to_publish.put_if_newer(EncodedFrame(frame.frame_id, frame.capture_us, tiers),
-                                                            lambda a, b: a.frame_id > b.frame_id)
+                                                            lambda a, b: a.frame_id > b.frame_id, carry_video)
             if dropped is not None:
                 # displaced while the publisher was busy, or (several encode workers) overtaken by a newer frame
                 M.drop("publish_busy" if stored else "reordered", "publish")

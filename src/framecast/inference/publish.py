@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -85,11 +85,36 @@ def newest_frame_id(client: redis.Redis, keys: Keys, stream: str, tiers: Sequenc
     return newest
 
 
+MAX_CARRIED = 8  # video frames carried past a busy publisher; beyond, they are lost and an IDR heals the chain
+
+
 @dataclass(slots=True)
 class EncodedFrame:
     frame_id: int
     capture_us: int
     tiers: list[EncodedTier]
+    # video tiers of earlier frames displaced while the publisher was busy, oldest first: published before
+    # this frame, since its video tiers reference them (a JPEG tier needs only its newest frame)
+    earlier: list[EncodedFrame] = field(default_factory=list)
+
+
+def carry_video(displaced: EncodedFrame, newer: EncodedFrame) -> EncodedFrame | None:
+    """`newer` displaced `displaced` from the publish slot: carry the displaced video tiers into `newer`.
+
+    A P-frame is encoded on top of the frame before it, so a video frame that never reaches Redis breaks
+    every picture after it until an IDR. Returns what is lost (its JPEG tiers), None when nothing is; past
+    `MAX_CARRIED` the carried frames are lost too, with `newer`'s video (the encoder is told: an IDR next).
+    """
+    video = [t for t in displaced.tiers if t.codec != C.CODEC_JPEG]
+    jpeg = [t for t in displaced.tiers if t.codec == C.CODEC_JPEG]
+    chain = [*displaced.earlier, EncodedFrame(displaced.frame_id, displaced.capture_us, video)] if video \
+        else displaced.earlier
+    if len(chain) + len(newer.earlier) > MAX_CARRIED:
+        lost = [t for f in chain for t in f.tiers] + [t for t in newer.tiers if t.codec != C.CODEC_JPEG]
+        newer.tiers = [t for t in newer.tiers if t.codec == C.CODEC_JPEG]
+        return EncodedFrame(displaced.frame_id, displaced.capture_us, jpeg + lost)
+    newer.earlier = [*chain, *newer.earlier]
+    return EncodedFrame(displaced.frame_id, displaced.capture_us, jpeg) if jpeg else None
 
 
 class FramePublisher:
@@ -111,6 +136,13 @@ class FramePublisher:
         self._errors = RateLimitedLog(log, "redis publish failures (frames dropped)", interval=5.0)
 
     def publish(self, frame: EncodedFrame) -> bool:
+        """XADD the frame (after the video frames it carries, in order); False: not (all) published."""
+        for earlier in frame.earlier:
+            if not self._publish_one(earlier):
+                return False
+        return self._publish_one(frame)
+
+    def _publish_one(self, frame: EncodedFrame) -> bool:
         if frame.frame_id <= self.last_frame_id:  # ids only grow in a stream, whatever overtook what
             M.drop("reordered", "publish")
             return False

@@ -39,7 +39,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
         assert client.zscore(KEYS.streams_index(), "demo") is not None
         samples = scrape(svc)
         assert samples['framecast_inference_published_frames_total{tier="mid"}'] == 0.0  # exists at zero
-        assert samples['framecast_inference_dropped_frames_total{reason="redis_error"}'] == 0.0
+        assert samples['framecast_inference_frames_dropped_total{reason="redis_error"}'] == 0.0
         assert samples['framecast_inference_info{device="cpu",dtype="float32",encoder="simplejpeg",model="builtin",'
                        'source="synthetic",stream="demo"}'] == 1.0
         assert frames(client, "high") == [] and frames(client, "mid") == []
@@ -79,7 +79,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
         assert last is not None and last.header.capture_us < expired + scaled(0.5e6)
         samples = scrape(svc)
         assert samples['framecast_inference_published_frames_total{tier="high"}'] >= 15
-        assert samples['framecast_inference_dropped_frames_total{reason="no_demand"}'] > 0
+        assert samples['framecast_inference_frames_dropped_total{reason="no_demand"}'] > 0
     finally:
         started = time.monotonic()
         rc = svc.stop()
@@ -132,8 +132,8 @@ def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
         assert ids == sorted(set(ids))  # two encode workers, still in order
         wait_for(lambda: client.get(KEYS.meta("demo")) is not None, scaled(5), "the meta announced again")
         samples = scrape(svc)
-        assert samples['framecast_inference_redis_errors_total{op="publish"}'] > 0
-        assert samples['framecast_inference_dropped_frames_total{reason="redis_error"}'] > 0
+        assert samples['framecast_inference_bus_errors_total{op="publish"}'] > 0
+        assert samples['framecast_inference_frames_dropped_total{reason="redis_error"}'] > 0
         assert svc.alive()
     finally:
         rc = svc.stop()

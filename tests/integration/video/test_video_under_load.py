@@ -17,7 +17,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,9 @@ from framecast import constants as C
 from framecast.bus import Keys, now_us, sync_client
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import Ack, ClientHello, Frame, decode_frame, decode_header, encode_control
-from framecast.video.h264 import NAL_IDR, NAL_SLICE, NAL_SPS, split_nal_units
 from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
+from tests.integration.video.h264_check import ChainCheck
 from tests.procs import Service, edge_service, inference_service, running, service_port
 
 pytest.importorskip("av")
@@ -36,107 +36,6 @@ pytest.importorskip("av")
 SMALL = ["--width", "320", "--height", "180", "--fps", "15", "--torch-threads", "1", "--encode-threads", "1",
          "--video-encoder", "libx264", "--log-level", "warning"]
 STALL_AFTER_S = 2.0  # the edge's default stall threshold
-HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
-
-
-# --- a slice-header reader: just enough of H.264 to find frame_num ------------------------------------
-
-
-class Bits:
-    def __init__(self, rbsp: bytes) -> None:
-        self.data, self.pos = rbsp, 0
-
-    def u(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            byte = self.data[self.pos >> 3]
-            value = (value << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k % 2 else -(k // 2)
-
-
-def rbsp(nal: bytes) -> bytes:
-    """The NAL unit's payload without its header byte and emulation-prevention bytes."""
-    out, zeros = bytearray(), 0
-    for b in nal[1:]:
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
-
-
-@dataclass(frozen=True)
-class Sps:
-    log2_max_frame_num: int
-    separate_colour_plane: bool
-
-
-def parse_sps(nal: bytes) -> Sps:
-    r = Bits(rbsp(nal))
-    profile = r.u(8)
-    r.u(16)  # constraint flags, level
-    r.ue()  # seq_parameter_set_id
-    separate = False
-    if profile in HIGH_PROFILES:
-        chroma = r.ue()
-        if chroma == 3:
-            separate = bool(r.u(1))
-        r.ue(), r.ue(), r.u(1)  # bit depths, qpprime_y_zero_transform_bypass
-        if r.u(1):  # seq_scaling_matrix_present: skip the lists
-            for i in range(12 if chroma == 3 else 8):
-                if r.u(1):
-                    last = nxt = 8
-                    for _ in range(16 if i < 6 else 64):
-                        if nxt:
-                            nxt = (last + r.se() + 256) % 256
-                        last = nxt or last
-    return Sps(r.ue() + 4, separate)
-
-
-@dataclass
-class ChainCheck:
-    """Feeds access units in arrival order; counts pictures whose reference picture is not the one before."""
-
-    sps: Sps | None = None
-    prev_ref: int | None = None  # frame_num of the last reference picture, None before the first IDR
-    pictures: int = 0
-    broken: list[tuple[int, str]] = field(default_factory=list)
-
-    def add(self, frame_id: int, payload: bytes) -> None:
-        for nal in split_nal_units(payload):
-            if nal[0] & 0x1F == NAL_SPS:
-                self.sps = parse_sps(nal)
-        slices = [n for n in split_nal_units(payload) if n[0] & 0x1F in (NAL_SLICE, NAL_IDR)]
-        assert slices and self.sps is not None, f"frame {frame_id}: no slice, or no SPS seen yet"
-        nal = slices[0]
-        r = Bits(rbsp(nal))
-        r.ue(), r.ue(), r.ue()  # first_mb_in_slice, slice_type, pic_parameter_set_id
-        if self.sps.separate_colour_plane:
-            r.u(2)
-        frame_num = r.u(self.sps.log2_max_frame_num)
-        is_ref = (nal[0] >> 5) & 3 != 0
-        self.pictures += 1
-        if nal[0] & 0x1F == NAL_IDR:
-            if frame_num != 0:
-                self.broken.append((frame_id, f"IDR with frame_num {frame_num}"))
-        elif self.prev_ref is None:
-            self.broken.append((frame_id, "P picture before any IDR"))
-        elif frame_num != (self.prev_ref + 1) % (1 << self.sps.log2_max_frame_num):
-            self.broken.append((frame_id, f"frame_num {frame_num} after reference {self.prev_ref}"))
-        if is_ref:
-            self.prev_ref = frame_num
 
 
 # --- a viewer that keeps every H.264 message --------------------------------------------------------
@@ -149,7 +48,7 @@ class Received:
     recv_mono: float
 
 
-async def watch(url: str, until: asyncio.Event, tier: str | None = None) -> list[Received]:
+async def watch(url: str, until: asyncio.Event, tier: str = "auto") -> list[Received]:
     """Frames a pinned H.264 viewer gets (acking each) until `until` is set."""
     from websockets.asyncio.client import connect
 
@@ -229,6 +128,18 @@ async def test_paused_edge_sends_every_picture_with_its_reference(
                              f"{check.broken[:5]}"
     assert dec.errors == 0 and decoded == len(video), (dec.errors, decoded, len(video))
     assert bursts >= 3, f"the pauses never made the reader lag (largest burst {bursts})"
+
+    # a viewer joining this long GOP (one IDR, ~10 s ago) starts at a fresh IDR, not the cached old keyframe
+    done = asyncio.Event()
+    joiner = asyncio.create_task(watch(url, done, tier="video"))
+    await asyncio.sleep(2.5)  # the join and its first frames (measurement window)
+    done.set()
+    joined = await asyncio.wait_for(joiner, scaled(10))
+    ages = [(r.recv_wall_us - r.frame.header.capture_us) / 1e6 for r in joined]
+    first_video = next((r for r in joined if r.frame.header.codec == C.CODEC_H264), None)
+    print(f"[video-long-gop-join] first frame age {ages[0] if ages else None}; max {max(ages, default=0):.2f}s")
+    assert joined and max(ages) <= STALL_AFTER_S, f"a joiner got a frame {max(ages, default=0):.1f}s old"
+    assert first_video is not None and first_video.frame.header.keyframe, logs
 
 
 IDLE = ((["--tiers", "video=320x180@h264:300k,low=160x90@60", "--keyframe-interval-s", "0.01"],

@@ -116,3 +116,15 @@ def test_http_tokens_and_metrics_access() -> None:
     assert not auth.metrics_allowed(secret, "scrape-token", every) and not auth.metrics_allowed(secret, "", "")
     with pytest.raises(auth.AuthError):
         auth.verify_grant(secret, auth.make_token(secret, ["demo"], now=time.time() - 3600))
+
+
+def test_stream_names_refuse_a_trailing_newline() -> None:
+    from pydantic import ValidationError
+
+    from framecast import constants as C
+    from framecast.inference.settings import InferenceSettings
+
+    assert C.STREAM_NAME_RE.match("demo") and not C.STREAM_NAME_RE.match("demo\n")
+    assert not C.TIER_NAME_RE.match("high\n")
+    with pytest.raises(ValidationError):
+        InferenceSettings(stream="demo\n")

@@ -32,7 +32,9 @@
     stream: $("stream"), tier: $("tier"), fullscreen: $("fullscreen"), statsToggle: $("stats"), state: $("state"),
     stage: $("stage"), overlay: $("overlay"), banner: $("banner"), fps: $("o-fps"), lat: $("o-lat"), kbps: $("o-kbps"),
     codecOut: $("o-codec"), tierOut: $("o-tier"), drop: $("o-drop"), conn: $("o-conn"),
+    bannerText: $("banner-text"), reload: $("reload"), tokenForm: $("token-form"), token: $("token"),
   };
+  const TOKEN_KEY = "framecast.token"; // sessionStorage: this tab only, gone when it closes
 
   const params = new URLSearchParams(location.search);
   const session = {
@@ -59,6 +61,7 @@
     connFrames: 0, // frames received on the current connection
     keyframeMessages: true, // false once an edge refused {"type":"keyframe"} (it then relies on its own IDRs)
     lastKeyframeMsgAt: -Infinity,
+    token: "", // the token typed in the form (sessionStorage keeps it across reloads of this tab)
   };
   let videoPipe = null; // FramecastVideo.VideoPipe, made at the first H.264 frame of a connection
   const counters = newCounters();
@@ -131,10 +134,8 @@
       if (ws !== session.ws) return;
       const hello = { type: "hello", client_id: session.clientId, tier: session.tierChoice, max_fps: 0,
                       codecs: session.videoSupported ? ["h264", "jpeg"] : ["jpeg"] };
-      try {
-        const token = sessionStorage.getItem("framecast.token"); // never in the URL: URLs end up in logs
-        if (token) hello.token = token;
-      } catch (e) { /* storage disabled */ }
+      const token = loadToken(); // never in the URL: URLs end up in logs
+      if (token) hello.token = token;
       ws.send(JSON.stringify(hello));
       counters.lastId = null; // ids missed while away are not drops
       session.connFrames = 0;
@@ -172,8 +173,12 @@
     }
     if (FATAL.has(code)) {
       setState("error");
-      showBanner(code === CLOSE.AUTH ? `not allowed to watch '${session.stream}' (${code} ${reason})`
-                                     : `connection refused: ${code} ${reason || ""} — reload to retry`);
+      if (code === CLOSE.AUTH) {
+        showBanner(`not allowed to watch '${session.stream}' (${code} ${reason}): enter a viewer token`, "", true);
+        showTokenForm(true);
+      } else {
+        showBanner(`connection refused: ${code} ${reason || ""}`, "", true);
+      }
       return;
     }
     const delay = reconnectDelay(code, session.attempt);
@@ -477,8 +482,10 @@
     ui.drop.textContent = `${s.dropped}` + (s.skipped ? ` (+${s.skipped} not drawn)` : "");
     const shown = s.stalled && session.state === "live" ? "stalled" : session.state;
     ui.conn.textContent = shown + (s.reconnects ? ` · ${s.reconnects} reconnects` : "");
-    ui.state.textContent = shown;
-    ui.state.dataset.state = shown;
+    if (ui.state.textContent !== shown) { // a live region: write only changes, so each is announced once
+      ui.state.textContent = shown;
+      ui.state.dataset.state = shown;
+    }
     ui.overlay.classList.toggle("stalled", s.stalled);
   }
 
@@ -498,15 +505,55 @@
     session.state = state;
   }
 
-  function showBanner(text, kind) {
-    ui.banner.textContent = text;
+  // fatal: retrying cannot help (a refusal, a bug): announced at once, with a reload button
+  function showBanner(text, kind, fatal) {
     ui.banner.className = "banner" + (kind ? " " + kind : "");
+    ui.banner.setAttribute("role", fatal ? "alert" : "status");
+    ui.banner.setAttribute("aria-live", fatal ? "assertive" : "polite");
+    ui.reload.hidden = !fatal;
     ui.banner.hidden = false;
+    ui.bannerText.textContent = text;
   }
 
   function hideBanner() {
     ui.banner.hidden = true;
+    ui.bannerText.textContent = "";
+    ui.reload.hidden = true;
   }
+
+  ui.reload.addEventListener("click", () => location.reload());
+
+  // --- viewer token (edges with auth on) -----------------------------------------------------------
+  function loadToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || session.token || "";
+    } catch (e) {
+      return session.token || ""; // storage disabled: the token typed in this page's life
+    }
+  }
+
+  function showTokenForm(focus) {
+    ui.tokenForm.hidden = false;
+    if (focus) ui.token.focus();
+  }
+
+  ui.tokenForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = ui.token.value.trim();
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: the token still serves this connection */ }
+    session.token = token;
+    hideBanner();
+    const ws = session.ws;
+    session.ws = null;
+    if (ws) ws.close(CLOSE.NORMAL, "new token");
+    session.everOpened = false;
+    session.attempt = 0;
+    connect();
+    refreshStreams();
+  });
 
   // --- controls ------------------------------------------------------------------------------
   function decodable(tier) {
@@ -565,8 +612,11 @@
   async function refreshStreams() {
     let entries = [];
     try {
-      const resp = await fetch("streams", { cache: "no-store" });
+      const token = loadToken();
+      const resp = await fetch("streams", { cache: "no-store",
+                                            headers: token ? { Authorization: `Bearer ${token}` } : {} });
       if (resp.ok) entries = streamNames(await resp.json());
+      else if (resp.status === 401) showTokenForm(false); // auth is on: say where the token goes
     } catch (e) { /* the edge may be restarting; keep the current list */ }
     if (!entries.some((s) => s.name === session.stream)) entries.unshift({ name: session.stream });
     const labels = entries.map((s) => s.name + (s.live === false ? " (stalled)" : ""));
@@ -584,6 +634,10 @@
 
   window.framecastViewer = { session, switchStream, computeStats, parseHeader }; // for tests and debugging
   async function start() {
+    if (loadToken()) {
+      ui.token.value = loadToken();
+      showTokenForm(false);
+    }
     fillTierSelect();
     refreshStreams();
     setInterval(refreshStreams, 10000);

@@ -1,9 +1,9 @@
 """One connected viewer: the I/O shell around its `ViewerState` (see viewer.py), on the event loop, no task.
 
 The bus reader calls `offer()` (never awaits): the frame becomes the viewer's
-newest and, when the viewer's gates are open (fps cap, ack window, and the
-kernel taking the write under TCP_NOTSENT_LOWAT), goes out at once as the
-shared pre-framed bytes. Otherwise it waits, replaced by newer frames, until an
+newest and, when the viewer's gates are open (fps cap, ack window, the
+socket's unsent bytes under the budget), goes out at once as the shared
+pre-framed bytes. Otherwise it waits, replaced by newer frames, until an
 ack (`on_text`), the transport draining (`on_writable`) or a short timer opens
 the gate again. Acks are parsed where the bytes arrive (`wsconn.py`) and feed
 the window, the glass-to-glass histogram and the tier policy. Video (H.264)
@@ -29,7 +29,7 @@ from framecast.edge.pacing import TierConfig, TokenBucket
 from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.viewer import WINDOW_FULL, ViewerConfig, ViewerState
-from framecast.edge.wsconn import Outlet, ViewerProtocol, text_message
+from framecast.edge.wsconn import BUSY, Outlet, ViewerProtocol, text_message
 from framecast.logs import RateLimitedLog
 from framecast.protocol import (
     AUTO,
@@ -143,8 +143,6 @@ class ViewerSession:
         handshake first) and frames go straight to the socket.
         """
         self.hub.watch(self)
-        if self.outlet is not None:
-            self.outlet.set_budget(self.state.budget())
         self.started = True
         if self.feed_tier in self.video_names:
             self.vq = self._join_video(self.feed_tier)
@@ -367,10 +365,7 @@ class ViewerSession:
         if now is None:
             now = mono_us()
         st = self.state
-        was_acking = st.acking
         result = st.on_ack(now, frame_id)
-        if not was_acking and st.acking and self.outlet is not None:
-            self.outlet.set_budget(st.budget())  # acks pace the viewer from now on: a smaller socket budget
         if result is None:
             return
         g2g = time.time_ns() // 1000 - result.capture_us
@@ -517,21 +512,33 @@ class ViewerSession:
             return
         outlet = self.outlet
         assert outlet is not None
-        if not st.acking:  # no acks: TCP's own say how much the link holds
+        budget: int | None = None
+        if st.acking:
+            # every frame acked: the kernel holds nothing unsent (no syscall); else ask it
+            budget = st.budget() if st.window.inflight else None
+        else:  # no acks: TCP's own say how much the link holds (and how much is unsent)
             path = outlet.path()
-            wait = st.path_wait_us(*path) if path is not None else 0
-            if wait:
-                self.queue.append(frame)
-                self._later(wait / 1e6)
+            if path is None:
+                budget = st.budget()
+            elif path[1] > st.budget():
+                budget = -1  # over the socket budget (TCP_INFO said so): refused below, as the ioctl would
+            else:
+                wait = st.path_wait_us(path[0], path[2], path[3])
+                if wait:
+                    self.queue.append(frame)
+                    self._later(wait / 1e6)
+                    return
+        written = 0 if budget == -1 else outlet.write_frame(frame.wire, budget)
+        if written <= 0:
+            self.queue.append(frame)  # keep the newest
+            if written == BUSY:  # the last frame is still leaving the transport: its drain calls on_writable
+                if st.writing_since_us is None:
+                    st.writing_since_us = now
                 return
-        written = outlet.write_frame(frame.wire)
-        if not written:
-            self.queue.append(frame)
-            st.on_blocked(now)  # over the unsent budget: keep the newest, try again shortly
+            st.on_blocked(now)  # over the unsent budget: the kernel gives no event, look again shortly
             self._later(self._poll_s)
-            self._poll_s = min(self._poll_s * 2, _BLOCKED_POLL_S[1])
             return
-        self._sent_one(frame, now, written)
+        self._sent_one(frame, now)
 
     def _pump_video(self) -> None:
         st, outlet, vq = self.state, self.outlet, self.vq
@@ -544,6 +551,10 @@ class ViewerSession:
                 if st.writing_since_us is None:
                     st.writing_since_us = now
                 return
+            if (not st.acking or st.window.inflight) and outlet.unsent() > st.budget():
+                st.on_blocked(now)  # bytes stay gated for video too: look again shortly
+                self._later(self._poll_s)
+                return
             if not vq.queued_frames:  # a JPEG still while the video tier waits for its keyframe
                 frame = self.queue.pop()
                 self.queue.clear()
@@ -554,20 +565,17 @@ class ViewerSession:
                 if popped is None:
                     return
                 frame = popped
-            written = outlet.write_frame(frame.wire)
-            if not written:
-                outlet.write(frame.wire)  # no video frame may be skipped: it waits in the transport
-                written = 2
-            self._sent_one(frame, now, written)
+            outlet.write_frame(frame.wire)  # never refused: no budget given, the transport was empty
+            self._sent_one(frame, now)
 
-    def _sent_one(self, frame: BusFrame, now: int, written: int) -> None:
+    def _sent_one(self, frame: BusFrame, now: int) -> None:
         st = self.state
         self._poll_s = _BLOCKED_POLL_S[0]
         if st.acking:
             self.metrics.inflight.observe(len(st.window.inflight))
         if st.on_sent(now, frame.frame_id, frame.nbytes, frame.capture_us):
             self.metrics.first_frame.observe((time.monotonic_ns() // 1000 - self.started_us) / 1e6)
-        if written == 2:  # the kernel took part of it: the transport sends the rest, then calls on_writable
+        if self.outlet is not None and self.outlet.buffered():  # the transport sends the rest, then on_writable
             st.writing_since_us = now
         if not st.acking and st.adapt_due(now):
             self._adapt(now)
@@ -601,6 +609,7 @@ class ViewerSession:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._poll_s = min(self._poll_s * 2, _BLOCKED_POLL_S[1])  # backs off while looks keep failing
         self._pump()
 
     def _cancel_timer(self) -> None:

@@ -9,8 +9,8 @@ do. Unit tests and the link simulators drive this very object on a fake clock.
 Gates, checked in this order for each frame (`gate`): the viewer's fps cap,
 then (once it acks) the window of unacknowledged frames; for a viewer that
 never acks, the bytes TCP has in flight (`path_wait_us`, from TCP_INFO). The
-last gate, the socket's unsent bytes, is the kernel's (TCP_NOTSENT_LOWAT =
-`budget()`): the shell reports a refused write with `on_blocked`.
+last gate is the socket's unsent bytes under `budget()`: the shell reports a
+refused write with `on_blocked`.
 """
 
 from __future__ import annotations

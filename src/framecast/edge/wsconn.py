@@ -8,16 +8,22 @@ with no Queue hand-off) and, once the edge attaches a `ViewerIO` handler,
 delivers text messages straight to it. Frames go out as bytes framed once per
 bus frame (`binary_message`) and written to the socket (`Outlet.write`).
 
-Backpressure: the socket gets TCP_NOTSENT_LOWAT = the viewer's unsent-bytes
-budget, so the kernel itself refuses a write while more than the budget is
-unsent (an EAGAIN, no ioctl per frame); a frame the kernel took only in part
-finishes from the transport buffer, whose drain (`resume_writing`) says the
-viewer is writable again.
+Backpressure: a frame is written only while the socket's unsent bytes are
+under the viewer's budget and the transport holds nothing. For an acking
+viewer with nothing in flight (every frame acked: the usual case on a fast
+link) the kernel holds nothing unsent, so no syscall is needed beyond the
+write; otherwise one SIOCOUTQNSD ioctl says. A viewer without acks reads its
+unsent bytes in the TCP_INFO it asks for anyway (`path`). (TCP_NOTSENT_LOWAT,
+the kernel refusing writes over the budget, was measured here too: the frame
+then leaves in budget-sized pieces, each waiting for the event loop, and an
+acking viewer's p95 on the 8 Mbit/s, 50 ms link rose from ~140 to ~170 ms.)
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import socket
 import struct
@@ -34,7 +40,8 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python wheel
     from websockets.utils import apply_mask
 
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux; Python names it from 3.12 on
+SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
+BUSY = -1  # Outlet.write_frame: the transport still holds bytes
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
 # struct tcp_info (linux/tcp.h) up to tcpi_bytes_retrans (Linux 4.19): the fields path() reads
 _TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q")
@@ -80,18 +87,13 @@ class ViewerIO(Protocol):
 
 
 class Outlet:
-    """Writes whole messages to one viewer's socket: directly when the socket takes them, else not at all.
-
-    `write_frame` returns 0 when the kernel refused every byte (more than the
-    budget is unsent, or the transport still holds bytes): the caller keeps its
-    frame and may replace it with a newer one. A frame taken in part is
-    committed: its rest waits in the transport buffer.
-    """
+    """Writes whole messages to one viewer's socket (`os.write`; what the kernel does not take goes to the
+    transport), or, over the unsent budget, nothing: the caller keeps its frame and may replace it."""
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self.fd = -1
-        self.lowat = 0
+        self._buf = array.array("i", [0])
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -99,18 +101,20 @@ class Outlet:
         with contextlib.suppress(AttributeError, ValueError, RuntimeError):
             transport.set_write_buffer_limits(high=0, low=0)  # any buffered byte: pause; drained: resume
 
-    def set_budget(self, nbytes: int) -> None:
-        lowat = max(1, nbytes)  # 0 would refuse every write; 1 allows one frame at a time
-        if self.fd >= 0 and lowat != self.lowat:
-            sock = self.transport.get_extra_info("socket")
+    def unsent(self) -> int:
+        """Bytes the kernel has not sent yet (SIOCOUTQNSD, Linux), plus the transport's buffer."""
+        n: int = self.transport.get_write_buffer_size()
+        if self.fd >= 0:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)
-                self.lowat = lowat
-            except (OSError, AttributeError):
-                self.fd = -1  # not TCP (a Unix socket in a test): the transport buffer is the only gate
+                fcntl.ioctl(self.fd, SIOCOUTQNSD, self._buf, True)
+                n += self._buf[0]
+            except OSError:
+                self.fd = -1
+        return n
 
-    def path(self) -> tuple[int, int, int] | None:
-        """(bytes in flight or unsent, delivery rate in bytes/s, min RTT in us) from TCP_INFO; None: unknown.
+    def path(self) -> tuple[int, int, int, int] | None:
+        """(bytes in flight or unsent, unsent bytes, delivery rate in bytes/s, min RTT in us) from TCP_INFO and
+        the transport; None: unknown.
 
         One getsockopt, asked only for viewers that do not ack: TCP's own acks then say what the link holds.
         """
@@ -126,31 +130,44 @@ class Outlet:
         info = _TCP_INFO.unpack_from(raw)
         # sent and not acked, plus written and not sent yet: all of it is ahead of the next frame
         ahead = max(0, info[_TI_BYTES_SENT] - info[_TI_BYTES_RETRANS] - info[_TI_BYTES_ACKED]) + info[_TI_NOTSENT]
-        return ahead, info[_TI_DELIVERY_RATE], info[_TI_MIN_RTT]
+        return ahead, info[_TI_NOTSENT] + self.transport.get_write_buffer_size(), info[_TI_DELIVERY_RATE], \
+            info[_TI_MIN_RTT]
 
     def buffered(self) -> int:
         n: int = self.transport.get_write_buffer_size()
         return n
 
-    def write_frame(self, message: bytes) -> int:
-        """0: refused (nothing written); 1: written whole; 2: written in part, the rest waits in the transport."""
+    def write_frame(self, message: bytes, budget: int | None = None) -> int:
+        """Write one frame unless the socket is over `budget` unsent bytes (None: the caller knows it is not).
+
+        1: written (what the kernel did not take waits in the transport, whose drain calls `on_writable`);
+        0: over the budget, nothing written (no event comes: look again later);
+        BUSY: nothing written, the transport still holds bytes (its drain calls `on_writable`).
+        """
         t = self.transport
         if t.get_write_buffer_size() or t.is_closing():
-            return 0
+            return BUSY
         if self.fd < 0:
             t.write(message)
             return 1
+        if budget is not None:
+            try:
+                fcntl.ioctl(self.fd, SIOCOUTQNSD, self._buf, True)
+            except OSError:
+                self.fd = -1
+                t.write(message)
+                return 1
+            if self._buf[0] > budget:
+                return 0
         try:
             n = os.write(self.fd, message)
         except (BlockingIOError, InterruptedError):
-            return 0
+            n = 0  # the kernel's buffer is full: the transport sends it
         except OSError:
             self.fd = -1
-            t.write(message)  # let the transport meet the error and close
-            return 1
+            n = 0  # let the transport meet the error and close
         if n < len(message):
-            t.write(memoryview(message)[n:])
-            return 2
+            t.write(memoryview(message)[n:] if n else message)
         return 1
 
     def write(self, message: bytes) -> None:

@@ -526,6 +526,7 @@ class ViewerSession:
                 wait = st.path_wait_us(path[0], path[2], path[3])
                 if wait:
                     self.queue.append(frame)
+                    st.on_blocked(now)  # no frame goes while the path stays full: a viewer that stopped reading
                     self._later(wait / 1e6)
                     return
         written = 0 if budget == -1 else outlet.write_frame(frame.wire, budget)

@@ -272,7 +272,7 @@ class ViewerProtocol(GuardedWebSocket):
         self.lost = True
         super().connection_lost(exc)
         if self.viewer is not None:
-            self.viewer.on_lost(1006 if not self.close_sent else 1000)
+            self.viewer.on_lost(1005 if self.handshake_complete else 1006)  # as uvicorn reports a lost socket
 
     # --- the parser -------------------------------------------------------
     def _parse(self, data: bytes) -> int:

@@ -156,6 +156,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.hub.start()
         runtime.hub.on_tick.append(runtime.refresh_viewer_gauges)
+        runtime.hub.on_tick.append(runtime.guard.check_fds)
         if settings.metrics_port:
             from prometheus_client import start_http_server
 

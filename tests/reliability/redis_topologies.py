@@ -58,6 +58,13 @@ class RedisClusterNodes:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> RedisClusterNodes:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-formed cluster must not outlive a failed start
+            raise
+
+    def _start(self) -> RedisClusterNodes:
         binary = debian_binary("redis-server")
         cli = debian_binary("redis-cli")
         for _ in range(self.masters * (1 + self.replicas)):
@@ -132,6 +139,13 @@ class SentinelGroup:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
 
     def start(self) -> SentinelGroup:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no server or sentinel outlives a failed start
+            raise
+
+    def _start(self) -> SentinelGroup:
         binary = debian_binary("redis-server")
         sentinel = debian_binary("redis-sentinel")
         self.master = EmbeddedRedis(binary=binary, maxmemory="64mb").start()

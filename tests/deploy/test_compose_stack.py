@@ -335,7 +335,12 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
             failover_s = time.monotonic() - t
         finally:
             stop.wait(60)
-        wait_until("every viewer receiving again", lambda: sum(len(p.connected()) for p in pools) == total, 30)
+        try:
+            wait_until("every viewer receiving again", lambda: sum(len(p.connected()) for p in pools) == total, 30)
+        except TimeoutError as exc:
+            lost = [(s.index, s.servers, s.connects, s.failed_connects, s.last_error) for p in pools
+                    for s in p.states if s not in p.connected()]
+            raise AssertionError(f"{exc}: {lost}") from None
         log_time(f"failover of {len(moved)} viewers after `docker stop`", failover_s)
         stack.figures["failover"] = {"viewers": len(moved), "seconds": round(failover_s, 2)}
         assert failover_s <= FAILOVER_LIMIT_S

@@ -126,6 +126,12 @@ stop_dockerd() {
 
 on_exit() {
     local rc=$?
+    # the cached data-root keeps base images and build cache for the next run; images a rebuild
+    # replaced, and build cache beyond 6 GB, go
+    if docker version >/dev/null 2>&1; then
+        docker image prune -f >/dev/null 2>&1 || true
+        docker builder prune -f --keep-storage 6gb >/dev/null 2>&1 || true
+    fi
     stop_dockerd
     echo "compose-test: total $(( $(date +%s) - t0 )) s, exit $rc" | tee -a "$TIMES"
     exit "$rc"

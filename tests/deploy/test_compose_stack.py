@@ -322,7 +322,7 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
                                       "viewers_on_every_replica_s": round(every_s, 1), "viewers_per_replica": spread}
 
         # failover: `docker stop` one replica (SIGTERM: it drains, its viewers get 1012 and reconnect)
-        total = sum(len(p.connected()) for p in pools)
+        receiving = [s for p in pools for s in p.connected()]
         victim = max(edges, key=lambda n: sum(1 for p in pools for s in p.connected() if _replica(s.server) == n))
         moved = [s for p in pools for s in p.connected() if _replica(s.server) == victim]
         assert moved
@@ -335,12 +335,18 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
             failover_s = time.monotonic() - t
         finally:
             stop.wait(60)
+        lost: list[tuple[int, list[str], int, str]] = []
+
+        def none_lost() -> bool:
+            now = {id(c) for p in pools for c in p.connected()}
+            lost[:] = [(s.index, s.servers, s.frames_since_connect, s.last_error) for s in receiving
+                       if id(s) not in now]
+            return not lost
+
         try:
-            wait_until("every viewer receiving again", lambda: sum(len(p.connected()) for p in pools) == total, 30)
+            wait_until("every viewer receiving again", none_lost, 30)
         except TimeoutError as exc:
-            lost = [(s.index, s.servers, s.connects, s.failed_connects, s.last_error) for p in pools
-                    for s in p.states if s not in p.connected()]
-            raise AssertionError(f"{exc}: {lost}") from None
+            raise AssertionError(f"{exc}: not receiving now: {lost}") from None
         log_time(f"failover of {len(moved)} viewers after `docker stop`", failover_s)
         stack.figures["failover"] = {"viewers": len(moved), "seconds": round(failover_s, 2)}
         assert failover_s <= FAILOVER_LIMIT_S

@@ -63,7 +63,8 @@ if [ ! -x "$plugin" ]; then
             && mv "$plugin.tmp" "$plugin" || true
     fi
 fi
-if [ -x "$plugin" ] && "$plugin" version >/dev/null 2>&1; then
+# FRAMECAST_COMPOSE=docker-compose runs the test with v1 even where v2 is at hand
+if [ "${FRAMECAST_COMPOSE:-}" != docker-compose ] && [ -x "$plugin" ] && "$plugin" version >/dev/null 2>&1; then
     ln -sf "$plugin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
     export FRAMECAST_COMPOSE="docker compose"
 else

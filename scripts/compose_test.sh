@@ -63,7 +63,8 @@ if [ ! -x "$plugin" ]; then
             && mv "$plugin.tmp" "$plugin" || true
     fi
 fi
-if [ -x "$plugin" ] && "$plugin" version >/dev/null 2>&1; then
+# FRAMECAST_COMPOSE=docker-compose runs the test with v1 even where v2 is at hand
+if [ "${FRAMECAST_COMPOSE:-}" != docker-compose ] && [ -x "$plugin" ] && "$plugin" version >/dev/null 2>&1; then
     ln -sf "$plugin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
     export FRAMECAST_COMPOSE="docker compose"
 else
@@ -126,6 +127,12 @@ stop_dockerd() {
 
 on_exit() {
     local rc=$?
+    # the cached data-root keeps base images and build cache for the next run; images a rebuild
+    # replaced, and build cache beyond 6 GB, go
+    if docker version >/dev/null 2>&1; then
+        docker image prune -f >/dev/null 2>&1 || true
+        docker builder prune -f --keep-storage 6gb >/dev/null 2>&1 || true
+    fi
     stop_dockerd
     echo "compose-test: total $(( $(date +%s) - t0 )) s, exit $rc" | tee -a "$TIMES"
     exit "$rc"
@@ -167,8 +174,14 @@ DL_PY=${FRAMECAST_WHEELS_PYTHON:-/usr/bin/python3}
 image_py=$(docker run --rm "$(grep -E '^PYTHON_IMAGE=' .env | cut -d= -f2)" python3 -c 'import platform; print(platform.python_version())')
 [ "$("$DL_PY" -c 'import platform; print(platform.python_version())')" = "$image_py" ] \
     || { echo "compose-test: $DL_PY is not Python $image_py (the image's); set FRAMECAST_WHEELS_PYTHON" >&2; exit 1; }
-"$DL_PY" -m pip download -q -d "$WHEELS" "torch==$(grep -E '^TORCH_VERSION=' .env | cut -d= -f2)" "setuptools>=68"
-"$DL_PY" -m pip download -q -d "$WHEELS" --no-deps -r requirements/edge.txt -r requirements/inference.txt
+torch_pin="torch==$(grep -E '^TORCH_VERSION=' .env | cut -d= -f2)"
+stamp=$(cat requirements/edge.txt requirements/inference.txt <(echo "$torch_pin $image_py") | sha256sum | cut -c1-16)
+if [ "$(cat "$WHEELS/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    { "$DL_PY" -m pip download -q -d "$WHEELS" "$torch_pin" "setuptools>=68" \
+        && "$DL_PY" -m pip download -q -d "$WHEELS" --no-deps -r requirements/edge.txt -r requirements/inference.txt
+    } >"$RUN_DIR/pip-download.log" 2>&1 || { tail -n 30 "$RUN_DIR/pip-download.log" >&2; exit 1; }
+    echo "$stamp" >"$WHEELS/.stamp"
+fi
 export FRAMECAST_COMPOSE_WHEELS=$WHEELS
 step "wheels"
 

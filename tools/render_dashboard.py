@@ -7,8 +7,10 @@ the results with matplotlib in the dashboard's layout.
 
     # against a running Prometheus (compose: http://127.0.0.1:9090)
     .venv/bin/python -m tools.render_dashboard --prometheus http://127.0.0.1:9090 --minutes 15 --out dash.png
-    # start the native stack (Valkey, inference, 2 edges, nginx, Prometheus), drive viewers, then draw
-    .venv/bin/python -m tools.render_dashboard --native --seconds 60 --out docs/img/dashboard.png
+    # start the native stack (Valkey, inference, 2 edges, nginx, Prometheus), drive viewers, then draw; the
+    # values seen, with their provenance, go to the results docs/operations.md's table is generated from
+    .venv/bin/python -m tools.render_dashboard --native --seconds 60 --out docs/img/dashboard.png \
+        --results bench/results/dashboard.json && .venv/bin/python -m bench.report
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framecast.provenance import provenance
 from tools.build_dashboard import DASHBOARD_JSON
 
 # the values Grafana would put in for the variables when "All" is selected
@@ -43,6 +46,7 @@ class QueryResult:
     expr: str
     series: list[dict[str, Any]]  # Prometheus matrix: [{"metric": {...}, "values": [[t, "v"], ...]}]
     legend: str = ""
+    unit: str = ""  # the panel's Grafana unit (s, bytes, Bps, fps, ...)
 
     def finite_points(self) -> int:
         return sum(1 for s in self.series for _, v in s["values"] if math.isfinite(float(v)))
@@ -77,7 +81,9 @@ def evaluate(prometheus: Any, start: float, end: float, step: float = 1.0,
         for target in panel["targets"]:
             expr = substitute(target["expr"], variables)
             series = prometheus.query_range(expr, start, end, step)
-            results.append(QueryResult(panel["title"], target["refId"], expr, series, target.get("legendFormat", "")))
+            unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+            results.append(QueryResult(panel["title"], target["refId"], expr, series, target.get("legendFormat", ""),
+                                       unit))
     return results
 
 
@@ -138,12 +144,30 @@ def plot(results: list[QueryResult], out: Path, title: str = "framecast (queries
 
 
 def summary(results: list[QueryResult]) -> list[dict[str, Any]]:
-    return [{"panel": r.panel, "ref": r.ref, "expr": r.expr, "series": len(r.series), "points": r.finite_points(),
-             "last": {k: round(v, 4) for k, v in r.last_values().items()}} for r in results]
+    return [{"panel": r.panel, "ref": r.ref, "expr": r.expr, "unit": r.unit, "series": len(r.series),
+             "points": r.finite_points(), "last": {k: round(v, 4) for k, v in r.last_values().items()}}
+            for r in results]
+
+
+def write_results(results: list[QueryResult], path: Path, scenario: str, command: str | None = None) -> None:
+    """The values a run saw (every query's summary), with the run's date, commit, machine and command.
+
+    bench/report.py generates docs/operations.md's dashboard table from such a file (bench/results/dashboard.json).
+    """
+    document = {"scenario": scenario, "provenance": provenance(command), "queries": summary(results)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def native_scenario(seconds: float) -> str:
+    third = seconds / 3
+    return (f"Native stack (Valkey, inference at 640x360/15 fps with the default ladder, 2 edges behind nginx, "
+            f"Prometheus scraping every 1 s); 4 viewers (auto tier, JPEG), then 2 pinned to `low` at {third:.0f} s "
+            f"and 4 offering `h264,jpeg` at {2 * third:.0f} s; values at {seconds:.0f} s, all 10 still watching.")
 
 
 def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
-    from tools.native_stack import NativeStack
+    from tools.native_stack import NativeStack, wait_until
     from tools.viewers import ViewerPool
 
     stack = NativeStack(edges=2, with_nginx=True, inference_args=["--width", "640", "--height", "360",
@@ -159,7 +183,10 @@ def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
                 time.sleep(seconds / 3)
                 with ViewerPool(url, 4, codecs=("h264", "jpeg")):  # viewers that decode the video tiers
                     time.sleep(seconds / 3)
-        end = time.time()
+                    end = time.time()  # the last points: every viewer still watching
+        prom = stack.prometheus
+        wait_until("a scrape after the last point", lambda: max(  # the points at `end` are in Prometheus
+            float(x["value"][1]) for x in prom.query('timestamp(up{job="edge"})')) >= end, 30)
         results = evaluate(stack.prometheus, start, end)
         variables = variable_values(stack.prometheus)
     return results, variables
@@ -173,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="traffic time with --native (max 600)")
     parser.add_argument("--out", type=Path, default=Path("tests/artifacts/dashboard.png"))
     parser.add_argument("--json", type=Path, help="also write every query's result summary here")
+    parser.add_argument("--results", type=Path,
+                        help="with --native: write the values seen, with provenance, here "
+                             "(bench/results/dashboard.json)")
     args = parser.parse_args(argv)
     if args.native:
-        results, _ = _native(min(args.seconds, 600.0))
+        seconds = min(args.seconds, 600.0)
+        results, _ = _native(seconds)
+        if args.results:
+            write_results(results, args.results, native_scenario(seconds))
     elif args.prometheus:
         from tools.native_stack import PrometheusAPI
 
@@ -184,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(prom, end - args.minutes * 60, end, step=max(1.0, args.minutes * 60 / 300))
     else:
         parser.error("give --prometheus URL or --native")
+    if args.results and not args.native:
+        parser.error("--results needs --native (a run whose scenario is known)")
     plot(results, args.out)
     if args.json:
         args.json.write_text(json.dumps(summary(results), indent=1))

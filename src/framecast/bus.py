@@ -252,13 +252,17 @@ def stream_read_keys(*args: Any) -> list[Any] | None:
 
 
 def _stream_keys_parser() -> Any:
-    """redis-py's cluster command parser, taught where XREAD's keys are.
+    """redis-py's cluster command parser, taught where XREAD's keys are, reading the command table once.
 
     XREAD has "movable keys", so redis-py's asyncio cluster client asks a node
     (COMMAND GETKEYS, to the node it chose at start-up) before every XREAD: a
     round trip per read, and when that node dies, every stream's reads fail
     until the client rebuilds its topology. The keys are the first half of what
     follows STREAMS; the parser reads them there and asks the node for nothing else.
+    redis-py also re-reads the whole command table (COMMAND, ~100 ms of parsing on
+    the event loop here) each time it rebuilds the topology, i.e. after every
+    failed command while a master fails over; the table does not change, so it is
+    read once and only the node is replaced.
     """
     from redis._parsers import AsyncCommandsParser
 
@@ -266,6 +270,12 @@ def _stream_keys_parser() -> Any:
         async def get_keys(self, *args: Any) -> Any:
             keys = stream_read_keys(*args)
             return keys if keys is not None else await super().get_keys(*args)
+
+        async def initialize(self, node: Any = None) -> None:
+            if not self.commands:
+                await super().initialize(node)
+            elif node is not None:
+                self.node = node
 
     return StreamKeysParser()
 

@@ -100,17 +100,21 @@ class RateLimitedLog:
     def __init__(self, logger: logging.Logger, what: str, interval: float = 10.0) -> None:
         self.logger, self.what, self.interval = logger, what, interval
         self.counts: Counter[str] = Counter()
-        self._last = 0.0
+        self._last = float("-inf")  # the first event is logged at once
+        self._since: float | None = None  # first event counted since the last summary
 
     def event(self, reason: str, n: int = 1, now: float | None = None) -> None:
         self.counts[reason] += n
         now = time.monotonic() if now is None else now
+        if self._since is None:
+            self._since = now
         if now - self._last >= self.interval:
             summary = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-            self.logger.warning("%s in the last %.0fs: %s", self.what, min(now - self._last, 1e9), summary,
+            # the window is what the counts cover: from the first event counted, not from the last summary
+            self.logger.warning("%s in the last %.1fs: %s", self.what, now - self._since, summary,
                                 extra={"fields": {"event": self.what, **self.counts}})
             self.counts.clear()
-            self._last = now
+            self._last, self._since = now, None
 
 
 class QuietClientErrors(logging.Filter):

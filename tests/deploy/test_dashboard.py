@@ -10,7 +10,6 @@ The panels are drawn to tests/artifacts/dashboard.png with the results.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 from tools.native_stack import ALERTS_YML, NativeStack, http_get, scaled, wait_until
-from tools.render_dashboard import QueryResult, evaluate, plot, summary, variable_values
+from tools.render_dashboard import QueryResult, evaluate, plot, variable_values, write_results
 from tools.viewers import ViewerPool
 
 from tests.deploy.conftest import ROOT
@@ -87,7 +86,9 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
         names = set(prom.api("label/__name__/values"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         plot(results, ARTIFACTS / "dashboard.png")
-        (ARTIFACTS / "dashboard.json").write_text(json.dumps(summary(results), indent=1))
+        # the values seen, with the run's provenance (the shape docs/operations.md's table is generated from)
+        write_results(results, ARTIFACTS / "dashboard.json", "Dashboard test: 4 auto-tier, 2 `low` and 2 `h264,jpeg` "
+                      "viewers through nginx to 2 edges, then one edge SIGKILLed.")
         yield DashboardRun(stack, results, variables, rules, names, exposition)
     except BaseException:
         print(stack.logs())

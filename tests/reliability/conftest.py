@@ -15,7 +15,7 @@ from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import ClientHello
 from tests.procs import Service, edge_service, inference_service, service_port, wait_http
-from tests.reliability.support import STREAM_ARGS, ProcStats, http_text, proc_stats, wait_stream
+from tests.reliability.support import STREAM_ARGS, ProcStats, http_text, proc_stats, wait_stream, write_results
 
 
 @dataclass
@@ -140,3 +140,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    if rep.when == "call":
+        for path in write_results(item.nodeid, rep.passed):  # FRAMECAST_RECORD_RESULTS=1 only
+            print(f"[reliability] wrote {path}")

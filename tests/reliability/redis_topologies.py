@@ -15,28 +15,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis
 from redis.crc import key_slot
 
 from framecast.embedded import EmbeddedRedis, free_port
 from tests.conftest import scaled
+from tests.deploy.conftest import require_binary
 
 # a node is marked failing after this long unanswered; its replica then takes over (~2 s on loopback)
 NODE_TIMEOUT_MS = 1000
 
 
 def debian_binary(name: str) -> str:
-    """Path of a Debian Redis tool; a test needing it fails in CI (CI=true) and skips elsewhere when missing."""
-    import os
-
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed (apt-get install redis-server redis-sentinel redis-tools)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Path of a Debian Redis tool, or a skip naming its package (a failure under CI=true, tests/conftest.py)."""
+    return require_binary(name, "redis-sentinel" if name == "redis-sentinel" else
+                          "redis-tools" if name.startswith("redis-cli") else "redis-server")
 
 
 def _until(check: object, within: float, what: str) -> None:
@@ -65,6 +58,13 @@ class RedisClusterNodes:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> RedisClusterNodes:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-formed cluster must not outlive a failed start
+            raise
+
+    def _start(self) -> RedisClusterNodes:
         binary = debian_binary("redis-server")
         cli = debian_binary("redis-cli")
         for _ in range(self.masters * (1 + self.replicas)):
@@ -139,6 +139,13 @@ class SentinelGroup:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
 
     def start(self) -> SentinelGroup:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no server or sentinel outlives a failed start
+            raise
+
+    def _start(self) -> SentinelGroup:
         binary = debian_binary("redis-server")
         sentinel = debian_binary("redis-sentinel")
         self.master = EmbeddedRedis(binary=binary, maxmemory="64mb").start()

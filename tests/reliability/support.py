@@ -30,25 +30,49 @@ from tests.conftest import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "reliability.json"
+# committed records, one JSON per record: docs/reliability.md's measured tables are generated from them
+RESULTS_DIR = REPO / "bench" / "results" / "reliability"
+RECORD_RESULTS_ENV = "FRAMECAST_RECORD_RESULTS"  # "1": a passing test also writes its records to RESULTS_DIR
 
 # a light stream for a 2-core machine shared with other work: small frames, two tiers
 STREAM_ARGS = ["--width", "320", "--height", "180", "--fps", "15", "--tiers", "high=320x180@80,low=160x90@60",
                "--torch-threads", "1", "--encode-threads", "1", "--log-level", "warning"]
 STREAM_FPS = 15.0
 
+_pending: dict[str, list[dict[str, Any]]] = {}  # test node id -> its records, written once the test passed
+
 
 def record(test: str, **figures: Any) -> None:
-    """Add measured figures to tests/artifacts/reliability.json (read by docs/reliability.md's table)."""
+    """Add measured figures to tests/artifacts/reliability.json, with their provenance.
+
+    With FRAMECAST_RECORD_RESULTS=1 the record is also kept for bench/results/reliability/<test>.json, written
+    when the test passes (a failing run's figures never reach the docs); then `python -m bench.report`
+    regenerates docs/reliability.md's tables from those files.
+    """
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = json.loads(ARTIFACT.read_text())
     except (OSError, ValueError):
         data = {}
     node = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    data[test] = {**figures, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "provenance": provenance(f"pytest {node}" if node else None)}  # date, commit, machine, command
+    prov = provenance(f"pytest {node}" if node else None)  # date, commit, machine, command
+    data[test] = {**figures, "at": prov["date"], "provenance": prov}
     ARTIFACT.write_text(json.dumps(data, indent=2, sort_keys=True))
+    if os.environ.get(RECORD_RESULTS_ENV) == "1":
+        _pending.setdefault(node, []).append({"test": test, "figures": figures, "provenance": prov})
     print(f"[reliability] {test}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def write_results(node: str, passed: bool) -> list[Path]:
+    """Write the records a test made (FRAMECAST_RECORD_RESULTS=1) to RESULTS_DIR if it passed; else drop them."""
+    documents = _pending.pop(node, [])
+    written = []
+    for document in documents if passed else []:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{document['test']}.json"
+        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
 
 
 # --- waiting ---------------------------------------------------------------------------------------

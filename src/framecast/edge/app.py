@@ -166,6 +166,7 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.hub.start()
         runtime.hub.on_tick.append(runtime.refresh_viewer_gauges)
+        runtime.hub.on_tick.append(runtime.guard.check_fds)
         if settings.metrics_port and (worker is None or worker.index == 0):  # one metrics port per replica
             from prometheus_client import start_http_server
 

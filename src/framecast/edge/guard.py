@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+import time
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -39,6 +41,7 @@ from framecast.logs import RateLimitedLog
 
 log = logging.getLogger("framecast.edge.guard")
 
+FD_CHECK_INTERVAL_S = 5.0
 FD_RESERVE = 128  # fds kept for Redis connections, bus readers, the metrics port, files and the listener
 PING_BURST = 10
 CLOSE_INVALID_UTF8 = 1007
@@ -53,6 +56,11 @@ def connection_cap(configured: int, fd_limit: int, reserve: int = FD_RESERVE) ->
     """
     reserve = min(reserve, fd_limit // 2)
     return max(1, min(configured, fd_limit - reserve))
+
+
+def fd_pressure(used: int, limit: int, ratio: float = 0.9) -> bool:
+    """True when `used` fds are past `ratio` of the process's limit."""
+    return limit > 0 and used > ratio * limit
 
 
 class ConnectionLimits:
@@ -128,6 +136,8 @@ class ConnectionGuard:
         metrics.connections.set_function(lambda: self.limits.total)
         self._refusals = RateLimitedLog(log, "connections refused", interval=10.0)
         self._cuts = RateLimitedLog(log, "connections cut for client errors", interval=10.0)
+        self._fds = RateLimitedLog(log, "file descriptors nearly exhausted", interval=10.0)
+        self._next_fd_check = 0.0
 
     def refresh_cap(self) -> None:
         """Fit the cap to the fd limit now (one getrlimit call: an operator may change the limit at run time)."""
@@ -137,6 +147,20 @@ class ConnectionGuard:
             self.fd_limit = fd_limit
             self.limits.max_total = connection_cap(self.settings.max_connections, fd_limit)
             self.metrics.connection_limit.set(self.limits.max_total)
+
+    def check_fds(self, now: float | None = None) -> None:
+        """Once in a while (the hub's tick): warn when the process's fds near its limit, whatever holds them
+        (accept() failing with EMFILE is reported nowhere by the event loop)."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_fd_check:
+            return
+        self._next_fd_check = now + FD_CHECK_INTERVAL_S
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            return
+        if fd_pressure(used, self.fd_limit):
+            self._fds.event(f"{used}_of_{self.fd_limit}_in_use")
 
     def refused(self, reason: str) -> None:
         self.metrics.connections_refused.labels(reason).inc()
@@ -316,6 +340,4 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
 
 
 def _now_us() -> int:
-    import time
-
     return time.monotonic_ns() // 1000

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from framecast.edge import auth
-from framecast.edge.guard import ConnectionLimits, HeadLimit, connection_cap, refusal
+from framecast.edge.guard import ConnectionLimits, HeadLimit, connection_cap, fd_pressure, refusal
 from framecast.edge.metrics import close_label
 from framecast.edge.proxies import TrustedProxies
 from framecast.edge.quota import PinQuota
@@ -20,6 +20,10 @@ def test_connection_cap_keeps_fds_for_the_process() -> None:
     assert connection_cap(4096, 256) == 128
     assert connection_cap(4096, 16) == 8
     assert connection_cap(10, 1024) == 10
+
+
+def test_fd_pressure() -> None:
+    assert not fd_pressure(230, 256) and fd_pressure(231, 256) and not fd_pressure(5, 0)
 
 
 def test_connection_limits_total_and_per_address() -> None:

@@ -249,7 +249,7 @@ RELIABILITY_ROWS: list[tuple[str, str, str]] = [
      "inference and edge as their own users: **{top_tier_frames} frames** of the top tier in {seconds} s; "
      "{acl_denials} permission denials in `ACL LOG`"),
     ("connect_disconnect_storm", "hostile",
-     "**{cycles} cycles in {seconds} s** ({cycles_per_s}/s: {kinds}), 0 errors; fds {fds_before_after}, threads "
+     "**{cycles} cycles in {seconds} s** ({cycles_per_s}/s: {kinds}); fds {fds_before_after}, threads "
      "{threads_before_after}, Redis connections {redis_conns_before_after}; RSS **+{rss_growth_mib} MiB**; "
      "bystander **{bystander_fps_during} FPS** during the storm"),
     ("access_control", "access",

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is installed on its own, before the lock (requirements/ holds no torch): the build is chosen on
 # purpose. Where `nvidia-smi` works, PyPI's default Linux wheel (the CUDA build); elsewhere PyTorch's CPU
 # wheel index, so a laptop never fetches multi-GB CUDA wheels. Override with one variable, e.g.
-# `make install TORCH_INDEX=https://download.pytorch.org/whl/cu128`, or `TORCH_INDEX=` for PyPI's default.
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cu126`, or `TORCH_INDEX=` for PyPI's default.
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?= $(shell nvidia-smi >/dev/null 2>&1 || echo https://download.pytorch.org/whl/cpu)
 # `make lock` keeps the pinned versions; `make lock UPGRADE=1` moves every pin to the newest release

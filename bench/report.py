@@ -250,11 +250,11 @@ RELIABILITY_ROWS: list[tuple[str, str, str]] = [
      "({max_gap_before_kill_s} s in the 3 s before the kill), in capture time {other_streams_max_capture_gap_s} s, "
      "between their XADDs {other_streams_max_publish_gap_s} s; `/readyz` samples of 503: {readyz_503_samples}; "
      "edge bus errors {edge_bus_errors:g}"),
-    (r"redis_acl_.+", "topologies",
+    (r"redis_acl_.+", "access",
      "inference and edge as their own users: **{top_tier_frames} frames** of the top tier in {seconds} s; "
      "{acl_denials} permission denials in `ACL LOG`"),
     ("connect_disconnect_storm", "hostile",
-     "**{cycles} cycles in {seconds} s** ({cycles_per_s}/s: {kinds}), 0 errors; fds {fds_before_after}, threads "
+     "**{cycles} cycles in {seconds} s** ({cycles_per_s}/s: {kinds}); fds {fds_before_after}, threads "
      "{threads_before_after}, Redis connections {redis_conns_before_after}; RSS **+{rss_growth_mib} MiB**; "
      "bystander **{bystander_fps_during} FPS** during the storm"),
     ("access_control", "access",
@@ -311,11 +311,12 @@ def reliability_machine_line(records: list[dict[str, Any]]) -> str:
     machines: dict[str, list[str]] = {}
     for r in records:
         m = r["provenance"]["machine"]
+        known = m["platform"] != "not recorded"  # transcribed from the docs of before provenance was recorded
         machines.setdefault(f"{m['cpus']} CPUs ({m['cpu_model']}), GPU: {m['gpu']}, {m['platform']}, "
-                            f"Python {m['python']}", []).append(r["test"])
-    if len(machines) == 1:
-        return f"Machine of every record below: {next(iter(machines))}."
-    return "Machines: " + "; ".join(f"{m} ({', '.join(tests)})" for m, tests in machines.items()) + "."
+                            f"Python {m['python']}" if known else "not recorded", []).append(r["test"])
+    most, *others = sorted(machines, key=lambda m: -len(machines[m]))
+    exceptions = "".join(f"; machine of {', '.join(machines[m])}: {m}" for m in others)
+    return f"Machine of the records below: {most}{exceptions}."
 
 
 def update_reliability_doc(results_dir: Path, doc: Path) -> None:
@@ -339,15 +340,15 @@ def panel_value(value: float, unit: str) -> str:
         return MISSING
     if unit == "s":
         return f"{value * 1e3:.1f} ms" if value < 0.01 else f"{value * 1e3:.0f} ms"
-    if unit == "bytes":
-        return f"{value / 1e6:.1f} MB" if value >= 1e6 else f"{value / KB:.1f} KB"
+    if unit == "bytes":  # Grafana's "bytes" are IEC
+        return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
     if unit == "Bps":
         return f"{value / 1e6:.2f} MB/s" if value >= 1e6 else f"{value / KB:.1f} KB/s"
     if unit == "percentunit":
         return f"{value * 100:.1f} %"
     if unit in ("ops", "fps") and value:
         return f"{value:.2f}/s" if unit == "ops" else f"{value:.1f}"
-    return f"{value:g}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def dashboard_table(queries: list[dict[str, Any]]) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = min(args.seconds, 600.0)
         results, _ = _native(seconds)
         if args.results:
-            write_results(results, args.results, native_scenario(seconds))
+            command = shlex.join(["python", "-m", "tools.render_dashboard", *(sys.argv[1:] if argv is None else argv)])
+            write_results(results, args.results, native_scenario(seconds), command)
     elif args.prometheus:
         from tools.native_stack import PrometheusAPI
 
@@ -222,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.out)
     if args.json:
         args.json.write_text(json.dumps(summary(results), indent=1))
-    empty = [f"{r.panel} [{r.ref}]" for r in results if r.finite_points() == 0]
+    # an empty ALERTS query is good news (nothing pending or firing), not a missing series
+    empty = [f"{r.panel} [{r.ref}]" for r in results if r.finite_points() == 0 and "ALERTS" not in r.expr]
     print(f"wrote {args.out}: {len(results)} queries, {len(empty)} without data {empty}")
     return 1 if empty else 0
 

@@ -88,7 +88,8 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
         plot(results, ARTIFACTS / "dashboard.png")
         # the values seen, with the run's provenance (the shape docs/operations.md's table is generated from)
         write_results(results, ARTIFACTS / "dashboard.json", "Dashboard test: 4 auto-tier, 2 `low` and 2 `h264,jpeg` "
-                      "viewers through nginx to 2 edges, then one edge SIGKILLed.")
+                      "viewers through nginx to 2 edges, then one edge SIGKILLed.",
+                      command="pytest tests/deploy/test_dashboard.py")
         yield DashboardRun(stack, results, variables, rules, names, exposition)
     except BaseException:
         print(stack.logs())

@@ -38,7 +38,7 @@ VALIDATED_BAD: dict[str, list[str]] = {
     "key_prefix": ["has space:", "{braces}:", "x" * 65],
     "edge_id": ["e" * 65],
     "allowed_origins": ["ftp://example.com", "example.com"],
-    "forwarded_allow_ips": ["10.0.0.0/99", "not-an-address"],
+    "forwarded_allow_ips": ["10.0.0.0/33", "proxy.local"],
     "stream": ["bad name!", "x" * 65, ""],
     "tiers": ["high=1280x720", "high=0x0@80", "garbage"],
     "source": ["ftp://x", "camera:front", "file:"],

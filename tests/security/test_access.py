@@ -40,7 +40,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
 
 
-HONEST = {"headers": bearer(token())}
+def honest() -> dict[str, dict[str, str]]:
+    """The honest viewers' options, with a token minted now (a module-level one expires in a long suite)."""
+    return {"headers": bearer(token())}
 
 
 def _get(port: int, path: str, headers: dict[str, str] | None = None, source: str = "127.0.0.1") -> tuple[int, bytes]:
@@ -68,7 +70,7 @@ async def test_routes_serving_stream_data_want_the_token(stack: Stack) -> None:
         }
 
     statuses, _ = await watch_attack(stack, "routes_without_token", lambda: asyncio.to_thread(probe),
-                                     viewer_kwargs=HONEST)
+                                     viewer_kwargs=honest())
     assert statuses == {"streams": 401, "streams+token": 200, "metrics": 401, "metrics+demo-token": 401,
                         "metrics+all-streams-token": 200, "snapshot": 401, "snapshot+token": 200,
                         "healthz": 200}, statuses
@@ -103,7 +105,7 @@ async def test_tokenless_sockets_do_not_lock_viewers_out(stack: Stack) -> None:
             await v.stop()
         return list(await squatters)
 
-    results, figures = await watch_attack(stack, "tokenless_lockout", attack, viewer_kwargs=HONEST)
+    results, figures = await watch_attack(stack, "tokenless_lockout", attack, viewer_kwargs=honest())
     codes = Counter(code for code, _ in results)
     figures.extra.update(valid_joins=sum(1 for v in joins if len(v.frames) >= 2), squatters=dict(codes))
     figures.record()
@@ -142,7 +144,7 @@ async def test_snapshot_flood_is_bounded(stack: Stack) -> None:
         await asyncio.gather(*(asyncio.to_thread(_snapshot_puller, stack.port, attacker_address(i), seconds, out,
                                                  lock) for i in range(8)))
 
-    _, figures = await watch_attack(stack, "snapshot_flood", attack, viewer_kwargs=HONEST)
+    _, figures = await watch_attack(stack, "snapshot_flood", attack, viewer_kwargs=honest())
     figures.extra.update(dict(out), mib_per_s=round(out["bytes"] / 2**20 / seconds, 1))
     figures.record()
     assert out["200"] > 0

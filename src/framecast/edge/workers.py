@@ -81,6 +81,16 @@ class WorkerInfo:
         return self.folder / f"worker-{self.index if index is None else index}{_SNAPSHOT_SUFFIX}"
 
 
+def _snapshot_folder() -> Path:
+    """A private folder for the workers' metrics snapshots: the temp dir, else /dev/shm (read-only root fs)."""
+    for where in (None, "/dev/shm"):
+        try:
+            return Path(tempfile.mkdtemp(prefix="framecast-edge-", dir=where))
+        except OSError:
+            continue
+    raise SystemExit("framecast-edge: FRAMECAST_WORKERS > 1 needs a writable temp dir (TMPDIR) for its metrics")
+
+
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket bound with SO_REUSEPORT (all workers bind the same port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -147,7 +157,7 @@ class Supervisor:
 
     def __init__(self, count: int, host: str, port: int, argv: list[str]) -> None:
         self.count, self.argv = count, argv
-        self.folder = Path(tempfile.mkdtemp(prefix="framecast-edge-"))
+        self.folder = _snapshot_folder()
         # port 0: reserve one port for all workers (bound, never listening: the kernel gives it no connections)
         self.reserve = reuseport_socket(host, port)
         self.port = self.reserve.getsockname()[1]

@@ -401,3 +401,36 @@ async def gather_bounded(coros: list[Callable[[], Awaitable[None]]], concurrency
             await fn()
 
     await asyncio.gather(*(one(c) for c in coros))
+
+
+def read_close_code(sock: socket.socket, within: float = 10.0) -> int | None:
+    """Read server frames until its close frame; its code (None: the connection ended without one)."""
+    buf = b""
+    deadline = time.monotonic() + scaled(within)
+    sock.settimeout(1.0)
+    while time.monotonic() < deadline:
+        while len(buf) >= 2:
+            opcode, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            payload, buf = buf[off:off + n], buf[off + n:]
+            if opcode == 0x8:
+                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+        try:
+            chunk = sock.recv(1 << 16)
+        except TimeoutError:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return None

@@ -32,6 +32,7 @@ from tests.reliability.support import (
     eventually,
     metric,
     raw_ws_handshake,
+    read_close_code,
     record,
     reset,
 )
@@ -91,29 +92,7 @@ def _raw_close_code(port: int, data: bytes) -> int | None:
     sock = raw_ws_handshake(port)
     try:
         sock.sendall(data)
-        buf = b""
-        deadline = time.monotonic() + scaled(10)
-        while time.monotonic() < deadline:
-            while len(buf) >= 2:
-                opcode, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
-                if n == 126:
-                    if len(buf) < 4:
-                        break
-                    n, off = struct.unpack("!H", buf[2:4])[0], 4
-                elif n == 127:
-                    if len(buf) < 10:
-                        break
-                    n, off = struct.unpack("!Q", buf[2:10])[0], 10
-                if len(buf) < off + n:
-                    break
-                payload, buf = buf[off:off + n], buf[off + n:]
-                if opcode == 0x8:
-                    return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return None
-            buf += chunk
-        return None
+        return read_close_code(sock)
     finally:
         sock.close()
 

@@ -17,8 +17,8 @@ from framecast.edge.auth import make_token
 from framecast.protocol import ClientHello
 from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import Viewer, eventually
-from tests.security.support import attacker_address, read_close_code, watch_attack, ws_handshake
+from tests.reliability.support import Viewer, eventually, read_close_code
+from tests.security.support import attacker_address, watch_attack, ws_handshake
 
 SECRET = "security-suite-secret-0123456789abcdef"
 MAX_VIEWERS = 5  # three honest viewers, room for two more

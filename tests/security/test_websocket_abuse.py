@@ -13,11 +13,10 @@ from websockets.asyncio.client import connect
 from framecast import constants as C
 from tests.conftest import scaled
 from tests.reliability.conftest import Stack
-from tests.reliability.support import metric
+from tests.reliability.support import metric, read_close_code
 from tests.security.support import (
     attacker_address,
     client_frame,
-    read_close_code,
     upgrade_request,
     watch_attack,
     ws_handshake,

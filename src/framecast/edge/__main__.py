@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         count = resolve_workers(settings.workers)
         if count > 1:
             args = sys.argv[1:] if argv is None else argv
-            sys.exit(Supervisor(count, settings.host, settings.port, args).run())
+            # a worker stops within its drain timeout; the supervisor's bound adds its shutdown's own bounds
+            sys.exit(Supervisor(count, settings.host, settings.port, args,
+                                stop_timeout_s=settings.drain_timeout_s + 10.0).run())
     elif settings.edge_id:
         settings = settings.model_copy(update={"edge_id": f"{settings.edge_id[:58]}-w{worker.index}"})
     app = create_app(settings, worker=worker)

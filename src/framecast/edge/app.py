@@ -30,7 +30,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
-from framecast.edge.fanout import FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
+from framecast.edge.fanout import CLOSE_WAIT_S, FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
 from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.proxies import ForwardedFor, TrustedProxies
@@ -184,8 +184,11 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
                     else runtime.metrics_server
                 with contextlib.suppress(Exception):
                     server.shutdown()
-            await runtime.client.aclose()
-            await runtime.reader_client.aclose()
+            for client in (runtime.client, runtime.reader_client):
+                try:  # bounded: a Redis that went away mid-close must not hold the process
+                    await asyncio.wait_for(client.aclose(), CLOSE_WAIT_S)
+                except _READY_ERRORS as exc:  # TimeoutError or a Redis error
+                    log.warning("closing a Redis client at shutdown: %s", type(exc).__name__)
 
     app = FastAPI(title="framecast edge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime

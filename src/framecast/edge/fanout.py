@@ -47,6 +47,7 @@ from framecast.video.reader import VideoEntry, read_video_frames
 from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
+CLOSE_WAIT_S = 2.0  # how long close() waits for the cancelled readers
 _MAX_CACHED_STREAMS = 1024
 RECENTLY_SERVED_S = 60.0  # a stream watched here this recently is not "unknown" while its meta is missing
 
@@ -212,9 +213,12 @@ class FanoutHub:
             tasks.append(self._housekeeping)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if tasks:
+            # bounded: on Python 3.11 redis-py's wait_for can swallow a cancellation, and a stop must never hang
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+            if stuck:
+                log.warning("%d bus reader task(s) did not stop within %.0fs of their cancellation: left behind",
+                            len(stuck), CLOSE_WAIT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.keyframes.drain(), 1.0)
         self.readers.clear()

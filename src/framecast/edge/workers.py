@@ -155,8 +155,9 @@ def all_workers_exposition(info: WorkerInfo, registry: CollectorRegistry) -> byt
 class Supervisor:
     """Starts `count` workers of this same command line, restarts the ones that die, forwards SIGTERM/SIGINT."""
 
-    def __init__(self, count: int, host: str, port: int, argv: list[str]) -> None:
-        self.count, self.argv = count, argv
+    def __init__(self, count: int, host: str, port: int, argv: list[str], *, stop_timeout_s: float = 30.0) -> None:
+        self.count, self.argv, self.stop_timeout_s = count, argv, stop_timeout_s
+        self.stop_deadline: float | None = None  # after a stop signal: workers still running then are killed
         self.folder = _snapshot_folder()
         # port 0: reserve one port for all workers (bound, never listening: the kernel gives it no connections)
         self.reserve = reuseport_socket(host, port)
@@ -174,10 +175,21 @@ class Supervisor:
     def _signal(self, sig: int, frame: FrameType | None) -> None:
         self.stopping = True
         self.signals += 1
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.stop_timeout_s
         for p in self.procs.values():
             if p.poll() is None:
                 with contextlib.suppress(OSError):
                     p.send_signal(signal.SIGTERM if self.signals == 1 else signal.SIGINT)
+
+    def _kill_stragglers(self) -> None:
+        """A worker past its drain timeout and grace has hung in its shutdown: SIGKILL it (and say so)."""
+        for i, p in self.procs.items():
+            if p.poll() is None:
+                log.error("edge worker %d still running %.0fs after the stop signal: killing it", i,
+                          self.stop_timeout_s)
+                with contextlib.suppress(OSError):
+                    p.kill()
 
     def run(self) -> int:
         log.info("edge: %d workers on port %d", self.count, self.port)
@@ -205,6 +217,8 @@ class Supervisor:
                             alive = True
                 if not alive:
                     break
+                if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+                    self._kill_stragglers()
                 time.sleep(0.1)
             codes = [p.returncode for p in self.procs.values()]
             return max((c for c in codes if c is not None and c > 0), default=0)

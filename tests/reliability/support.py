@@ -304,13 +304,17 @@ async def wait_stream(url: str, within: float = 60.0, hello: ClientHello | None 
 # --- raw sockets for misbehaving viewers ----------------------------------------------------------
 
 
-def raw_ws_handshake(port: int, stream: str = "demo", *, rcvbuf: int | None = None) -> socket.socket:
-    """A WebSocket connection done by hand (so the test controls every byte read afterwards)."""
+def raw_ws_handshake(port: int, stream: str = "demo", *, rcvbuf: int | None = None,
+                     source: str | None = None) -> socket.socket:
+    """A WebSocket connection done by hand (so the test controls every byte read afterwards); `source`: the
+    loopback address it connects from."""
     import base64
 
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
     sock.settimeout(scaled(10))
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from tests.conftest import scaled
 from tests.reliability.conftest import Stack
-from tests.reliability.support import Viewer, eventually, stop_viewers
+from tests.reliability.support import Viewer, eventually, raw_ws_handshake, stop_viewers
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "security.json"
@@ -156,16 +156,7 @@ def read_head(sock: socket.socket) -> bytes:
 
 
 def ws_handshake(port: int, source: str, stream: str = "demo", rcvbuf: int | None = None) -> socket.socket:
-    sock = raw_connect(port, source, rcvbuf=rcvbuf)
-    sock.sendall(upgrade_request(port, stream))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    return raw_ws_handshake(port, stream, rcvbuf=rcvbuf, source=source)
 
 
 def client_frame(opcode: int, payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:

@@ -119,6 +119,12 @@ def test_launcher_starts_everything_and_leaves_no_orphans(tmp_path: Path, sig: s
         assert "framecast.inference" in names and "framecast.edge" in names and "valkey-server" in names
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
             assert resp.status == 200
+        # The launcher's promise: once the stream is live it prints where to look. The edge can answer before the
+        # launcher's own poll has seen it, so wait for the line rather than signal into the middle of start-up.
+        deadline = time.monotonic() + scaled(60)
+        while f"http://127.0.0.1:{port}/?stream=" not in (tmp_path / "launcher.log").read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, "launcher never printed the viewer URL"
+            time.sleep(0.2)
         proc.send_signal(sig)
         assert proc.wait(scaled(20)) == 0
         _gone, alive = psutil.wait_procs(tree, timeout=scaled(5))

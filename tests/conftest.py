@@ -10,7 +10,6 @@ import pytest
 
 from framecast.embedded import EmbeddedRedis, find_server_binary
 
-TIMEOUT_FACTOR = float(os.environ.get("FRAMECAST_TEST_TIMEOUT_FACTOR", "1"))
 # In CI every skip is a failure except those of tests marked `gpu` (a CI machine may have no CUDA):
 # a test that skips because a tool is missing has not shown that the part works.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -48,11 +47,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section(title, sep="=", red=IN_CI and bool(banned), bold=True)
     for node, reason, allowed in _SKIPS:
         terminalreporter.write_line(f"{'allowed (gpu)' if allowed else 'SKIPPED'}  {node}: {reason}")
-
-
-def scaled(seconds: float) -> float:
-    """A test time-out stretched for slow machines."""
-    return seconds * TIMEOUT_FACTOR
 
 
 def _server_binaries() -> list[pytest.param]:  # type: ignore[valid-type]

@@ -28,13 +28,15 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-from tools.native_stack import ALERTS_YML, PrometheusAPI, free_port, http_get, scaled, wait_until
+from tools.native_stack import ALERTS_YML, PrometheusAPI, http_get
 from tools.render_dashboard import QueryResult, evaluate, plot, summary
 from tools.viewers import ViewerPool
 
+from framecast.embedded import free_port
 from tests.deploy.conftest import ROOT
 from tests.deploy.test_compose import README_COMMANDS, readme_compose_commands
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.support.timing import scaled, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PROJECT = "framecast"  # the copy's folder name, so Compose's project name

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-from tools.native_stack import ALERTS_YML, NativeStack, http_get, scaled, wait_until
+from tools.native_stack import ALERTS_YML, NativeStack, http_get
 from tools.render_dashboard import QueryResult, evaluate, plot, variable_values, write_results
 from tools.viewers import ViewerPool
 
 from tests.deploy.conftest import ROOT
+from tests.support.timing import scaled, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TRAFFIC_S = 15.0

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tools.native_stack import http_get, redis_exporter_binary, start_redis_exporter, wait_until
+from tools.native_stack import http_get, redis_exporter_binary, start_redis_exporter
 
 from framecast.embedded import EmbeddedRedis
+from tests.support.timing import wait_until
 
 
 def _samples(port: int) -> dict[str, float]:

@@ -15,8 +15,10 @@ import time
 from collections import Counter
 
 import pytest
-from tools.native_stack import NativeStack, http_get, scaled, wait_until
+from tools.native_stack import NativeStack, http_get
 from tools.viewers import ViewerPool, ViewerState
+
+from tests.support.timing import scaled, wait_until
 
 VIEWERS = 12
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from framecast.edge.auth import make_token
-from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, Stack
-from tests.procs import edge_service, service_port, wait_http
+from tests.support.procs import edge_service, service_port, wait_http
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.browser
 SECRET = "page-secret-0123456789abcdef012345"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from framecast.protocol import decode_frame
-from tests.conftest import scaled
 from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack, metric_value
-from tests.procs import REPO
+from tests.support.procs import REPO
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "tests" / "artifacts"

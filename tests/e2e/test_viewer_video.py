@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import scaled
 from tests.integration.client.stack import Stack
+from tests.support.timing import scaled
 from tests.unit.client.conftest import edge_in_thread
 from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, Plan, video_tiers
 

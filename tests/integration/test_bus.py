@@ -12,7 +12,7 @@ from framecast import constants as C
 from framecast.bus import Backoff, BusPublisher, Keys, StreamInfo, async_client, now_us, read_frames, sync_client
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, decode_frame, encode_frame
-from tests.conftest import scaled
+from tests.support.timing import scaled
 
 KEYS = Keys()
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from framecast.embedded import free_port
-from tests.conftest import scaled
-from tests.procs import REPO
+from tests.support.procs import REPO
+from tests.support.timing import scaled
 
 LIGHT = {"FRAMECAST_WIDTH": "320", "FRAMECAST_HEIGHT": "180", "FRAMECAST_FPS": "15",
          "FRAMECAST_TIERS": "high=320x180@80,low=160x90@60", "FRAMECAST_TORCH_THREADS": "1",

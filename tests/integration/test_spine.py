@@ -23,8 +23,8 @@ import websockets
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis, free_port
 from framecast.protocol import Ack, decode_frame, encode_control, parse_server_message
-from tests.conftest import scaled
-from tests.procs import REPO, edge_service, inference_service, running, service_port, wait_http
+from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http
+from tests.support.timing import scaled
 
 N_FRAMES = 30
 

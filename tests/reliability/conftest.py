@@ -14,8 +14,8 @@ import pytest
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import ClientHello
-from tests.procs import Service, edge_service, inference_service, service_port, wait_http
 from tests.reliability.support import STREAM_ARGS, ProcStats, http_text, proc_stats, wait_stream, write_results
+from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http
 
 
 @dataclass

@@ -19,8 +19,8 @@ import redis
 from redis.crc import key_slot
 
 from framecast.embedded import EmbeddedRedis, free_port
-from tests.conftest import scaled
 from tests.deploy.conftest import require_binary
+from tests.support.timing import scaled
 
 # a node is marked failing after this long unanswered; its replica then takes over (~2 s on loopback)
 NODE_TIMEOUT_MS = 1000

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from framecast.protocol import Ack, ClientHello, decode_header, encode_control
 from framecast.provenance import provenance
-from tests.conftest import scaled
+from tests.support.timing import scaled, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "reliability.json"
@@ -76,17 +76,6 @@ def write_results(node: str, passed: bool) -> list[Path]:
 
 
 # --- waiting ---------------------------------------------------------------------------------------
-
-
-async def eventually(check: Callable[[], bool], within: float, what: str, interval: float = 0.05) -> float:
-    """Poll `check` until true; returns the seconds it took. Fails naming `what` after the (scaled) timeout."""
-    start = time.monotonic()
-    deadline = start + scaled(within)
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(within):.1f}s waiting for {what}")
-        await asyncio.sleep(interval)
-    return time.monotonic() - start
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:
@@ -290,8 +279,8 @@ async def wait_stream(url: str, within: float = 60.0, hello: ClientHello | None 
         v = Viewer(url, hello=hello or ClientHello())
         v.start()
         try:
-            await eventually(lambda: bool(v.frames) or v.closed, 15, "first frame or close")  # noqa: B023
-        except AssertionError:
+            await wait_until_async("first frame or close", lambda: bool(v.frames) or v.closed, 15)  # noqa: B023
+        except TimeoutError:
             last = "no frame within 15 s"
         await v.stop()
         if v.frames:
@@ -302,32 +291,6 @@ async def wait_stream(url: str, within: float = 60.0, hello: ClientHello | None 
 
 
 # --- raw sockets for misbehaving viewers ----------------------------------------------------------
-
-
-def raw_ws_handshake(port: int, stream: str = "demo", *, rcvbuf: int | None = None,
-                     source: str | None = None) -> socket.socket:
-    """A WebSocket connection done by hand (so the test controls every byte read afterwards); `source`: the
-    loopback address it connects from."""
-    import base64
-
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    if source is not None:
-        sock.bind((source, 0))
-    sock.settimeout(scaled(10))
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws/{stream} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"edge closed during the handshake: {head!r}")
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def reset(sock: socket.socket) -> None:
@@ -405,36 +368,3 @@ async def gather_bounded(coros: list[Callable[[], Awaitable[None]]], concurrency
             await fn()
 
     await asyncio.gather(*(one(c) for c in coros))
-
-
-def read_close_code(sock: socket.socket, within: float = 10.0) -> int | None:
-    """Read server frames until its close frame; its code (None: the connection ended without one)."""
-    buf = b""
-    deadline = time.monotonic() + scaled(within)
-    sock.settimeout(1.0)
-    while time.monotonic() < deadline:
-        while len(buf) >= 2:
-            opcode, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off:off + n], buf[off + n:]
-            if opcode == 0x8:
-                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
-        try:
-            chunk = sock.recv(1 << 16)
-        except TimeoutError:
-            continue
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-    return None

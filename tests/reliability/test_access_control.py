@@ -24,13 +24,13 @@ from framecast.protocol import ClientHello
 from tests.reliability.conftest import Stack, stack_running
 from tests.reliability.support import (
     Viewer,
-    eventually,
     http_status,
     http_text,
     metric,
     record,
     stop_viewers,
 )
+from tests.support.timing import wait_until_async
 
 SECRET = "reliability-test-secret-0123456789abcdef"
 GOOD_ORIGIN = "http://viewer.example"
@@ -58,7 +58,7 @@ def _metrics() -> str:
 
 async def _one(viewer: Viewer, frames: int = 3) -> Viewer:
     viewer.start()
-    await eventually(lambda: len(viewer.frames) >= frames or viewer.closed, 20, "frames or a close")
+    await wait_until_async("frames or a close", lambda: len(viewer.frames) >= frames or viewer.closed, 20)
     return await viewer.stop()
 
 
@@ -129,10 +129,10 @@ async def test_origin_allow_list(stack: Stack) -> None:
 
 
 async def test_per_ip_limit(stack: Stack) -> None:
-    await eventually(lambda: metric(_metrics(), "framecast_edge_connected_viewers") == 0, 10, "no viewers left")
+    await wait_until_async("no viewers left", lambda: metric(_metrics(), "framecast_edge_connected_viewers") == 0, 10)
     hello = ClientHello(token=token())
     first = [Viewer(stack.ws(), hello=hello).start() for _ in range(PER_IP)]
-    await eventually(lambda: all(v.frames for v in first), 20, "the first viewers of 127.0.0.1 served")
+    await wait_until_async("the first viewers of 127.0.0.1 served", lambda: all(v.frames for v in first), 20)
     extra = await _one(Viewer(stack.ws(), hello=hello))
     other_ip = await _one(Viewer(stack.ws(), hello=hello, local_host="127.0.0.2"))
     await stop_viewers(first)
@@ -154,13 +154,13 @@ def test_metrics_only_on_the_internal_port(stack: Stack) -> None:
 
 async def test_rejections_do_not_disturb_an_authorised_viewer(stack: Stack) -> None:
     watcher = Viewer(stack.ws(), hello=ClientHello(token=token())).start()
-    await eventually(lambda: len(watcher.frames) >= 2, 20, "frames to the authorised viewer")
+    await wait_until_async("frames to the authorised viewer", lambda: len(watcher.frames) >= 2, 20)
     # each from its own loopback address: the per-address limit is not what this test is about
     bad = [Viewer(stack.ws(), hello=ClientHello(token=t), local_host=f"127.0.1.{i * 5 + j + 1}")
            for i, t in enumerate(BAD_TOKENS.values()) for j in range(5)]
     await asyncio.gather(*(_one(v) for v in bad))
     n = len(watcher.frames)
-    await eventually(lambda: len(watcher.frames) >= n + 3, 10, "frames after the rejections")
+    await wait_until_async("frames after the rejections", lambda: len(watcher.frames) >= n + 3, 10)
     await watcher.stop()
     assert all(v.close_code == C.CLOSE_AUTH_FAILED and not v.frames for v in bad), \
         {(v.close_code, v.error) for v in bad}

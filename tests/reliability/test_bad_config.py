@@ -28,8 +28,8 @@ from framecast import constants as C
 from framecast.edge.settings import EdgeSettings
 from framecast.inference.settings import InferenceSettings
 from framecast.settings import env_name, flag_name
-from tests.conftest import scaled
-from tests.procs import REPO
+from tests.support.procs import REPO
+from tests.support.timing import scaled
 
 # one bad value for each field checked by a custom validator
 VALIDATED_BAD: dict[str, list[str]] = {

@@ -15,18 +15,17 @@ import pytest
 import redis
 
 from framecast.bus import Keys
-from tests.conftest import scaled
 from tests.reliability.conftest import StackFactory
 from tests.reliability.support import (
     STREAM_FPS,
     Viewer,
-    eventually,
     http_status,
     record,
     run_viewers,
     stop_viewers,
     wait_stream,
 )
+from tests.support.timing import scaled, wait_until_async
 
 KEYS = Keys()
 TIERS = ("high", "low")
@@ -65,25 +64,26 @@ async def test_redis_sigkill_and_restart_mid_stream(make_stack: StackFactory, ou
     await wait_stream(stack.ws())
     viewers = [Viewer(stack.ws()) for _ in range(4)]
     await run_viewers(viewers)
-    await eventually(lambda: all(len(v.frames) >= 10 for v in viewers), 30, "frames to every viewer")
+    await wait_until_async("frames to every viewer", lambda: all(len(v.frames) >= 10 for v in viewers), 30)
     assert stack.inference is not None and stack.edge is not None
 
     with HttpPoller(stack.base) as poller:
-        await eventually(lambda: len(poller.samples) >= 3, 10, "health samples")
+        await wait_until_async("health samples", lambda: len(poller.samples) >= 3, 10)
         t_kill = time.monotonic()
         stack.redis.kill()
-        await eventually(lambda: poller.first(t_kill, 503) is not None, 10, "/readyz 503 after the kill")
+        await wait_until_async("/readyz 503 after the kill", lambda: poller.first(t_kill, 503) is not None, 10)
         t_unready = poller.first(t_kill, 503)
         await asyncio.sleep(outage_s)  # keep Redis down a while: the outage itself is the fault under test
         await asyncio.to_thread(stack.redis.start)
         t_back = time.monotonic()
         wall_back_us = time.time_ns() // 1000
         frames_at_back = [len(v.frames) for v in viewers]
-        await eventually(lambda: all(any(f.capture_us >= wall_back_us for f in v.frames_after(t_back))
-                                     for v in viewers), 15, "frames captured after Redis returned")
+        await wait_until_async("frames captured after Redis returned",
+                               lambda: all(any(f.capture_us >= wall_back_us for f in v.frames_after(t_back))
+                                     for v in viewers), 15)
         resume_s = max(min(f.recv_mono for f in v.frames_after(t_back) if f.capture_us >= wall_back_us) - t_back
                        for v in viewers)
-        await eventually(lambda: poller.first(t_back, 200) is not None, 10, "/readyz 200 again")
+        await wait_until_async("/readyz 200 again", lambda: poller.first(t_back, 200) is not None, 10)
         t_ready = poller.first(t_back, 200)
         # one more second of frames after the resume, to look for a backlog burst
         await asyncio.sleep(1.5)  # measurement window
@@ -122,19 +122,19 @@ async def test_inference_restart_stalls_then_resumes_on_the_same_connection(make
     await wait_stream(stack.ws())
     viewers = [Viewer(stack.ws()) for _ in range(3)]
     await run_viewers(viewers)
-    await eventually(lambda: all(len(v.frames) >= 5 for v in viewers), 30, "frames to every viewer")
+    await wait_until_async("frames to every viewer", lambda: all(len(v.frames) >= 5 for v in viewers), 30)
     assert stack.inference is not None
     t_stop = time.monotonic()
     await asyncio.to_thread(stack.inference.stop)
-    await eventually(lambda: all("stalled" in v.statuses() for v in viewers), 15, "status stalled")
+    await wait_until_async("status stalled", lambda: all("stalled" in v.statuses() for v in viewers), 15)
     stalled_s = time.monotonic() - t_stop
     last_ids = [v.frames[-1].frame_id for v in viewers]
     t_restart = time.monotonic()
     await asyncio.to_thread(stack.restart_inference)
-    await eventually(lambda: all(v.frames_after(t_restart) for v in viewers), 60,
-                     "frames from the restarted inference")
+    await wait_until_async("frames from the restarted inference",
+                           lambda: all(v.frames_after(t_restart) for v in viewers), 60)
     resume_s = max(v.frames_after(t_restart)[0].recv_mono for v in viewers) - t_restart
-    await eventually(lambda: all(v.statuses()[-1] == "live" for v in viewers), 10, "status live again")
+    await wait_until_async("status live again", lambda: all(v.statuses()[-1] == "live" for v in viewers), 10)
     for v, last in zip(viewers, last_ids, strict=True):
         assert v.connects == 1 and not v.closed, (v.close_code, v.error)
         assert v.frames_after(t_restart)[0].frame_id > last, "frame ids keep growing across the restart"
@@ -158,7 +158,7 @@ async def test_redis_memory_bounded_whatever_viewers_do(make_stack: StackFactory
             return sum(int(r.xinfo_stream(k)["entries-added"]) for k in frames if r.exists(k))
 
         # fill well past MAXLEN with no viewer at all
-        await eventually(lambda: published() >= 2 * len(TIERS) * (maxlen + 20), 60, "streams filled past MAXLEN")
+        await wait_until_async("streams filled past MAXLEN", lambda: published() >= 2 * len(TIERS) * (maxlen + 20), 60)
 
         samples: list[tuple[float, int, int, int]] = []  # t, used_memory, total stream bytes, max xlen
 
@@ -207,7 +207,7 @@ async def test_redis_full_refuses_writes_then_recovers(make_stack: StackFactory)
     viewer = Viewer(stack.ws()).start()
     r = redis.Redis.from_url(stack.redis.url)
     try:
-        await eventually(lambda: "stalled" in viewer.statuses(), 60, "Redis full: the stream stalls for viewers")
+        await wait_until_async("Redis full: the stream stalls for viewers", lambda: "stalled" in viewer.statuses(), 60)
         info = r.info("memory")
         assert int(info["used_memory"]) <= int(info["maxmemory"]) * 1.1
         with pytest.raises(redis.exceptions.OutOfMemoryError):
@@ -217,8 +217,9 @@ async def test_redis_full_refuses_writes_then_recovers(make_stack: StackFactory)
         frames_when_full = len(viewer.frames)
         r.config_set("maxmemory", "64mb")
         t_raise = time.monotonic()
-        await eventually(lambda: len(viewer.frames) >= frames_when_full + 10, 30, "frames after memory was raised")
-        await eventually(lambda: viewer.statuses()[-1] == "live", 10, "status live again")
+        await wait_until_async("frames after memory was raised",
+                               lambda: len(viewer.frames) >= frames_when_full + 10, 30)
+        await wait_until_async("status live again", lambda: viewer.statuses()[-1] == "live", 10)
         resume_s = viewer.frames[frames_when_full].recv_mono - t_raise
         assert viewer.connects == 1 and not viewer.closed
         record("redis_full_noeviction", maxmemory_mib=3, resume_after_raise_s=round(resume_s, 2),

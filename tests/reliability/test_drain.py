@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from framecast import constants as C
-from tests.conftest import scaled
-from tests.procs import edge_service, service_port, wait_http
 from tests.reliability.conftest import StackFactory
-from tests.reliability.support import Viewer, eventually, http_status, record, run_viewers, stop_viewers, wait_stream
+from tests.reliability.support import Viewer, http_status, record, run_viewers, stop_viewers, wait_stream
+from tests.support.procs import edge_service, service_port, wait_http
+from tests.support.timing import scaled, wait_until_async
 
 VIEWERS = 50
 DRAIN_DELAY_S = 1.0
@@ -51,15 +51,15 @@ async def test_sigterm_with_50_viewers(make_stack: StackFactory) -> None:
     await wait_stream(stack.ws())
     viewers = [Viewer(stack.ws()) for _ in range(VIEWERS)]
     await run_viewers(viewers, spacing=0.01)
-    await eventually(lambda: all(v.frames for v in viewers), 60, "a frame to each of 50 viewers")
+    await wait_until_async("a frame to each of 50 viewers", lambda: all(v.frames for v in viewers), 60)
     poller = ReadyPoller(stack.base + "/readyz")
     poller.start()
-    await eventually(lambda: len(poller.samples) >= 2, 10, "readiness samples")
+    await wait_until_async("readiness samples", lambda: len(poller.samples) >= 2, 10)
     assert stack.edge is not None and stack.edge.proc is not None
     t_term = time.monotonic()
     stack.edge.signal(signal.SIGTERM)
     try:
-        await eventually(lambda: all(v.closed for v in viewers), DRAIN_TIMEOUT_S + 5, "every viewer closed")
+        await wait_until_async("every viewer closed", lambda: all(v.closed for v in viewers), DRAIN_TIMEOUT_S + 5)
         exit_code = await asyncio.to_thread(stack.edge.proc.wait, scaled(DRAIN_TIMEOUT_S + 5))
         t_exit = time.monotonic()
     finally:

@@ -25,17 +25,10 @@ from websockets.exceptions import ConnectionClosed
 
 from framecast import constants as C
 from framecast.protocol import Ack, encode_control
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import (
-    Viewer,
-    eventually,
-    metric,
-    raw_ws_handshake,
-    read_close_code,
-    record,
-    reset,
-)
+from tests.reliability.support import Viewer, metric, record, reset
+from tests.support.rawws import read_close_code, ws_handshake
+from tests.support.timing import scaled, wait_until_async
 
 CHURN_CYCLES = int(os.environ.get("FRAMECAST_CHURN_CYCLES", "2000"))
 CHURN_SECONDS = 60.0
@@ -89,7 +82,7 @@ def _frame(opcode: int, payload: bytes, *, mask: bool = True, rsv: int = 0) -> b
 
 def _raw_close_code(port: int, data: bytes) -> int | None:
     """Send raw bytes after a handshake; read server frames until its close frame; return its code."""
-    sock = raw_ws_handshake(port)
+    sock = ws_handshake(port)
     try:
         sock.sendall(data)
         return read_close_code(sock)
@@ -124,10 +117,10 @@ RAW_FRAMES: list[tuple[str, bytes, int]] = [
 async def _with_bystander(stack: Stack, action: Awaitable[T]) -> tuple[T, Viewer]:
     """Run `action` (a coroutine) while a well-behaved viewer watches; return its result and the viewer."""
     bystander = Viewer(stack.ws()).start()
-    await eventually(lambda: len(bystander.frames) >= 2, 20, "frames to the bystander")
+    await wait_until_async("frames to the bystander", lambda: len(bystander.frames) >= 2, 20)
     result = await action
     n = len(bystander.frames)
-    await eventually(lambda: len(bystander.frames) >= n + 3, 10, "bystander frames after the hostile input")
+    await wait_until_async("bystander frames after the hostile input", lambda: len(bystander.frames) >= n + 3, 10)
     await bystander.stop()
     return result, bystander
 
@@ -179,7 +172,7 @@ async def _cycle(stack: Stack, kind: int) -> str:
             writer.close()
             return "half-request"
         # kind 3: handshake done, closed without reading anything (FIN)
-        sock = await asyncio.to_thread(raw_ws_handshake, stack.port)
+        sock = await asyncio.to_thread(ws_handshake, stack.port)
         if random.random() < 0.5:
             reset(sock)
         else:
@@ -216,23 +209,24 @@ def _edge_counts(stack: Stack) -> tuple[float, float]:
 
 async def test_connect_disconnect_storm_leaks_nothing(stack: Stack, tmp_path: Path) -> None:
     bystander = Viewer(stack.ws()).start()
-    await eventually(lambda: len(bystander.frames) >= 2, 20, "frames to the bystander")
+    await wait_until_async("frames to the bystander", lambda: len(bystander.frames) >= 2, 20)
     await _storm(stack, 100, 20)  # warm-up: allocator pools, lazily created objects
-    await eventually(lambda: _edge_counts(stack)[0] == 1, 15, "warm-up viewers gone", interval=0.2)
+    await wait_until_async("warm-up viewers gone", lambda: _edge_counts(stack)[0] == 1, 15, interval=0.2)
     before, counts_before, redis_before = stack.edge_stats(), _edge_counts(stack), _redis_conns(stack)
     t0 = time.monotonic()
     n0 = len(bystander.frames)
     results = await _storm(stack, CHURN_CYCLES, CHURN_SECONDS)
     storm_s = time.monotonic() - t0
     storm_fps = (len(bystander.frames) - n0) / storm_s
-    await eventually(lambda: _edge_counts(stack) == counts_before, 15, "viewer and reader gauges back to before",
-                     interval=0.2)
+    await wait_until_async("viewer and reader gauges back to before",
+                           lambda: _edge_counts(stack) == counts_before, 15, interval=0.2)
     # fds of aborted connections are released as soon as the edge sees the reset: poll, do not sleep
     # fds of aborted connections are released as soon as the edge sees the reset: poll, do not sleep.
     # Redis connections are counted apart: redis-py's pool keeps one per concurrent command it ever needed
     # (bounded by the peak of concurrent handshakes, not by the number of cycles)
-    await eventually(lambda: stack.edge_stats().fds - _redis_conns(stack) <= before.fds - redis_before + 2, 10,
-                     "viewer fds back to before", interval=0.2)
+    await wait_until_async("viewer fds back to before",
+                           lambda: stack.edge_stats().fds - _redis_conns(stack) <= before.fds - redis_before + 2, 10,
+                           interval=0.2)
     redis_after = _redis_conns(stack)
     after = stack.edge_stats()
     final_metrics = stack.metrics()

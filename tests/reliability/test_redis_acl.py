@@ -26,7 +26,8 @@ from redis.retry import Retry
 from framecast.bus import Keys
 from framecast.embedded import EmbeddedRedis, find_server_binary
 from tests.reliability.conftest import Stack
-from tests.reliability.support import REPO, Viewer, eventually, http_status, record, stop_viewers, wait_stream
+from tests.reliability.support import REPO, Viewer, http_status, record, stop_viewers, wait_stream
+from tests.support.timing import wait_until_async
 
 ACL_FILE = REPO / "deploy" / "redis" / "users.acl"
 # the development passwords the README names (the file holds their SHA-256)
@@ -172,8 +173,8 @@ async def test_real_services_run_with_their_acl_users(acl_server: ACLRedis, tmp_
         assert http_status(stack.base + "/readyz") == 200
         viewer = Viewer(stack.ws()).start()
         t0 = time.monotonic()
-        await eventually(lambda: sum(1 for f in viewer.frames if f.tier == 0) >= 15, 30,
-                         "frames of the demanded top tier (published only on an edge's demand)")
+        await wait_until_async("frames of the demanded top tier (published only on an edge's demand)",
+                               lambda: sum(1 for f in viewer.frames if f.tier == 0) >= 15, 30)
         elapsed = time.monotonic() - t0
         await stop_viewers([viewer])
         assert stack.inference is not None and stack.inference.alive() and stack.edge is not None

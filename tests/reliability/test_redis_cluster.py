@@ -21,11 +21,11 @@ import pytest
 
 from framecast.bus import Keys, async_client
 from framecast.edge.settings import EdgeSettings
-from tests.conftest import scaled
-from tests.procs import Service, edge_service, inference_service, service_port, wait_http
 from tests.reliability.redis_topologies import RedisClusterNodes
-from tests.reliability.support import STREAM_ARGS, Viewer, eventually, http_text, metric, record, wait_stream
+from tests.reliability.support import STREAM_ARGS, Viewer, http_text, metric, record, wait_stream
 from tests.reliability.test_bus_faults import HttpPoller
+from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http
+from tests.support.timing import scaled, wait_until_async
 
 KEYS = Keys()
 RESUME_LIMIT_S = 5.0
@@ -92,23 +92,24 @@ async def test_cluster_master_failover_viewers_resume_on_their_connection(tmp_pa
             everyone = [v for vs in viewers.values() for v in vs]
             for v in everyone:
                 v.start()
-            await eventually(lambda: all(len(v.frames) >= 10 for v in everyone), 30, "frames to every viewer")
+            await wait_until_async("frames to every viewer", lambda: all(len(v.frames) >= 10 for v in everyone), 30)
             listed = {s["stream"] for s in json.loads(http_text(base + "/streams"))["streams"]}
             assert listed == set(streams), listed  # the index and each stream's meta, across three masters
 
             with HttpPoller(base) as poller:
-                await eventually(lambda: len(poller.samples) >= 3, 10, "readiness samples")
+                await wait_until_async("readiness samples", lambda: len(poller.samples) >= 3, 10)
                 t_kill = time.monotonic()
                 cluster.kill_master(killed)
                 # the replica is promoted by the cluster itself (no operator step)
-                await eventually(lambda: cluster.master_of_key(KEYS.frames(streams[0], "high")) != killed, 20,
-                                 "the replica of the killed master to take its slots")
+                await wait_until_async("the replica of the killed master to take its slots",
+                                       lambda: cluster.master_of_key(KEYS.frames(streams[0], "high")) != killed, 20)
                 t_promoted = time.monotonic()
                 hit = viewers[streams[0]]
                 # a viewer has resumed when it gets a frame captured after the kill
                 wall_kill_us = time.time_ns() // 1000 - int((time.monotonic() - t_kill) * 1e6)
-                await eventually(lambda: all(any(f.capture_us > wall_kill_us for f in v.frames) for v in hit),
-                                 RESUME_LIMIT_S * 3, "frames captured after the kill")
+                await wait_until_async("frames captured after the kill",
+                                       lambda: all(any(f.capture_us > wall_kill_us for f in v.frames) for v in hit),
+                                       RESUME_LIMIT_S * 3)
                 resume = [next(f.recv_mono for f in v.frames if f.capture_us > wall_kill_us) - t_kill for v in hit]
                 publish_gaps = await publish_gaps_around(cluster.url, streams[1:], wall_kill_us)
                 await asyncio.sleep(2.0)  # watch the other streams a while after the failover too

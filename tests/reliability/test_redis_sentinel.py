@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack
 from tests.reliability.redis_topologies import SentinelGroup
-from tests.reliability.support import Viewer, eventually, record, run_viewers, stop_viewers, wait_stream
+from tests.reliability.support import Viewer, record, run_viewers, stop_viewers, wait_stream
 from tests.reliability.test_bus_faults import HttpPoller
+from tests.support.timing import scaled, wait_until_async
 
 RESUME_LIMIT_S = 5.0
 
@@ -31,23 +31,24 @@ async def test_sentinel_failover_services_follow_the_new_master(tmp_path: Path) 
         await wait_stream(stack.ws())
         viewers = [Viewer(stack.ws()) for _ in range(3)]
         await run_viewers(viewers)
-        await eventually(lambda: all(len(v.frames) >= 10 for v in viewers), 30, "frames to every viewer")
+        await wait_until_async("frames to every viewer", lambda: all(len(v.frames) >= 10 for v in viewers), 30)
         old_master = group.master_port()
         assert old_master == group.master.port
 
         with HttpPoller(stack.base) as poller:
-            await eventually(lambda: len(poller.samples) >= 3, 10, "readiness samples")
+            await wait_until_async("readiness samples", lambda: len(poller.samples) >= 3, 10)
             t_kill = time.monotonic()
             wall_kill_us = time.time_ns() // 1000
             group.master.kill()
-            await eventually(lambda: poller.first(t_kill, 503) is not None, 10, "/readyz 503 while no master")
-            await eventually(lambda: group.master_port() == group.replica.port, 30,  # type: ignore[union-attr]
-                             "Sentinel to promote the replica")
+            await wait_until_async("/readyz 503 while no master", lambda: poller.first(t_kill, 503) is not None, 10)
+            await wait_until_async("Sentinel to promote the replica",
+                                   lambda: group.master_port() == group.replica.port, 30)  # type: ignore[union-attr]
             t_failover = time.monotonic()
-            await eventually(lambda: all(any(f.capture_us > wall_kill_us for f in v.frames) for v in viewers),
-                             RESUME_LIMIT_S * 3, "frames captured after the kill, through the new master")
+            await wait_until_async("frames captured after the kill, through the new master",
+                                   lambda: all(any(f.capture_us > wall_kill_us for f in v.frames) for v in viewers),
+                                   RESUME_LIMIT_S * 3)
             resume = [next(f.recv_mono for f in v.frames if f.capture_us > wall_kill_us) for v in viewers]
-            await eventually(lambda: poller.first(max(resume), 200) is not None, 10, "/readyz 200 again")
+            await wait_until_async("/readyz 200 again", lambda: poller.first(max(resume), 200) is not None, 10)
         t_unready = poller.first(t_kill, 503)
         t_ready = poller.first(t_failover, 200)
         assert t_unready is not None and t_ready is not None

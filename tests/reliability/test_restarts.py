@@ -19,10 +19,10 @@ import redis
 from framecast import constants as C
 from framecast.bus import Keys
 from framecast.embedded import EmbeddedRedis
-from tests.conftest import scaled
-from tests.procs import REPO, edge_service, inference_service, running, service_port, wait_http
 from tests.reliability.conftest import StackFactory
-from tests.reliability.support import STREAM_ARGS, Viewer, eventually, record, wait_stream
+from tests.reliability.support import STREAM_ARGS, Viewer, record, wait_stream
+from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http
+from tests.support.timing import scaled, wait_until_async
 
 CLOSE_UNKNOWN_STREAM = 4004
 
@@ -70,14 +70,14 @@ async def test_recent_stream_is_stalled_not_unknown_after_redis_restarts_empty(m
         client = redis.Redis.from_url(stack.redis.url)
         assert client.get(Keys().meta(C.DEFAULT_STREAM)) is None, "Redis came back with the stream's meta"
         client.close()
-        await eventually(lambda: _ready(stack.base), 15, "/readyz 200 after the restart")
+        await wait_until_async("/readyz 200 after the restart", lambda: _ready(stack.base), 15)
 
         # several joins, each alone: a command on a pooled connection that predates the restart fails, and
         # the edge then answers from its cache as in an outage; the later joins find Redis up and empty
         for i in range(4):
             viewer = Viewer(stack.ws()).start()
-            await eventually(lambda: "stalled" in viewer.statuses() or viewer.closed,  # noqa: B023
-                             10, "a status or a close")
+            await wait_until_async("a status or a close",
+                                   lambda: "stalled" in viewer.statuses() or viewer.closed, 10)  # noqa: B023
             assert not viewer.closed, f"join {i} refused: {viewer.close_code} {viewer.close_reason} {viewer.error}"
             assert viewer.server(), "no hello"
             if i < 3:
@@ -86,10 +86,10 @@ async def test_recent_stream_is_stalled_not_unknown_after_redis_restarts_empty(m
     finally:
         stack.inference.signal(signal.SIGCONT)
     t_cont = time.monotonic()
-    await eventually(lambda: len(viewer.frames) >= 5 or viewer.closed, 30, "frames once the source is back")
+    await wait_until_async("frames once the source is back", lambda: len(viewer.frames) >= 5 or viewer.closed, 30)
     took = time.monotonic() - t_cont
     assert not viewer.closed and viewer.connects == 1, (viewer.close_code, viewer.close_reason, viewer.error)
-    await eventually(lambda: viewer.statuses()[-1:] == ["live"], 10, "status live again")
+    await wait_until_async("status live again", lambda: viewer.statuses()[-1:] == ["live"], 10)
     await viewer.stop()
     record("recent_stream_after_empty_redis_restart", first_status="stalled", frames_after_source_back_s=round(took, 2))
 

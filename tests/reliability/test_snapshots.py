@@ -16,9 +16,9 @@ import numpy as np
 
 from framecast.bus import now_us
 from framecast.edge.auth import make_token
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, StackFactory
 from tests.reliability.support import record
+from tests.support.timing import scaled
 
 STALL_AFTER_S = 2.0  # the edge's default
 SECRET = "snapshot-test-secret"

@@ -15,11 +15,9 @@ import time
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tests.conftest import scaled
 from tests.reliability.conftest import StackFactory
 from tests.reliability.support import (
     Viewer,
-    eventually,
     metric,
     record,
     run_viewers,
@@ -27,6 +25,7 @@ from tests.reliability.support import (
     stop_viewers,
     wait_stream,
 )
+from tests.support.timing import scaled, wait_until_async
 
 SOAK_SECONDS = float(os.environ.get("FRAMECAST_SOAK_SECONDS", "60"))
 VIEWERS = int(os.environ.get("FRAMECAST_SOAK_VIEWERS", "100"))
@@ -41,7 +40,7 @@ async def test_soak_100_viewers(make_stack: StackFactory) -> None:
     await wait_stream(stack.ws())
     viewers = [Viewer(stack.ws(), keep_frames=False) for _ in range(VIEWERS)]
     await run_viewers(viewers, spacing=0.02)
-    await eventually(lambda: all(v.n_frames for v in viewers), 60, f"a frame to each of {VIEWERS} viewers")
+    await wait_until_async(f"a frame to each of {VIEWERS} viewers", lambda: all(v.n_frames for v in viewers), 60)
     await asyncio.sleep(WARMUP_S)  # warm-up before measuring: buffers and caches reach their working size
 
     text = stack.metrics()

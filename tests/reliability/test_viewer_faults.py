@@ -12,20 +12,10 @@ import time
 
 import psutil  # type: ignore[import-untyped]
 
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, StackFactory
-from tests.reliability.support import (
-    FreezeRelay,
-    Viewer,
-    eventually,
-    metric,
-    raw_ws_handshake,
-    record,
-    reset,
-    run_viewers,
-    stop_viewers,
-    wait_stream,
-)
+from tests.reliability.support import FreezeRelay, Viewer, metric, record, reset, run_viewers, stop_viewers, wait_stream
+from tests.support.rawws import ws_handshake
+from tests.support.timing import scaled, wait_until_async
 
 ACK_TIMEOUT_S = 3.0
 
@@ -72,7 +62,7 @@ async def test_faulty_viewers_are_closed_and_others_keep_their_rate(make_stack: 
     await wait_stream(stack.ws())
     healthy = [Viewer(stack.ws()) for _ in range(HEALTHY)]
     await run_viewers(healthy)
-    await eventually(lambda: all(len(v.frames) >= 10 for v in healthy), 30, "frames to healthy viewers")
+    await wait_until_async("frames to healthy viewers", lambda: all(len(v.frames) >= 10 for v in healthy), 30)
     t0 = time.monotonic()
     await asyncio.sleep(3.0)  # baseline measurement window
     t1 = time.monotonic()
@@ -82,26 +72,27 @@ async def test_faulty_viewers_are_closed_and_others_keep_their_rate(make_stack: 
     timeouts_before = metric(text, "framecast_edge_closes_total", code="4008")
 
     # --- the faults ------------------------------------------------------------------------
-    never_reads = await asyncio.to_thread(raw_ws_handshake, stack.port, rcvbuf=4096)
+    never_reads = await asyncio.to_thread(ws_handshake, stack.port, rcvbuf=4096)
     relay = await FreezeRelay(stack.port).start()
     frozen = Viewer(f"ws://127.0.0.1:{relay.port}/ws/demo").start()
-    await eventually(lambda: len(frozen.frames) >= 3, 20, "frames through the relay")
+    await wait_until_async("frames through the relay", lambda: len(frozen.frames) >= 3, 20)
     relay.freeze()
     t_fault = time.monotonic()
     resets = 0
     for _ in range(5):
-        sock = await asyncio.to_thread(raw_ws_handshake, stack.port)
+        sock = await asyncio.to_thread(ws_handshake, stack.port)
         await asyncio.to_thread(_read_into_a_frame, sock, 3000)
         reset(sock)
         resets += 1
-    await eventually(lambda: metric(stack.metrics(), "framecast_edge_closes_total", code="4008")
-                     >= timeouts_before + 2, ACK_TIMEOUT_S + 15, "4008 for the never-reading and frozen viewers",
-                     interval=0.2)
+    await wait_until_async("4008 for the never-reading and frozen viewers",
+                           lambda: metric(stack.metrics(), "framecast_edge_closes_total", code="4008")
+                     >= timeouts_before + 2, ACK_TIMEOUT_S + 15, interval=0.2)
     t_detect = time.monotonic() - t_fault
-    await eventually(lambda: not set(relay.upstream_ports) & _edge_peer_ports(stack.edge_pid), 10,
-                     "the edge dropped the frozen connection")
-    await eventually(lambda: metric(stack.metrics(), "framecast_edge_connected_viewers") == HEALTHY, 10,
-                     "only the healthy viewers left on the edge", interval=0.2)
+    await wait_until_async("the edge dropped the frozen connection",
+                           lambda: not set(relay.upstream_ports) & _edge_peer_ports(stack.edge_pid), 10)
+    await wait_until_async("only the healthy viewers left on the edge",
+                           lambda: metric(stack.metrics(), "framecast_edge_connected_viewers") == HEALTHY, 10,
+                           interval=0.2)
     t2 = time.monotonic()
     during = [v.fps(t_fault, t2) for v in healthy]
     # only now read the stuck socket (reading earlier would unstick it): the edge has ended it
@@ -110,8 +101,8 @@ async def test_faulty_viewers_are_closed_and_others_keep_their_rate(make_stack: 
     await relay.close()
     await frozen.stop()
     # viewer sockets must all be released; Redis connections (a pool capped at 16) are counted apart
-    await eventually(lambda: stack.edge_stats().fds - _redis_conns(stack) <= before.fds - redis_before + 2, 10,
-                     "the edge to release the faulty viewers' sockets")
+    await wait_until_async("the edge to release the faulty viewers' sockets",
+                           lambda: stack.edge_stats().fds - _redis_conns(stack) <= before.fds - redis_before + 2, 10)
     after = stack.edge_stats()
 
     print(f"healthy fps baseline {base}, during faults {during}")

@@ -12,19 +12,16 @@ to tests/artifacts/security.json (docs/security.md quotes them).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack
-from tests.reliability.support import Viewer, eventually, raw_ws_handshake, stop_viewers
+from tests.reliability.support import Viewer, stop_viewers
+from tests.support.timing import wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "security.json"
@@ -70,7 +67,7 @@ async def watch_attack(stack: Stack, name: str, attack: Callable[[], Awaitable[T
     """Run `attack()` while honest viewers watch; assert they did not notice; return its result and figures."""
     viewers = [Viewer(viewer_url or stack.ws(), **(viewer_kwargs or {})).start() for _ in range(HONEST)]
     try:
-        await eventually(lambda: all(len(v.frames) >= 3 for v in viewers), 30, "frames to the honest viewers")
+        await wait_until_async("frames to the honest viewers", lambda: all(len(v.frames) >= 3 for v in viewers), 30)
         t0 = time.monotonic()
         await asyncio.sleep(BASELINE_S)  # the measuring window of the baseline frame rate (not a readiness wait)
         t1 = time.monotonic()
@@ -94,8 +91,8 @@ async def watch_attack(stack: Stack, name: str, attack: Callable[[], Awaitable[T
         sampling = False
         await sampler
         # RSS comes back: within the growth bound of where it started (allocators keep some pages)
-        await eventually(lambda: stack.edge_stats().rss_bytes - rss_before < MAX_RSS_GROWTH, 15,
-                         "edge RSS back after the attack", interval=0.2)
+        await wait_until_async("edge RSS back after the attack",
+                               lambda: stack.edge_stats().rss_bytes - rss_before < MAX_RSS_GROWTH, 15, interval=0.2)
         rss_after = stack.edge_stats().rss_bytes
     finally:
         await stop_viewers(viewers)
@@ -120,48 +117,5 @@ class _suppress_gone:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is not None and issubclass(exc[0], (FileNotFoundError, ProcessLookupError))  # type: ignore[arg-type]
-
-
-# --- raw sockets ------------------------------------------------------------------------------------
-
-
-def raw_connect(port: int, source: str, timeout: float = 10.0, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.bind((source, 0))
-    sock.settimeout(scaled(timeout))
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-def upgrade_request(port: int, stream: str = "demo", extra: str = "") -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET /ws/{stream} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
-
-
-def read_head(sock: socket.socket) -> bytes:
-    """Bytes up to the end of an HTTP response head (or what came before the close)."""
-    head = b""
-    while b"\r\n\r\n" not in head:
-        try:
-            chunk = sock.recv(4096)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        head += chunk
-    return head
-
-
-def ws_handshake(port: int, source: str, stream: str = "demo", rcvbuf: int | None = None) -> socket.socket:
-    return raw_ws_handshake(port, stream, rcvbuf=rcvbuf, source=source)
-
-
-def client_frame(opcode: int, payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:
-    """One masked client frame (payload < 126 bytes)."""
-    assert len(payload) < 126
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 

@@ -15,10 +15,11 @@ import pytest
 from framecast import constants as C
 from framecast.edge.auth import make_token
 from framecast.protocol import ClientHello
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import Viewer, eventually, read_close_code
-from tests.security.support import attacker_address, watch_attack, ws_handshake
+from tests.reliability.support import Viewer
+from tests.security.support import attacker_address, watch_attack
+from tests.support.rawws import read_close_code, ws_handshake
+from tests.support.timing import scaled, wait_until_async
 
 SECRET = "security-suite-secret-0123456789abcdef"
 MAX_VIEWERS = 5  # three honest viewers, room for two more
@@ -82,7 +83,7 @@ def _tokenless(port: int, source: str) -> tuple[int | None, float]:
     """A WebSocket that never sends its hello: (its close code, seconds it was held)."""
     t0 = time.monotonic()
     try:
-        sock = ws_handshake(port, source)
+        sock = ws_handshake(port, source=source)
     except (OSError, AssertionError):
         return None, 0.0
     try:
@@ -101,7 +102,7 @@ async def test_tokenless_sockets_do_not_lock_viewers_out(stack: Stack) -> None:
         for _ in range(5):  # a valid viewer joins five times while 30 token-less sockets wait
             v = Viewer(stack.ws(), headers=bearer(token())).start()
             joins.append(v)
-            await eventually(lambda: len(v.frames) >= 2 or v.closed, 15, "a valid viewer's frames")  # noqa: B023
+            await wait_until_async("a valid viewer's frames", lambda: len(v.frames) >= 2 or v.closed, 15)  # noqa: B023
             await v.stop()
         return list(await squatters)
 

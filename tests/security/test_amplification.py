@@ -15,10 +15,10 @@ from websockets.exceptions import ConnectionClosed
 
 from framecast.bus import Keys
 from framecast.protocol import Ack, ClientHello, KeyframeNeeded, decode_header, encode_control
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import STREAM_ARGS, Viewer, eventually, http_text, metric, stop_viewers
+from tests.reliability.support import STREAM_ARGS, Viewer, http_text, metric, stop_viewers
 from tests.security.support import attacker_address, watch_attack
+from tests.support.timing import scaled, wait_until_async
 
 JPEG_LADDER = "high=320x180@80,mid=256x144@70,low=160x90@60,tiny=96x54@50"
 VIDEO_LADDER = "video=320x180@h264:300k,low=160x90@60"
@@ -55,7 +55,7 @@ async def test_tier_pins_from_one_address_are_capped(jpeg_stack: Stack) -> None:
     async def attack() -> None:
         for v in pinners:
             v.start()
-        await eventually(lambda: all(v.frames or v.closed for v in pinners), 20, "the pinners' first frames")
+        await wait_until_async("the pinners' first frames", lambda: all(v.frames or v.closed for v in pinners), 20)
         t0 = time.monotonic()
         while time.monotonic() - t0 < scaled(4):  # demand keys refresh every second: sample them for 4 s
             seen.append(await asyncio.to_thread(_demanded, stack, tiers))

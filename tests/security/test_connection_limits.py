@@ -12,16 +12,11 @@ import socket
 import threading
 import time
 
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack
-from tests.reliability.support import Viewer, eventually, metric
-from tests.security.support import (
-    attacker_address,
-    raw_connect,
-    read_head,
-    upgrade_request,
-    watch_attack,
-)
+from tests.reliability.support import Viewer, metric
+from tests.security.support import attacker_address, watch_attack
+from tests.support.rawws import raw_connect, read_head, upgrade_request
+from tests.support.timing import scaled, wait_until_async
 
 HEADER_FLOOD_MAX_BYTES = 64 * 2**20
 HEADER_FLOOD_S = 5.0
@@ -158,15 +153,15 @@ async def test_silent_and_slow_sockets_are_capped_cut_and_logged(stack: Stack) -
         facts["held_at_first"] = metric(stack.metrics(), "framecast_edge_connections")
         facts["cap"] = metric(stack.metrics(), "framecast_edge_connection_limit")
         # a new viewer gets in once the edge has cut the sockets that never finished a request head
-        await eventually(lambda: slow.open_count() == 0, 5 + 5, "every silent or slow socket closed by the edge",
-                         interval=0.25)
+        await wait_until_async("every silent or slow socket closed by the edge",
+                               lambda: slow.open_count() == 0, 5 + 5, interval=0.25)
         facts["all_cut_after_s"] = round(time.monotonic() - t0, 1)
-        await eventually(lambda: metric(stack.metrics(), "framecast_edge_connections") <= 8, 5,
-                         "the edge's connection count back to the honest viewers'", interval=0.25)
+        await wait_until_async("the edge's connection count back to the honest viewers'",
+                               lambda: metric(stack.metrics(), "framecast_edge_connections") <= 8, 5, interval=0.25)
         facts["slots_back_after_s"] = round(time.monotonic() - t0, 1)
         v = Viewer(stack.ws()).start()
         joined.append(v)
-        await eventually(lambda: len(v.frames) >= 3 or v.closed, 15, "a new viewer's frames")
+        await wait_until_async("a new viewer's frames", lambda: len(v.frames) >= 3 or v.closed, 15)
 
     try:
         await watch_attack(stack, "silent_and_slow_sockets", attack)

@@ -15,8 +15,9 @@ from tools.native_stack import Nginx
 
 from framecast import constants as C
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import Viewer, eventually, stop_viewers
+from tests.reliability.support import Viewer, stop_viewers
 from tests.security.support import attacker_address, watch_attack
+from tests.support.timing import wait_until_async
 
 PER_IP = 5
 SPOOFERS = 20
@@ -69,7 +70,8 @@ async def _spoof(stack: Stack, lb: Nginx, variant: str) -> None:
     async def attack() -> Counter[str]:
         for v in spoofers:
             v.start()
-        await eventually(lambda: all(v.frames or v.closed for v in spoofers), 30, "every spoofer admitted or refused")
+        await wait_until_async("every spoofer admitted or refused",
+                               lambda: all(v.frames or v.closed for v in spoofers), 30)
         await stop_viewers(spoofers)
         return Counter("admitted" if v.frames else f"closed {v.close_code}" for v in spoofers)
 

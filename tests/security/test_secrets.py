@@ -16,10 +16,10 @@ import pytest
 
 from framecast.edge.auth import make_token
 from framecast.protocol import ClientHello
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import Viewer, eventually, http_text, stop_viewers
+from tests.reliability.support import Viewer, http_text, stop_viewers
 from tests.security.support import watch_attack
+from tests.support.timing import scaled, wait_until_async
 
 SECRET = "security-secrets-secret-0123456789abcdef"
 PASSWORD, API_KEY = "hunter2-source-password", "SECRETKEY-0123456789"
@@ -100,7 +100,7 @@ async def test_tokens_reach_no_log_line_at_debug_level(stack: Stack) -> None:
         ]
         for v in viewers:
             v.start()
-        await eventually(lambda: all(len(v.frames) >= 2 for v in viewers), 20, "frames to every token form")
+        await wait_until_async("frames to every token form", lambda: all(len(v.frames) >= 2 for v in viewers), 20)
         await stop_viewers(viewers)
         await asyncio.to_thread(_get, stack.port, f"/snapshot/demo.jpg?token={tokens['snapshot-query']}", {})
         await asyncio.to_thread(_get, stack.port, "/metrics", {"Authorization": f"Bearer {tokens['metrics-header']}"})

@@ -11,16 +11,11 @@ import time
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
-from tests.conftest import scaled
 from tests.reliability.conftest import Stack
-from tests.reliability.support import metric, read_close_code
-from tests.security.support import (
-    attacker_address,
-    client_frame,
-    upgrade_request,
-    watch_attack,
-    ws_handshake,
-)
+from tests.reliability.support import metric
+from tests.security.support import attacker_address, watch_attack
+from tests.support.rawws import client_frame, read_close_code, upgrade_request, ws_handshake
+from tests.support.timing import scaled
 
 PING_FLOOD_BYTES = 96 * 2**20  # what one attacker may send (~750,000 pings): enough to hold >64 MiB of pongs
 PING_FLOOD_S = 8.0
@@ -28,7 +23,7 @@ PING_FLOOD_S = 8.0
 
 def _ping_flood(port: int, source: str) -> tuple[int | None, int]:
     """Pings as fast as the socket takes them, never reading (a 4 KiB receive buffer): (close code, bytes sent)."""
-    sock = ws_handshake(port, source, rcvbuf=4096)
+    sock = ws_handshake(port, source=source, rcvbuf=4096)
     blob = client_frame(0x9, b"p" * 120) * 8000  # ~1 MiB of pings per send
     sent = 0
     t0 = time.monotonic()
@@ -65,7 +60,7 @@ async def test_ping_flood_from_a_client_that_never_reads(stack: Stack) -> None:
 
 
 def _invalid_utf8(port: int, source: str) -> int | None:
-    sock = ws_handshake(port, source)
+    sock = ws_handshake(port, source=source)
     try:
         sock.sendall(client_frame(0x1, b'{"type": "\xff\xfe"}'))
         return read_close_code(sock)
@@ -120,7 +115,7 @@ def _vanish(port: int, source: str, kind: int) -> None:
 
     try:
         if kind == 0:
-            sock = ws_handshake(port, source)
+            sock = ws_handshake(port, source=source)
         elif kind == 3:
             sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10), source_address=(source, 0))
             sock.sendall(upgrade_request(port))

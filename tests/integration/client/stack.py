@@ -20,8 +20,8 @@ import pytest
 
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis, free_port
-from tests.conftest import scaled
-from tests.procs import Service, edge_service, inference_service, running, service_port, wait_http
+from tests.support.procs import Service, edge_service, inference_service, running, service_port, wait_http
+from tests.support.timing import scaled
 
 GLASS_TO_GLASS_METRIC = "framecast_edge_glass_to_glass_seconds"  # from framecast.edge.metrics
 # a drain short enough for restart tests; a small source keeps this 2-core machine responsive

@@ -15,9 +15,9 @@ import pytest
 
 from framecast import constants as C
 from framecast.client import ConnectError, Subscription, connect, connect_sync
-from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, GLASS_TO_GLASS_METRIC, Stack, metric_value
-from tests.procs import REPO, edge_service, service_port, wait_http
+from tests.support.procs import REPO, edge_service, service_port, wait_http
+from tests.support.timing import scaled
 from tests.unit.client.test_client_cli import one_error_line
 
 

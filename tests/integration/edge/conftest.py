@@ -21,15 +21,10 @@ import pytest
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
 from framecast.embedded import EmbeddedRedis, free_port
 from framecast.protocol import FrameHeader, encode_frame
-
-FACTOR = float(os.environ.get("FRAMECAST_TEST_TIMEOUT_FACTOR", "1"))
+from tests.support.timing import scaled
 
 # name, width, height, quality
 LADDER = (("high", 960, 540, 85), ("medium", 640, 360, 70), ("low", 320, 180, 50))
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
 
 
 def make_jpegs(width: int, height: int, quality: int, n: int = 4, seed: int = 0) -> list[bytes]:
@@ -211,14 +206,6 @@ def edge(redis_server: EmbeddedRedis, publisher: Publisher, tmp_path_factory: An
         str(tmp_path_factory.mktemp("edge")))
     yield proc
     proc.stop()
-
-
-async def wait_for(predicate: Any, within: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + scaled(within)
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @dataclass

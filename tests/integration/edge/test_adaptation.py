@@ -19,9 +19,10 @@ from websockets.asyncio.client import connect
 from framecast.bus import now_us
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
-from tests.linkmodel import SlowLink
+from tests.support.link import FifoLink
+from tests.support.timing import scaled
 
-from .conftest import EdgeProcess, Publisher, scaled
+from .conftest import EdgeProcess, Publisher
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def adapt_edge(redis_server: EmbeddedRedis, publisher: Publisher, tmp_path_facto
 
 
 async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publisher) -> None:
-    link = SlowLink(8e6)
+    link = FifoLink(8e6)
     log: list[tuple[float, int, float]] = []  # (delivered at, tier, latency s)
     tiers_seen: list[tuple[float, str]] = []
     loop = asyncio.get_running_loop()

@@ -16,8 +16,10 @@ from websockets.asyncio.client import connect
 from framecast import constants as C
 from framecast.bus import Keys, sync_client
 from framecast.embedded import EmbeddedRedis
+from framecast.protocol import decode_header
+from tests.support.timing import scaled
 
-from .conftest import EdgeProcess, Publisher, ViewerClient, scaled
+from .conftest import EdgeProcess, Publisher, ViewerClient
 
 
 def test_healthz_readyz_streams(edge: EdgeProcess, publisher: Publisher) -> None:
@@ -98,7 +100,7 @@ async def test_sigterm_drains_with_1012(redis_server: EmbeddedRedis, publisher: 
                             if "frame" not in seen:
                                 seen.append("frame")
                                 framed += 1
-                            await ws.send(json.dumps({"type": "ack", "id": int.from_bytes(msg[24:32], "little")}))
+                            await ws.send(json.dumps({"type": "ack", "id": decode_header(msg).frame_id}))
             except websockets.ConnectionClosed as exc:
                 closed_at.append(time.monotonic())
                 codes.append(exc.rcvd.code if exc.rcvd else None)

@@ -10,7 +10,9 @@ import time
 
 import psutil  # type: ignore[import-untyped]
 
-from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value, scaled, wait_for
+from tests.support.timing import scaled, wait_until_async
+
+from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value
 
 
 def stuck_viewer(port: int, stream: str = "demo") -> socket.socket:
@@ -68,8 +70,9 @@ async def test_stuck_viewer_does_not_slow_others_and_is_closed(edge: EdgeProcess
         assert min(with_stuck) >= 0.8 * base_mean, with_stuck
         assert rss_after - rss_before < 32 * 2**20  # no unbounded per-viewer buffering
         # the stuck viewer is closed with 4008 once the ack timeout (3 s here) passes
-        await wait_for(lambda: metric_value(edge.metrics(), "framecast_edge_closes_total", {"code": "4008"})
-                       > closes_before, 10, "4008 close of the stuck viewer", interval=0.2)
+        await wait_until_async("4008 close of the stuck viewer",
+                               lambda: metric_value(edge.metrics(), "framecast_edge_closes_total", {"code": "4008"})
+                       > closes_before, 10, interval=0.2)
         assert await asyncio.to_thread(closed_by_peer, stuck, scaled(10))
     finally:
         stuck.close()

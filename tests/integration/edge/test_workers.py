@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.workers import WorkerInfo, cpu_count, resolve_workers
+from tests.support.timing import scaled
 
-from .conftest import EdgeProcess, Publisher, ViewerClient, scaled
+from .conftest import EdgeProcess, Publisher, ViewerClient
 
 VIEWERS = 8
 

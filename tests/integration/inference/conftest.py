@@ -11,7 +11,7 @@ import redis
 
 from framecast.bus import Keys
 from framecast.protocol import Frame, decode_frame
-from tests.procs import Service, inference_service
+from tests.support.procs import Service, inference_service
 
 KEYS = Keys()
 # small frames keep the 2-core test machine fast; same shape of ladder as the default

@@ -8,15 +8,16 @@ import time
 import numpy as np
 
 from framecast.bus import Keys, StreamInfo, now_us, sync_client
+from framecast.codecs.jpeg import make_encoder
 from framecast.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
-from framecast.inference.encode import TierEncoder, make_encoder
+from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import Captured, SourceLost
 from framecast.inference.tiers import parse_ladder
 from tests.integration.inference.conftest import frames
-from tests.procs import wait_for
+from tests.support.timing import wait_until
 
 LADDER = parse_ladder("a=64x48@80,b=32x24@50")
 
@@ -79,8 +80,8 @@ def test_lost_source_reconnects_and_failing_frames_do_not_stop_the_stream(redis_
                         first_frame_id=1)
     pipeline.start()
     try:
-        wait_for(lambda: source.reads > 10 and len(frames(client, "a", "cam")) > 8, 20.0,
-                 "frames after the source came back")
+        wait_until("frames after the source came back",
+                   lambda: source.reads > 10 and len(frames(client, "a", "cam")) > 8, 20.0)
     finally:
         pipeline.stop.set()
         assert pipeline.join(3.0)
@@ -138,13 +139,13 @@ def test_heartbeat_stops_while_frames_stall_and_resumes(redis_server: EmbeddedRe
                         first_frame_id=1, stall_after=0.3)
     pipeline.start()
     try:
-        wait_for(lambda: beat_age_s() < 0.3, 10.0, "a heartbeat while idle")  # idle is not stalled
+        wait_until("a heartbeat while idle", lambda: beat_age_s() < 0.3, 10.0)  # idle is not stalled
         source.frozen.set()
-        wait_for(lambda: beat_age_s() > 0.8, 10.0, "the heartbeat to age while the source hangs")
+        wait_until("the heartbeat to age while the source hangs", lambda: beat_age_s() > 0.8, 10.0)
         assert client.get(keys.meta("frz")) is not None  # the ladder stays announced
         source.frozen.clear()
         source.thawed.set()
-        wait_for(lambda: beat_age_s() < 0.3, 10.0, "the heartbeat after the source recovered")
+        wait_until("the heartbeat after the source recovered", lambda: beat_age_s() < 0.3, 10.0)
     finally:
         pipeline.stop.set()
         source.thawed.set()
@@ -187,7 +188,7 @@ def test_stages_overlap_so_the_slowest_stage_sets_the_rate(redis_server: Embedde
                         DemandWatcher(client, "ovl", keys, ladder, policy, info), first_frame_id=1)
     pipeline.start()
     try:
-        wait_for(lambda: len(frames(client, "a", "ovl")) >= 5, 10.0, "first frames")
+        wait_until("first frames", lambda: len(frames(client, "a", "ovl")) >= 5, 10.0)
         start_n, started = len(frames(client, "a", "ovl")), time.monotonic()
         threading.Event().wait(2.0)  # measure the published rate over two seconds
         rate = (len(frames(client, "a", "ovl")) - start_n) / (time.monotonic() - started)

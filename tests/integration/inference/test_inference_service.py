@@ -16,9 +16,9 @@ import numpy as np
 
 from framecast.bus import now_us, sync_client
 from framecast.embedded import EmbeddedRedis
-from tests.conftest import scaled
 from tests.integration.inference.conftest import KEYS, frames, newest, scrape, start
-from tests.procs import REPO, wait_for
+from tests.support.procs import REPO
+from tests.support.timing import scaled, wait_until
 
 STARTUP = 30.0  # torch import + model check on a busy 2-core machine
 
@@ -30,7 +30,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
     svc = start(redis_server.url, tmp_path / "first", "--idle-fps", "4")
     try:
         # idle: only the lowest tier, at the idle rate, so a joining viewer has a fresh first frame
-        wait_for(lambda: len(frames(client, "low")) >= 2, STARTUP, "idle frames of the lowest tier")
+        wait_until("idle frames of the lowest tier", lambda: len(frames(client, "low")) >= 2, STARTUP)
         meta = json.loads(client.get(KEYS.meta("demo")) or b"{}")
         assert [t["name"] for t in meta["tiers"]] == ["high", "mid", "low"]
         assert meta["tiers"][2] == {"name": "low", "width": 160, "height": 90, "quality": 50, "codec": "jpeg"}
@@ -49,7 +49,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
             client.set(KEYS.demand("demo", "high"), "edge-1", px=1000)
             return len(frames(client, "high")) >= 15
 
-        wait_for(demand_and_count, scaled(15), "frames of the demanded tier")
+        wait_until("frames of the demanded tier", demand_and_count, scaled(15))
         got = frames(client, "high")
         ids = [f.header.frame_id for f in got]
         assert ids == sorted(set(ids))
@@ -62,7 +62,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
         assert frames(client, "mid") == []
 
         # the key expires (no edge renews it): publishing of `high` stops
-        wait_for(lambda: not client.exists(KEYS.demand("demo", "high")), scaled(5), "demand key expiry")
+        wait_until("demand key expiry", lambda: not client.exists(KEYS.demand("demo", "high")), scaled(5))
         expired = now_us()
         # frames already past the model when the demand ended may still land; then nothing more may appear
         last, since = newest(client, "high"), time.monotonic()
@@ -74,7 +74,7 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
                 last, since = current, time.monotonic()
             return time.monotonic() - since >= 1.0
 
-        wait_for(stopped_for_a_second, scaled(10), "publishing of the tier to stop")
+        wait_until("publishing of the tier to stop", stopped_for_a_second, scaled(10))
         # nothing captured after the expiry, give or take one demand poll
         assert last is not None and last.header.capture_us < expired + scaled(0.5e6)
         samples = scrape(svc)
@@ -95,8 +95,8 @@ def test_demand_drives_publishing_and_ids_continue_after_restart(redis_server: E
     lobby = start(redis_server.url, tmp_path / "lobby", "--demand", "all", "--tiers", "only=160x90@50",
                   stream="lobby")
     try:
-        wait_for(lambda: len(frames(client, "mid")) >= 3 and len(frames(client, "only", "lobby")) >= 3, STARTUP,
-                 "frames of the second run and of the second stream")
+        wait_until("frames of the second run and of the second stream",
+                   lambda: len(frames(client, "mid")) >= 3 and len(frames(client, "only", "lobby")) >= 3, STARTUP)
     finally:
         assert again.stop() == 0, again.log()[-2000:]
         assert lobby.stop() == 0, lobby.log()[-2000:]
@@ -115,7 +115,7 @@ def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
     svc = start(server.url, tmp_path, "--demand", "all", "--encode-workers", "2")
     try:
         client = sync_client(server.url)
-        wait_for(lambda: len(frames(client, "high")) >= 5, STARTUP, "frames before the crash")
+        wait_until("frames before the crash", lambda: len(frames(client, "high")) >= 5, STARTUP)
         before = newest(client, "high")
         assert before is not None
         server.kill()
@@ -125,12 +125,12 @@ def test_survives_redis_loss_and_resumes(tmp_path: Path) -> None:
             time.sleep(0.1)
         server.start()  # same port, empty
         client = sync_client(server.url)
-        wait_for(lambda: len(frames(client, "high")) >= 3, scaled(15), "frames after Redis came back")
+        wait_until("frames after Redis came back", lambda: len(frames(client, "high")) >= 3, scaled(15))
         after = frames(client, "high")
         assert after[0].header.frame_id > before.header.frame_id
         ids = [f.header.frame_id for f in after]
         assert ids == sorted(set(ids))  # two encode workers, still in order
-        wait_for(lambda: client.get(KEYS.meta("demo")) is not None, scaled(5), "the meta announced again")
+        wait_until("the meta announced again", lambda: client.get(KEYS.meta("demo")) is not None, scaled(5))
         samples = scrape(svc)
         assert samples['framecast_inference_bus_errors_total{op="publish"}'] > 0
         assert samples['framecast_inference_frames_dropped_total{reason="redis_error"}'] > 0
@@ -195,7 +195,7 @@ def test_metrics_port_in_use_exits_2() -> None:
 def test_sigterm_while_starting_exits_0(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
     svc = start(redis_server.url, tmp_path)
     # the metrics line comes just before the model loads (the slow part of start-up)
-    wait_for(lambda: "metrics on http://" in svc.log() or not svc.alive(), STARTUP, "the metrics server")
+    wait_until("the metrics server", lambda: "metrics on http://" in svc.log() or not svc.alive(), STARTUP)
     started = time.monotonic()
     assert svc.stop() == 0, svc.log()[-2000:]
     assert time.monotonic() - started < scaled(3.0)  # start-up is abandoned, not finished first

@@ -22,10 +22,10 @@ from websockets.asyncio.client import connect
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import decode_frame
-from tests.conftest import scaled
 from tests.integration.client.stack import wait_ready
-from tests.linkmodel import SlowLink
-from tests.procs import edge_service, inference_service, running, service_port
+from tests.support.link import FifoLink
+from tests.support.procs import edge_service, inference_service, running, service_port
+from tests.support.timing import scaled
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
 
@@ -49,9 +49,9 @@ Changes = list[tuple[float, str, str]]  # (seconds, tier, reason) of each `tier`
 
 async def watch(url: str, phases: list[tuple[float, float]]) -> tuple[list[tuple[float, str, int]], Changes, int]:
     """Frames delivered (time, tier, codec) over the phases (rate bytes/s, seconds); tier changes; decoder errors."""
-    from framecast.video.decode import H264Decoder
+    from framecast.codecs.h264_decoder import H264Decoder
 
-    link = SlowLink(phases[0][0])
+    link = FifoLink(phases[0][0])
     log: list[tuple[float, str, int]] = []
     changes: Changes = []
     names: list[str] = []

@@ -20,10 +20,10 @@ import pytest
 from framecast import constants as C
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import Ack, ClientHello, Frame, KeyframeNeeded, decode_frame, encode_control
-from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.integration.video.h264_check import ChainCheck
-from tests.procs import edge_service, inference_service, running, service_port
+from tests.support.procs import edge_service, inference_service, running, service_port
+from tests.support.timing import scaled
 
 pytest.importorskip("av")
 
@@ -75,7 +75,7 @@ async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
 
 
 def test_inference_h264_tier_through_the_edge(tmp_path: Path) -> None:
-    from framecast.video.decode import H264Decoder
+    from framecast.codecs.h264_decoder import H264Decoder
 
     require_services()
     with EmbeddedRedis(maxmemory="128mb") as redis:
@@ -121,7 +121,7 @@ def test_inference_h264_tier_through_the_edge(tmp_path: Path) -> None:
 
 def test_ladder_mixes_video_and_jpeg_tiers() -> None:
     from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
-    from framecast.video.tiers import VideoTier
+    from framecast.ladder import VideoTier
 
     text = "high=1280x720@85,video=1280x720@h264:2500k,low=640x360@60"
     ladder = parse_ladder(text)
@@ -136,7 +136,8 @@ def test_ladder_mixes_video_and_jpeg_tiers() -> None:
 def test_tier_encoder_starts_video_at_an_idr_and_heals_lost_frames() -> None:
     import numpy as np
 
-    from framecast.inference.encode import TierEncoder, VideoOptions, make_encoder
+    from framecast.codecs.jpeg import make_encoder
+    from framecast.inference.encode import TierEncoder, VideoOptions
     from framecast.inference.tiers import parse_ladder
 
     clock = [100.0]

@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass, field
 
 from framecast.bus import BusPublisher, Keys, async_client, now_us, sync_client
+from framecast.bus.read import read_video_frames
+from framecast.bus.signals import AsyncKeyframeRequester, KeyframeRequestPoller
+from framecast.codecs.h264_decoder import H264Decoder
+from framecast.codecs.h264_encoder import VideoTierEncoder
+from framecast.edge.gop import GopCache, GopViewerQueue
 from framecast.embedded import EmbeddedRedis
+from framecast.ladder import parse_video_tier
 from framecast.protocol import Frame, decode_frame
-from framecast.video.decode import H264Decoder
-from framecast.video.encoder import VideoTierEncoder
-from framecast.video.gop import GopCache, GopViewerQueue
-from framecast.video.keyframes import AsyncKeyframeRequester, KeyframeRequestPoller
-from framecast.video.reader import read_video_frames
-from framecast.video.tiers import parse_video_tier
-from tests.conftest import scaled
+from tests.support.timing import scaled
 
 from .conftest import Image
 

@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 
 from framecast import constants as C
 from framecast.bus import Backoff, Keys, async_client, read_frames, sync_client
+from framecast.bus.read import VideoEntry, read_video_frames
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, decode_header, encode_frame
-from framecast.video.reader import VideoEntry, read_video_frames
-from tests.conftest import scaled
+from tests.support.timing import scaled
 
 KEY = Keys("fcvid:").frames("demo", "video-high")
 

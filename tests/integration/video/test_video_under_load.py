@@ -26,10 +26,10 @@ from framecast import constants as C
 from framecast.bus import Keys, now_us, sync_client
 from framecast.embedded import EmbeddedRedis
 from framecast.protocol import Ack, ClientHello, Frame, decode_frame, decode_header, encode_control
-from tests.conftest import scaled
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.integration.video.h264_check import ChainCheck
-from tests.procs import Service, edge_service, inference_service, running, service_port
+from tests.support.procs import Service, edge_service, inference_service, running, service_port
+from tests.support.timing import scaled
 
 pytest.importorskip("av")
 
@@ -90,7 +90,7 @@ LAG = ((["--tiers", "video=320x180@h264:300k,low=160x90@60", "--keyframe-interva
 @pytest.mark.parametrize("video_stack", LAG, indirect=True, ids=["long-gop"])
 async def test_paused_edge_sends_every_picture_with_its_reference(
         video_stack: tuple[EmbeddedRedis, Service, Service]) -> None:
-    from framecast.video.decode import H264Decoder
+    from framecast.codecs.h264_decoder import H264Decoder
 
     _, inference, edge = video_stack
     url = f"ws://127.0.0.1:{service_port(edge)}/ws/{C.DEFAULT_STREAM}"

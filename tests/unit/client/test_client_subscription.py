@@ -20,7 +20,7 @@ from framecast.client import (
     connect_sync,
     probe,
 )
-from tests.conftest import scaled
+from tests.support.timing import scaled, wait_until_async
 from tests.unit.client.framecast_fake_edge import FakeEdge, Plan
 
 FAST = ReconnectPolicy(base_s=0.02, cap_s=0.1, restart_min_s=0.01, restart_max_s=0.05, try_later_base_s=0.4,
@@ -37,14 +37,6 @@ async def take(sub: Subscription, n: int) -> list[int]:
     return ids
 
 
-async def wait_until(predicate, what: str, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + scaled(within)
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_frames_hello_and_acks(fake_edge: FakeEdge) -> None:
     async with connect(fake_edge.url, stream="demo", client_id="unit-1", tier="auto") as sub:
         assert sub.hello is not None and sub.hello.server == "fake-edge"
@@ -55,7 +47,7 @@ async def test_frames_hello_and_acks(fake_edge: FakeEdge) -> None:
             if len(frames) == 5:
                 break
         await sub.next()  # consuming the 6th acks the 5th
-        await wait_until(lambda: len(fake_edge.acks) >= 5, "acks")
+        await wait_until_async("acks", lambda: len(fake_edge.acks) >= 5, 5.0)
     assert fake_edge.hellos[0]["client_id"] == "unit-1"
     assert fake_edge.hellos[0]["tier"] == "auto" and fake_edge.hellos[0]["codecs"] == ["jpeg"]
     ids = [f.frame_id for f in frames]
@@ -72,7 +64,7 @@ async def test_frames_hello_and_acks(fake_edge: FakeEdge) -> None:
 async def test_ack_on_receipt_and_stats_messages(fake_edge: FakeEdge) -> None:
     async with connect(fake_edge.url, ack="received", stats_interval_s=0.05) as sub:
         ids = await take(sub, 20)
-        await wait_until(lambda: len(fake_edge.acks) >= 20, "acks")
+        await wait_until_async("acks", lambda: len(fake_edge.acks) >= 20, 5.0)
     assert fake_edge.acks[:20] == ids
     assert fake_edge.stats and fake_edge.stats[-1]["fps"] > 0
 

@@ -11,7 +11,7 @@ import pytest
 from framecast import constants as C
 from framecast.cli import main
 from framecast.client import ClientError, connect
-from tests.conftest import scaled
+from tests.support.timing import scaled
 from tests.unit.client.conftest import edge_in_thread
 from tests.unit.client.framecast_fake_edge import VIDEO_SIZE, FakeEdge, Plan, video_tiers
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from framecast.edge.pacing import US
 from framecast.edge.viewer import OPEN, ViewerConfig, ViewerState
+from tests.support.link import FifoLink
 
 
 @dataclass
@@ -34,7 +35,7 @@ def simulate(*, rate_bps: float, rtt_ms: float, frame_bytes: int, fps: float = 3
     w = state.window
     one_way = int(rtt_ms * 500)
     period = int(US / fps)
-    link_free = 0
+    link = FifoLink.per_us(rate_bps, one_way)
     acks: deque[tuple[int, int]] = deque()  # (time the ack reaches the edge, frame id), sorted
     pending: int | None = None  # newest produced frame not yet sent (its capture time = id * period)
     res = SimResult(0.0)
@@ -57,9 +58,7 @@ def simulate(*, rate_bps: float, rtt_ms: float, frame_bytes: int, fps: float = 3
         if pending is not None and state.gate(t) == OPEN:
             cap = (pending - 1) * period
             state.on_sent(t, pending, frame_bytes, cap)
-            start = max(t, link_free)
-            link_free = start + int(frame_bytes * US / rate_bps)
-            arrive = link_free + one_way
+            arrive = int(link.deliver_at(t, frame_bytes))
             if t > 2 * US:
                 res.latency_ms.append((arrive - cap) / 1000)
                 delivered += 1

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from framecast.edge.gop import GopViewerQueue
 from framecast.edge.viewer import OPEN, ViewerConfig, ViewerState
-from framecast.video.gop import GopViewerQueue
+from tests.support.link import FifoLink
 
 FRAME_US = 33_333
 
@@ -34,7 +35,7 @@ def simulate(rtt_ms: int, max_frames: int, *, mbit: float = 8.0, seconds: int = 
     state.on_ack(0, 0)  # the viewer acks: its frames are tracked in the window from the first one
     queue = GopViewerQueue[tuple[int, int, int]]()
     acks: list[tuple[int, int, int]] = []
-    link_free_us = 0.0
+    link = FifoLink.per_us(mbit * 1e6 / 8, rtt_ms * 1000)  # the ack's return counted in the one-way delay
     frame_id, next_frame_us, last_key_us, key_pending = 0, 0, -(10**9), False
     sent, requests, delays = 0, 0, []
     for now in range(0, seconds * 1_000_000, 1000):
@@ -59,8 +60,7 @@ def simulate(rtt_ms: int, max_frames: int, *, mbit: float = 8.0, seconds: int = 
             fid, capture, size = item
             state.on_sent(now, fid, size, capture)
             sent += 1
-            link_free_us = max(link_free_us, now) + size * 8 / mbit
-            heapq.heappush(acks, (int(link_free_us + rtt_ms * 1000), fid, capture))
+            heapq.heappush(acks, (int(link.deliver_at(now, size)), fid, capture))
     delays.sort()
     return Sim(sent / seconds, queue.counters.dropped["behind"], requests, delays[int(len(delays) * 0.95)])
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.timing import scaled
+
 from framecast.embedded import free_port
-from tests.conftest import scaled
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,15 +77,6 @@ def wait_http(url: str, timeout: float = 30.0, service: Service | None = None, s
         time.sleep(0.05)
     raise AssertionError(f"{url} not ready after {timeout}s (last: {last})"
                          + (f"\n{service.log()[-3000:]}" if service else ""))
-
-
-def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def inference_service(redis_url: str, *extra: str, stream: str = "demo") -> Service:

@@ -75,7 +75,7 @@ async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: 
 
     dec: Any = None
     if "h264" in codecs:
-        from framecast.video.decode import H264Decoder
+        from framecast.codecs.h264_decoder import H264Decoder
 
         dec = H264Decoder()
     rows: list[tuple[float, int, float, str, bool]] = []  # t, bytes, latency ms, tier, keyframe

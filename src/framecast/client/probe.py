@@ -25,7 +25,7 @@ from framecast.client.http import HttpClient
 from framecast.client.stats import percentile
 from framecast.client.subscription import Subscription
 from framecast.client.urls import Endpoint, resolve
-from framecast.video.tiers import codec_family
+from framecast.ladder import codec_family
 
 CARRY_FRACTION = 0.9  # a tier "carries" when it reaches this fraction of the source frame rate
 

@@ -208,7 +208,7 @@ def _check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
 
 def _video_decoder_class() -> Any:
     try:
-        from framecast.video.decode import H264Decoder
+        from framecast.codecs.h264_decoder import H264Decoder
     except ImportError as exc:
         raise ClientError(f"decoding H.264 needs PyAV: pip install 'framecast[video]' ({exc})") from None
     return H264Decoder

@@ -6,7 +6,7 @@ non-blocking `offer`, in one pass: a viewer whose gates are open gets the very
 same bytes object written to its socket at once, the others keep it as their
 newest frame; it never awaits a viewer. A JPEG tier is read with
 `framecast.bus.read_frames` (the newest entry of each batch: older JPEG frames
-are stale); a video tier with `framecast.video.reader.read_video_frames`, every
+are stale); a video tier with `framecast.bus.read.read_video_frames`, every
 entry in order from a keyframe, since a skipped P-frame breaks every viewer's
 picture (dropping for a slow viewer is its GOP queue's job, never the reader's).
 A reader starts with the first subscriber, keeps the newest frame (and for
@@ -35,16 +35,16 @@ import redis.asyncio as aioredis
 
 from framecast.bus import REDIS_ERRORS, Backoff, Keys, StreamInfo, read_frames
 from framecast.bus import now_us as wall_us
+from framecast.bus.read import VideoEntry, read_video_frames
+from framecast.bus.signals import AsyncKeyframeRequester
 from framecast.constants import FRAME_FIELD
+from framecast.edge.gop import GopCache
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
 from framecast.edge.wsconn import binary_message
+from framecast.ladder import codec_family
 from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, TierInfo, decode_header
-from framecast.video.gop import GopCache
-from framecast.video.keyframes import AsyncKeyframeRequester
-from framecast.video.reader import VideoEntry, read_video_frames
-from framecast.video.tiers import codec_family
 
 log = logging.getLogger("framecast.edge.fanout")
 CLOSE_WAIT_S = 2.0  # how long close() waits for the cancelled readers

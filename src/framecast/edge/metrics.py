@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from framecast import constants as C
 
 DROP_REASONS = ("queue_full", "stale", "tier_switch",
-                # video tiers (framecast.video.gop): waiting for a keyframe, fell behind, replaced by a keyframe,
+                # video tiers (framecast.edge.gop): waiting for a keyframe, fell behind, replaced by a keyframe,
                 # chain broken (bus gap, re-join, keyframe asked by the viewer)
                 "gop_wait", "behind", "catch_up", "chain_broken")
 REJECT_REASONS = ("too_many_viewers", "per_ip_limit", "origin", "auth", "unknown_stream", "draining", "bad_message",

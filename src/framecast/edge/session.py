@@ -24,6 +24,8 @@ from starlette.websockets import WebSocket
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
 from framecast.edge.fanout import BusFrame, FanoutHub, auto_rungs, is_video
+from framecast.edge.gop import Decision as GopDecision
+from framecast.edge.gop import GopSnapshot, GopViewerQueue
 from framecast.edge.metrics import EdgeMetrics, close_label
 from framecast.edge.pacing import TierConfig, TokenBucket
 from framecast.edge.quota import PinQuota
@@ -47,8 +49,6 @@ from framecast.protocol import (
     encode_control,
     parse_viewer_message,
 )
-from framecast.video.gop import Decision as GopDecision
-from framecast.video.gop import GopSnapshot, GopViewerQueue
 
 log = logging.getLogger("framecast.edge.session")
 _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)

@@ -69,21 +69,22 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
     """Open the source, load the model, serve metrics and start the pipeline; an exit code on a bad start."""
     import cv2  # after settings: a bad flag should not wait for heavy imports
 
+    from framecast.bus.signals import KeyframeRequestPoller
+    from framecast.codecs.jpeg import make_encoder
     from framecast.inference import metrics as M
-    from framecast.inference.encode import TierEncoder, VideoOptions, make_encoder
+    from framecast.inference.encode import TierEncoder, VideoOptions
     from framecast.inference.modelspec import preflight
     from framecast.inference.pipeline import Pipeline
     from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
     from framecast.inference.sources import SourceError, open_source, redact
-    from framecast.video.keyframes import KeyframeRequestPoller
-    from framecast.video.tiers import VideoTier
+    from framecast.ladder import VideoTier
 
     cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
     ladder = settings.ladder
     video_names = [t.name for t in ladder if isinstance(t, VideoTier)]
     if video_names:
         try:
-            import av  # noqa: F401  (video tiers are encoded with PyAV's libx264 / h264_nvenc)
+            import framecast.codecs.h264_encoder  # noqa: F401  (PyAV's libx264 / h264_nvenc encode video tiers)
         except ImportError as exc:
             return fail(f"invalid setting FRAMECAST_TIERS (--tiers): video tier(s) {', '.join(video_names)} need "
                         f"PyAV ({exc}); install it (pip install 'framecast[inference]') or list JPEG tiers only")

@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 
 from framecast.bus import Keys, StreamInfo, sync_client
+from framecast.codecs.jpeg import ENCODERS, make_encoder
 from framecast.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
-from framecast.inference.encode import ENCODERS, TierEncoder, make_encoder
+from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import SyntheticSource

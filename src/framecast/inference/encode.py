@@ -5,9 +5,9 @@ Video tiers keep state between frames (the reference chain), so each has one
 was not encoded for the previous frame (demand just started) is asked for an
 IDR first, and `lost()` asks for one when an encoded frame never reached Redis.
 
-Two encoders behind one interface: `simplejpeg` (libjpeg-turbo, takes RGB
-directly) and OpenCV's `imencode`. Both release the GIL while they work, so a
-thread pool encodes the tiers of a frame on several cores at once.
+JPEG tiers go through one of the encoders of `framecast.codecs.jpeg`; they
+release the GIL while they work, so a thread pool encodes the tiers of a frame
+on several cores at once.
 """
 
 from __future__ import annotations
@@ -19,63 +19,24 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import simplejpeg
 
 from framecast import constants as C
 from framecast.bus import REDIS_ERRORS
+from framecast.codecs.jpeg import JpegEncoder
 from framecast.inference import metrics as M
 from framecast.inference.tiers import AnyTier, Tier
+from framecast.ladder import VideoTier
 from framecast.logs import RateLimitedLog
-from framecast.video.tiers import VideoTier
 
 if TYPE_CHECKING:
-    from framecast.video.encoder import EncoderName, VideoTierEncoder
-    from framecast.video.keyframes import KeyframeRequestPoller
+    from framecast.bus.signals import KeyframeRequestPoller
+    from framecast.codecs.h264_encoder import EncoderName, VideoTierEncoder
 
 log = logging.getLogger("framecast.inference.encode")
-
-ENCODERS = ("simplejpeg", "opencv")
-
-
-class JpegEncoder(Protocol):
-    name: str
-
-    def encode(self, rgb: np.ndarray, quality: int) -> bytes: ...
-
-
-class SimpleJpegEncoder:
-    """libjpeg-turbo through simplejpeg, 4:2:0 chroma like browsers' own encoders and OpenCV's default."""
-
-    name = "simplejpeg"
-
-    def encode(self, rgb: np.ndarray, quality: int) -> bytes:
-        return bytes(simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420",
-                                            fastdct=True))
-
-
-class OpenCvEncoder:
-    """OpenCV's imencode (libjpeg-turbo inside the wheel); it wants BGR."""
-
-    name = "opencv"
-
-    def encode(self, rgb: np.ndarray, quality: int) -> bytes:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError("cv2.imencode failed")
-        return buf.tobytes()
-
-
-def make_encoder(name: str) -> JpegEncoder:
-    if name == "simplejpeg":
-        return SimpleJpegEncoder()
-    if name == "opencv":
-        return OpenCvEncoder()
-    raise ValueError(f"unknown encoder {name!r} (one of {', '.join(ENCODERS)})")
-
 
 @dataclass(frozen=True, slots=True)
 class EncodedTier:
@@ -126,7 +87,7 @@ class TierEncoder:
         self.video: dict[int, VideoTierEncoder] = {}
         self._video_locks: dict[int, threading.Lock] = {}
         if any(isinstance(t, VideoTier) for t in self.ladder):
-            from framecast.video.encoder import VideoTierEncoder  # PyAV only when the ladder has video
+            from framecast.codecs.h264_encoder import VideoTierEncoder  # PyAV only when the ladder has video
 
             opts = video or VideoOptions()
             # x264's own threads would fight the tier threads for the cores; one video tier alone may use them

@@ -56,7 +56,7 @@ KEYFRAME_REQUESTS = Counter("framecast_inference_video_keyframe_requests_total",
 
 SOURCE_ERROR_KINDS = ("read", "reopen")
 OPS = ("publish", "demand", "heartbeat", "keyframe")
-KEYFRAME_REASONS = ("first", "interval", "requested", "resumed", "encoder")  # framecast.video.encoder's
+KEYFRAME_REASONS = ("first", "interval", "requested", "resumed", "encoder")  # framecast.codecs.h264_encoder's
 KEYFRAME_REQUEST_SOURCES = ("edge", "started", "lost")
 KEYFRAME_REQUEST_OUTCOMES = ("accepted", "coalesced")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from framecast import constants as C
-from framecast.video.tiers import VideoTier, check_video_order, is_video_spec, parse_video_tier
+from framecast.ladder import VideoTier, check_video_order, is_video_spec, parse_video_tier
 
 # H.264 tiers first (what viewers with a decoder get: a sixth to a tenth of the bytes of a JPEG tier of the
 # same picture), then the JPEG tiers every viewer can decode

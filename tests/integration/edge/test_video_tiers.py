@@ -24,8 +24,8 @@ class VideoPublisher:
     """30 fps: tier 0 H.264 640x360 (libx264, IDR every second), tier 1 JPEG 320x180."""
 
     def __init__(self, url: str, stream: str = "vid") -> None:
-        from framecast.video.encoder import VideoTierEncoder
-        from framecast.video.tiers import parse_video_tier
+        from framecast.codecs.h264_encoder import VideoTierEncoder
+        from framecast.ladder import parse_video_tier
 
         self.stream = stream
         self.client = sync_client(url)
@@ -87,7 +87,7 @@ def video_stream(redis_server: EmbeddedRedis) -> Iterator[VideoPublisher]:
 
 async def test_h264_viewer_gets_an_unbroken_chain_from_a_keyframe(edge: EdgeProcess,
                                                                   video_stream: VideoPublisher) -> None:
-    from framecast.video.decode import H264Decoder
+    from framecast.codecs.h264_decoder import H264Decoder
 
     raw: list[bytes] = []
     v = await ViewerClient(edge.ws("vid"), hello={"codecs": ["h264", "jpeg"]}, raw=raw).run(4.0)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
-
-from framecast.video.measure import MovingScene
+from bench.video_measure import MovingScene
 
 Image = npt.NDArray[np.uint8]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from framecast.video.h264 import NAL_IDR, NAL_SLICE, NAL_SPS, split_nal_units
+from framecast.codecs.h264 import NAL_IDR, NAL_SLICE, NAL_SPS, split_nal_units
 
 HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 

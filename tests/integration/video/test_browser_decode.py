@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from framecast.video.encoder import EncodedVideoFrame, H264Encoder
+from framecast.codecs.h264_encoder import EncodedVideoFrame, H264Encoder
 
 from .conftest import Image
 

@@ -7,14 +7,14 @@ import re
 
 import numpy as np
 import pytest
+from bench.video_measure import gil_share
 
 from framecast import constants as C
+from framecast.codecs import h264
+from framecast.codecs.h264_decoder import H264Decoder
+from framecast.codecs.h264_encoder import EncodedVideoFrame, H264Encoder, VideoTierEncoder, available_encoders
+from framecast.ladder import parse_video_tier
 from framecast.protocol import decode_frame
-from framecast.video import h264
-from framecast.video.decode import H264Decoder
-from framecast.video.encoder import EncodedVideoFrame, H264Encoder, VideoTierEncoder, available_encoders
-from framecast.video.measure import gil_share
-from framecast.video.tiers import parse_video_tier
 
 from .conftest import Image, psnr
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from framecast.video.decode import H264Decoder
-from framecast.video.encoder import EncodedVideoFrame, H264Encoder
-from framecast.video.gop import GopCache, GopConfig, GopViewerQueue
+from framecast.codecs.h264_decoder import H264Decoder
+from framecast.codecs.h264_encoder import EncodedVideoFrame, H264Encoder
+from framecast.edge.gop import GopCache, GopConfig, GopViewerQueue
 
 from .conftest import Image
 

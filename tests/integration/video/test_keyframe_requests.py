@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 from framecast.bus import Keys, async_client, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
-from framecast.video.encoder import H264Encoder
-from framecast.video.keyframes import (
+from framecast.bus.signals import (
     DEFAULT_REQUEST_TTL_S,
     AsyncKeyframeRequester,
     AsyncKeyframeRequestPoller,
     KeyframeRequester,
     KeyframeRequestPoller,
 )
+from framecast.codecs.h264_encoder import H264Encoder
+from framecast.embedded import EmbeddedRedis
 
 from .conftest import Image
 

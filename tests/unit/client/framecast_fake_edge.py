@@ -39,7 +39,7 @@ VIDEO_SIZE = (96, 64)
 
 def video_tiers() -> tuple[TierInfo, ...]:
     """A ladder with one real H.264 tier first (needs PyAV), then the JPEG tiers."""
-    from framecast.video.encoder import probe_codec_string
+    from framecast.codecs.h264_encoder import probe_codec_string
 
     codec = probe_codec_string(*VIDEO_SIZE, bitrate=None, crf=23, fps=30.0, encoder="libx264")
     return (TierInfo("video", *VIDEO_SIZE, 0, codec=codec), *TIERS)
@@ -189,8 +189,8 @@ class FakeEdge:
                 t = self.tiers[tier]
                 if t.codec != "jpeg":
                     if video is None:  # one encoder per connection: every viewer starts at an IDR
-                        from framecast.video.encoder import VideoTierEncoder
-                        from framecast.video.tiers import parse_video_tier
+                        from framecast.codecs.h264_encoder import VideoTierEncoder
+                        from framecast.ladder import parse_video_tier
 
                         spec = parse_video_tier(f"{t.name}={t.width}x{t.height}@h264:crf23")
                         video = VideoTierEncoder(spec, tier_index=tier, input_format="bgr24", threads=1,

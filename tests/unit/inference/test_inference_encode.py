@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from framecast.inference.encode import ENCODERS, TierEncoder, make_encoder
+from framecast.codecs.jpeg import ENCODERS, make_encoder
+from framecast.inference.encode import TierEncoder
 from framecast.inference.sources import SyntheticSource
 from framecast.inference.tiers import parse_ladder
 

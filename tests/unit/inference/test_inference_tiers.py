@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
-from framecast.video.tiers import VideoTier
+from framecast.ladder import VideoTier
 
 
 def test_default_ladder() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framecast.video.gop import Decision, GopCache, GopConfig, GopSnapshot, GopViewerQueue, plan_join
+from framecast.edge.gop import Decision, GopCache, GopConfig, GopSnapshot, GopViewerQueue, plan_join
 
 MS = 1000
 FRAME_US = 33 * MS

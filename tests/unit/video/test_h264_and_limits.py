@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from framecast.video import h264
-from framecast.video.keyframes import RequestLimiter, parse_request_value
+from framecast.bus.signals import RequestLimiter, parse_request_value
+from framecast.codecs import h264
 
 SPS = bytes.fromhex("6742c01fda014016")  # as libx264 ultrafast writes it for 1280x720 (truncated)
 PPS = bytes.fromhex("68ce0f2c80")

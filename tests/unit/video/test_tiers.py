@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framecast.video.tiers import (
+from framecast.ladder import (
     DEFAULT_CRF,
     VideoTier,
     check_video_order,

@@ -1,9 +1,10 @@
-"""Reading a video tier's frames stream: every entry, in order, starting at a keyframe.
+"""Reading a frames stream: newest-wins for JPEG tiers, every entry from a keyframe for video tiers.
 
-`framecast.bus.read_frames` is right for JPEG (it yields only the newest entry of
-each XREAD batch, and resumes at the newest entry after a reconnect: older JPEG
-frames are stale) and wrong for H.264, where a skipped entry breaks the
-reference chain of every viewer. `read_video_frames` is its video twin:
+`read_frames` (JPEG) yields only the newest entry of each XREAD batch, and
+resumes at the newest entry after a reconnect: older JPEG frames are stale, so
+a viewer never gets a burst of them. That is wrong for H.264, where a skipped
+entry breaks the reference chain of every viewer. `read_video_frames` is its
+video twin:
 
 * on start it looks back over the last `backlog` entries (30: one second at
   30 fps, less than a viewer queue's fall-behind limit) for the newest keyframe
@@ -26,15 +27,82 @@ last delivered entry was not trimmed under it before trusting the batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from framecast import constants as C
-from framecast.bus import REDIS_ERRORS, Backoff, captured_within
+from framecast.bus.client import REDIS_ERRORS, Backoff, raise_if_cancelling
+from framecast.bus.streams import now_us
 from framecast.protocol import ProtocolError, decode_header
+
+
+async def newest_entry(client: aioredis.Redis, key: str) -> tuple[bytes, bytes] | None:
+    """The newest (entry id, wire message) of a frames stream, if any."""
+    entries: Any = await client.xrevrange(key, "+", "-", count=1)
+    if not entries:
+        return None
+    entry_id, fields = entries[0]
+    return bytes(entry_id), bytes(fields[C.FRAME_FIELD])
+
+
+def captured_within(message: bytes, max_age_us: int | None) -> bool:
+    """Whether a stored wire message was captured at most `max_age_us` ago (None: any age will do)."""
+    if max_age_us is None:
+        return True
+    try:
+        return now_us() - decode_header(message).capture_us <= max_age_us
+    except ProtocolError:
+        return False
+
+
+async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
+                      backoff: Backoff | None = None, on_error: Any = None,
+                      max_age_us: int | None = None) -> AsyncIterator[bytes]:
+    """Yield wire messages of one frames stream forever, newest first then live.
+
+    Starts with the newest stored entry (so a new viewer gets a picture at once)
+    unless it was captured more than `max_age_us` ago (a tier nobody encodes
+    any more keeps its last entries: they are no start point), then follows
+    with `XREAD BLOCK`. When Redis goes away it retries with jittered back-off
+    and resumes at the newest entry, skipping the backlog. JPEG tiers only:
+    video tiers need every entry (`read_video_frames`).
+    `on_error(exc)` is called for every failed attempt (for metrics and logs).
+    """
+    backoff = backoff or Backoff()
+    last_id: bytes | None = None
+    while True:
+        try:
+            raise_if_cancelling()
+            if last_id is None:
+                newest = await newest_entry(client, key)
+                if newest is None:
+                    last_id = b"$"
+                else:
+                    last_id = newest[0]
+                    if captured_within(newest[1], max_age_us):
+                        yield newest[1]
+            # "$" means "only entries added after this call"
+            reply: Any = await client.xread({key: last_id}, count=16, block=block_ms)
+            raise_if_cancelling()
+            backoff.reset()
+            if not reply:
+                if last_id == b"$":
+                    last_id = None  # nothing yet: look for a first entry again
+                continue
+            entries = reply[0][1]
+            last_id = bytes(entries[-1][0])
+            # deliver only the newest of a batch: older ones are stale on arrival
+            yield bytes(entries[-1][1][C.FRAME_FIELD])
+        except asyncio.CancelledError:
+            raise
+        except REDIS_ERRORS as exc:
+            if on_error is not None:
+                on_error(exc)
+            last_id = None  # after a reconnect resume at the newest entry, never replay the backlog
+            await asyncio.sleep(backoff.next_delay())
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +141,6 @@ async def _from_last_keyframe(client: aioredis.Redis, key: str, backlog: int,
     return newest_id, []
 
 
-def _raise_if_cancelling() -> None:
-    """Python 3.11's `asyncio.wait_for` (used by redis-py for every write) can swallow a cancellation
-    that lands as the write completes; the task's `cancelling()` count still says it was asked to stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 async def _exists(client: aioredis.Redis, key: str, entry_id: bytes) -> bool:
     found: Any = await client.xrange(key, entry_id, entry_id, count=1)
     return bool(found)
@@ -97,7 +157,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
     check = False  # verify that last_id still exists before reading after it
     while True:
         try:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             if last_id is None:
                 newest_id, run = await _from_last_keyframe(client, key, backlog, max_age_us)
                 last_id = newest_id if newest_id is not None else b"$"
@@ -110,7 +170,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
                     last_id, gap = None, True
                     continue
             reply: Any = await client.xread({key: last_id}, count=count, block=block_ms)
-            _raise_if_cancelling()
+            raise_if_cancelling()
             backoff.reset()
             if not reply:
                 if last_id == b"$":
@@ -127,7 +187,7 @@ async def read_video_frames(client: aioredis.Redis, key: str, *, block_ms: int =
         except asyncio.CancelledError:
             raise
         except REDIS_ERRORS as exc:
-            _raise_if_cancelling()  # a cancellation redis-py turned into a connection error
+            raise_if_cancelling()  # a cancellation redis-py turned into a connection error
             if on_error is not None:
                 on_error(exc)
             if last_id is None or last_id == b"$":

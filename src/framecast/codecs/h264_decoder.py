@@ -16,7 +16,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from framecast.video import h264
+from framecast.codecs import h264
 
 _cv2: Any
 try:
@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - the client works without OpenCV, a little slower
     _cv2 = None
 
-log = logging.getLogger("framecast.video.decode")
+log = logging.getLogger("framecast.codecs.h264_decoder")
 
 OutputFormat = Literal["bgr24", "rgb24"]
 

@@ -1,7 +1,7 @@
 """Measure H.264 against JPEG on the same moving 720p scene: bytes/frame, ms/frame, GIL release.
 
-    python -m framecast.video.measure                 # 1280x720, 90 frames, 3 bitrates + CRF 23, JPEG q70
-    python -m framecast.video.measure --json out.json --frames 150 --bitrates 1000k,2500k,5000k
+    python -m bench.video_measure                 # 1280x720, 90 frames, 3 bitrates + CRF 23, JPEG q70
+    python -m bench.video_measure --json out.json --frames 150 --bitrates 1000k,2500k,5000k
 
 The scene is synthetic (numpy): a drifting colour gradient, moving blocks and
 a fresh film-grain field per frame (noise is what makes inter frames cost).
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from framecast.video.decode import H264Decoder
-from framecast.video.encoder import H264Encoder
-from framecast.video.tiers import parse_bitrate
+from framecast.codecs.h264_decoder import H264Decoder
+from framecast.codecs.h264_encoder import H264Encoder
+from framecast.ladder import parse_bitrate
 
 Image = npt.NDArray[np.uint8]
 
@@ -192,7 +192,7 @@ def parallel_speedup(frames: list[Image], bitrate: int, n_encoders: int = 2, thr
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m framecast.video.measure", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.video_measure", description=__doc__.split("\n")[0])
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--frames", type=int, default=90)
@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--threads", type=int, default=0, help="x264 threads (0: x264's choice)")
     ap.add_argument("--scene", choices=["numpy", "bench"], default="numpy",
-                    help="numpy: MovingScene here; bench: bench/scene.py of `make bench` (run from the repo root)")
+                    help="numpy: MovingScene here; bench: bench/scene.py of `make bench`")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args(argv)
     if args.scene == "bench":
-        from bench.scene import SceneRenderer  # type: ignore[import-not-found,unused-ignore]
+        from bench.scene import SceneRenderer
 
         renderer = SceneRenderer(args.width, args.height)
         frames = [renderer.render(i) for i in range(args.frames)]

@@ -41,9 +41,9 @@ import numpy as np
 import numpy.typing as npt
 
 from framecast import constants as C
+from framecast.codecs import h264
+from framecast.ladder import VideoTier
 from framecast.protocol import FrameHeader, encode_frame
-from framecast.video import h264
-from framecast.video.tiers import VideoTier
 
 _cv2: Any
 try:  # OpenCV converts RGB -> I420 about 3x faster than swscale here, and releases the GIL
@@ -51,7 +51,7 @@ try:  # OpenCV converts RGB -> I420 about 3x faster than swscale here, and relea
 except ImportError:  # pragma: no cover - opencv-python-headless is a dependency of the inference service
     _cv2 = None
 
-log = logging.getLogger("framecast.video.encoder")
+log = logging.getLogger("framecast.codecs.h264_encoder")
 
 InputFormat = Literal["rgb24", "bgr24", "yuv420p"]
 EncoderName = Literal["auto", "libx264", "h264_nvenc"]

@@ -1,4 +1,10 @@
-"""Keyframe requests through Redis: edges ask, the inference service's encoders answer with an IDR.
+"""Signals from the edges to the inference service: keyframe requests (here) and demand.
+
+Demand is one key per (stream, tier), `Keys.demand(stream, tier)`: edges SET it
+with a short expiry while viewers watch the tier (`edge.fanout`), the inference
+service encodes only the tiers whose key exists (`BusPublisher.demanded`).
+
+Keyframe requests: edges ask, the inference service's encoders answer with an IDR.
 
 One key per (stream, tier), `Keys.keyframe_request(stream, tier)`
 (`framecast:{demo}:keyframe:video-high`). An edge that needs a keyframe (a
@@ -26,10 +32,11 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from framecast.bus import REDIS_ERRORS, Keys, now_us
+from framecast.bus.client import REDIS_ERRORS
+from framecast.bus.streams import Keys, now_us
 from framecast.logs import RateLimitedLog
 
-log = logging.getLogger("framecast.video.keyframes")
+log = logging.getLogger("framecast.bus.signals")
 
 DEFAULT_REQUEST_TTL_S = 2  # a request nobody consumed in this time is stale (no encoder for that tier)
 

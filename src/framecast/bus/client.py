@@ -1,36 +1,20 @@
-"""The Redis Streams bus between the inference service and the edges.
+"""Connecting to the bus: one URL names one server, a Redis Cluster or a Sentinel-managed master.
 
-Owns the key layout (documented in docs/protocol.md), the publish path
-(`XADD ... MAXLEN ~ N`, pipelined with the stream's heartbeat) and the read
-path (`XREAD BLOCK` from the newest entry, resuming at the newest entry after a
-reconnect so that a viewer never gets a burst of stale frames).
-
-Key layout, with the stream name as a Redis Cluster hash tag:
-
-    {prefix}streams                     ZSET  stream -> last heartbeat (unix µs)
-    {prefix}{{stream}}:frames:{tier}    STREAM entries {m: wire frame message}
-    {prefix}{{stream}}:meta             STRING JSON stream description (EX)
-    {prefix}{{stream}}:heartbeat        STRING last publish time in µs (EX)
-    {prefix}{{stream}}:demand:{tier}    STRING edge id wanting that tier (EX)
+Also the errors that mean "the bus is away" (`REDIS_ERRORS`), the reconnect
+back-off and the guard against a cancellation that redis-py swallowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio as aioredis
-
-from framecast import constants as C
-from framecast.protocol import ProtocolError, decode_header
 
 log = logging.getLogger("framecast.bus")
 
@@ -40,36 +24,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.Ti
                                                  redis.exceptions.BusyLoadingError, redis.ResponseError,
                                                  redis.exceptions.ClusterError,
                                                  redis.exceptions.RedisClusterException)
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """Redis key names for one key prefix."""
-
-    prefix: str = C.DEFAULT_KEY_PREFIX
-
-    def streams_index(self) -> str:
-        return f"{self.prefix}{C.STREAMS_INDEX_SUFFIX}"
-
-    def frames(self, stream: str, tier: str) -> str:
-        return f"{self.prefix}{{{stream}}}:frames:{tier}"
-
-    def meta(self, stream: str) -> str:
-        return f"{self.prefix}{{{stream}}}:meta"
-
-    def heartbeat(self, stream: str) -> str:
-        return f"{self.prefix}{{{stream}}}:heartbeat"
-
-    def demand(self, stream: str, tier: str) -> str:
-        return f"{self.prefix}{{{stream}}}:demand:{tier}"
-
-    def keyframe_request(self, stream: str, tier: str) -> str:
-        return f"{self.prefix}{{{stream}}}:keyframe:{tier}"
-
-
-def now_us() -> int:
-    """Wall-clock time in integer microseconds (the clock of capture_us)."""
-    return time.time_ns() // 1000
 
 
 class Backoff:
@@ -319,135 +273,3 @@ def async_client(url: str, *, block_ms: int = 1000, timeout: float = 2.0,
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout,
                                                     **options)
     return aioredis.Redis(connection_pool=pool)
-
-
-@dataclass(slots=True)
-class StreamInfo:
-    """What the inference service announces about a stream (the meta key)."""
-
-    stream: str
-    tiers: list[dict[str, Any]]
-    fps: float
-    model: str = ""
-    device: str = ""
-    source: str = ""
-    started_us: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps({"stream": self.stream, "tiers": self.tiers, "fps": self.fps, "model": self.model,
-                           "device": self.device, "source": self.source, "started_us": self.started_us})
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> StreamInfo:
-        obj = json.loads(raw)
-        return cls(stream=str(obj["stream"]), tiers=list(obj["tiers"]), fps=float(obj["fps"]),
-                   model=str(obj.get("model", "")), device=str(obj.get("device", "")),
-                   source=str(obj.get("source", "")), started_us=int(obj.get("started_us", 0)))
-
-
-class BusPublisher:
-    """Publishes frames of one stream (blocking client; call from a worker thread)."""
-
-    def __init__(self, client: redis.Redis, stream: str, *, keys: Keys, maxlen: int, meta_ttl_s: int = 10) -> None:
-        self.client, self.stream, self.keys = client, stream, keys
-        self.maxlen, self.meta_ttl_s = maxlen, meta_ttl_s
-
-    def publish(self, messages: dict[str, bytes], capture_us: int) -> None:
-        """XADD one wire message per tier and refresh the heartbeat in one round trip (all keys of one slot)."""
-        pipe = self.client.pipeline(transaction=False)
-        for tier, message in messages.items():
-            pipe.xadd(self.keys.frames(self.stream, tier), {C.FRAME_FIELD: message}, maxlen=self.maxlen,
-                      approximate=True)
-        pipe.set(self.keys.heartbeat(self.stream), capture_us, ex=self.meta_ttl_s)
-        pipe.execute()
-
-    def heartbeat(self, info: StreamInfo | None = None) -> None:
-        """Refresh the stream's heartbeat (and meta), then its entry in the streams index.
-
-        The index is one key for all streams: in a Redis Cluster it lives on one
-        master, so it is written apart and best effort, and a master failing over
-        never stops the heartbeat of a stream whose keys live elsewhere.
-        """
-        t_us = now_us()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.heartbeat(self.stream), t_us, ex=self.meta_ttl_s)
-        if info is not None:
-            pipe.set(self.keys.meta(self.stream), info.to_json(), ex=self.meta_ttl_s)
-        pipe.execute()
-        try:
-            self.client.zadd(self.keys.streams_index(), {self.stream: t_us})
-        except REDIS_ERRORS as exc:
-            log.debug("streams index not updated: %s", exc)
-
-    def demanded(self, tiers: list[str]) -> set[str]:
-        """The tiers some edge has asked for recently."""
-        pipe = self.client.pipeline(transaction=False)
-        for tier in tiers:
-            pipe.exists(self.keys.demand(self.stream, tier))
-        return {tier for tier, n in zip(tiers, pipe.execute(), strict=True) if n}
-
-
-async def newest_entry(client: aioredis.Redis, key: str) -> tuple[bytes, bytes] | None:
-    """The newest (entry id, wire message) of a frames stream, if any."""
-    entries: Any = await client.xrevrange(key, "+", "-", count=1)
-    if not entries:
-        return None
-    entry_id, fields = entries[0]
-    return bytes(entry_id), bytes(fields[C.FRAME_FIELD])
-
-
-def captured_within(message: bytes, max_age_us: int | None) -> bool:
-    """Whether a stored wire message was captured at most `max_age_us` ago (None: any age will do)."""
-    if max_age_us is None:
-        return True
-    try:
-        return now_us() - decode_header(message).capture_us <= max_age_us
-    except ProtocolError:
-        return False
-
-
-async def read_frames(client: aioredis.Redis, key: str, *, block_ms: int = 1000,
-                      backoff: Backoff | None = None, on_error: Any = None,
-                      max_age_us: int | None = None) -> AsyncIterator[bytes]:
-    """Yield wire messages of one frames stream forever, newest first then live.
-
-    Starts with the newest stored entry (so a new viewer gets a picture at once)
-    unless it was captured more than `max_age_us` ago (a tier nobody encodes
-    any more keeps its last entries: they are no start point), then follows
-    with `XREAD BLOCK`. When Redis goes away it retries with jittered back-off
-    and resumes at the newest entry, skipping the backlog. JPEG tiers only:
-    video tiers need every entry (`framecast.video.reader.read_video_frames`).
-    `on_error(exc)` is called for every failed attempt (for metrics and logs).
-    """
-    backoff = backoff or Backoff()
-    last_id: bytes | None = None
-    while True:
-        try:
-            raise_if_cancelling()
-            if last_id is None:
-                newest = await newest_entry(client, key)
-                if newest is None:
-                    last_id = b"$"
-                else:
-                    last_id = newest[0]
-                    if captured_within(newest[1], max_age_us):
-                        yield newest[1]
-            # "$" means "only entries added after this call"
-            reply: Any = await client.xread({key: last_id}, count=16, block=block_ms)
-            raise_if_cancelling()
-            backoff.reset()
-            if not reply:
-                if last_id == b"$":
-                    last_id = None  # nothing yet: look for a first entry again
-                continue
-            entries = reply[0][1]
-            last_id = bytes(entries[-1][0])
-            # deliver only the newest of a batch: older ones are stale on arrival
-            yield bytes(entries[-1][1][C.FRAME_FIELD])
-        except asyncio.CancelledError:
-            raise
-        except REDIS_ERRORS as exc:
-            if on_error is not None:
-                on_error(exc)
-            last_id = None  # after a reconnect resume at the newest entry, never replay the backlog
-            await asyncio.sleep(backoff.next_delay())

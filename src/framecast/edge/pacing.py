@@ -26,19 +26,22 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 US = 1_000_000
 
 
-@dataclass(slots=True)
-class InFlight:
+class InFlight(NamedTuple):
+    """One frame sent and not acked yet (a tuple: one is made per frame on the hot path)."""
+
     frame_id: int
     nbytes: int
     sent_us: int
     capture_us: int
+    seq: int  # the window's send count when it went (one decrease per round trip)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x to build, and one is built per ack
 class AckResult:
     """What one ack told us: the frame's delay and its capture time."""
 
@@ -121,7 +124,6 @@ class InflightWindow:
         self._sent_seq = 0
         self._decrease_seq = -1
         self._recent: deque[int] = deque(maxlen=standing_samples)
-        self._seq_of: dict[int, int] = {}
 
     # --- queries ---------------------------------------------------------
     @property
@@ -140,58 +142,63 @@ class InflightWindow:
 
     # --- events ----------------------------------------------------------
     def on_send(self, frame_id: int, nbytes: int, capture_us: int, now: int) -> None:
-        self.inflight.append(InFlight(frame_id, nbytes, now, capture_us))
-        self.inflight_bytes += nbytes
         self._sent_seq += 1
-        self._seq_of[frame_id] = self._sent_seq
+        self.inflight.append(InFlight(frame_id, nbytes, now, capture_us, self._sent_seq))
+        self.inflight_bytes += nbytes
 
     def on_ack(self, frame_id: int, now: int) -> AckResult | None:
         """Release `frame_id` and every frame sent before it (TCP delivers in order).
 
         Unknown ids (duplicates, or frames of a previous connection) are ignored.
         """
-        if frame_id not in self._seq_of:  # one dict lookup, not a scan of the frames in flight
+        inflight = self.inflight
+        if not inflight:
             return None
-        released = 0
-        released_bytes = 0
-        while self.inflight:
-            f = self.inflight.popleft()
-            self.inflight_bytes -= f.nbytes
+        if inflight[0].frame_id != frame_id:  # the usual ack is of the oldest frame; else look (a short deque)
+            for f in inflight:
+                if f.frame_id == frame_id:
+                    break
+            else:
+                return None
+        released = released_bytes = 0
+        while True:
+            f = inflight.popleft()
             released += 1
             released_bytes += f.nbytes
-            seq = self._seq_of.pop(f.frame_id, 0)
             if f.frame_id == frame_id:
                 break
-        delay = max(0, now - f.sent_us)
+        self.inflight_bytes -= released_bytes
+        delay = now - f.sent_us
+        if delay < 0:
+            delay = 0
         self.last_ack_us = now
         self.acks += 1
-        self._add_delay_sample(now, delay)
-        base = self.base_delay_us() or delay
+        mins = self._mins  # the windowed minimum of the delay samples
+        while mins and mins[-1][1] >= delay:
+            mins.pop()
+        mins.append((now, delay))
+        while mins[0][0] < now - self.base_window_us:
+            mins.popleft()
+        base = mins[0][1]
         # the standing delay (smallest of the last few samples) ignores one late ack from a busy viewer;
         # a queue that really stands raises every sample
-        self._recent.append(delay)
-        standing = min(self._recent)
+        recent = self._recent
+        recent.append(delay)
+        standing = min(recent)
         if standing - base > self.latency_target_us:
-            if seq > self._decrease_seq:
+            if f.seq > self._decrease_seq:
                 # one multiplicative decrease per round trip: later acks of frames sent before it are not news
                 self.window = max(float(self.min_frames), self.window * self.decrease)
                 self._decrease_seq = self._sent_seq
         else:
-            self.window = min(float(self.max_frames), self.window + released / max(self.window, 1.0))
+            window = self.window
+            self.window = min(float(self.max_frames), window + released / (window if window > 1.0 else 1.0))
         return AckResult(frame_id, delay, f.capture_us, released, released_bytes)
-
-    def _add_delay_sample(self, now: int, delay: int) -> None:
-        while self._mins and self._mins[-1][1] >= delay:
-            self._mins.pop()
-        self._mins.append((now, delay))
-        while self._mins and self._mins[0][0] < now - self.base_window_us:
-            self._mins.popleft()
 
     def reset(self) -> None:
         """Forget the frames in flight (after a tier switch the base delay changes too)."""
         self.inflight.clear()
         self.inflight_bytes = 0
-        self._seq_of.clear()
         self._mins.clear()
         self._recent.clear()
 

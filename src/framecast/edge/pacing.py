@@ -25,10 +25,11 @@ microseconds, so unit tests drive the policies with a fake clock.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 US = 1_000_000
+_NO_SAMPLE = 1 << 62  # a delay larger than any sample
 
 
 class InFlight(NamedTuple):
@@ -52,32 +53,58 @@ class AckResult:
     acked_bytes: int
 
 
-@dataclass(slots=True)
 class RateMeter:
-    """Events and bytes over a sliding time window (for delivered FPS and bytes/s)."""
+    """Events and bytes over a sliding time window (for delivered FPS and bytes/s).
 
-    window_us: int = 2 * US
-    _events: deque[tuple[int, int]] = field(default_factory=deque)
-    _bytes: int = 0
-    _first_us: int | None = None
+    Counts go into `buckets` fixed slices of the window (an add is two integer additions: one is made per
+    frame per viewer); a query sums the slices, taking the oldest one in the share of it still inside the window.
+    """
+
+    __slots__ = ("window_us", "_step", "_n", "_counts", "_bytes", "_cur", "_first_us")
+
+    def __init__(self, window_us: int = 2 * US, buckets: int = 20) -> None:
+        self.window_us = window_us
+        self._step = max(1, window_us // buckets)
+        self._n = buckets + 1  # the slices the window spans, plus the partial oldest one
+        self._counts = [0] * self._n
+        self._bytes = [0] * self._n
+        self._cur = -1  # the absolute index of the newest slice (-1: none yet)
+        self._first_us: int | None = None
 
     def add(self, now: int, nbytes: int, count: int = 1) -> None:
         if self._first_us is None:
             self._first_us = now
-        events = self._events
-        if count == 1:
-            events.append((now, nbytes))
-        else:
-            for _ in range(count):
-                events.append((now, nbytes // max(count, 1)))
-        self._bytes += nbytes
-        if events[0][0] < now - self.window_us:
-            self._trim(now)
+        idx = now // self._step
+        if idx != self._cur:
+            self._advance(idx)
+        i = idx % self._n
+        self._counts[i] += count
+        self._bytes[i] += nbytes
 
-    def _trim(self, now: int) -> None:
-        limit = now - self.window_us
-        while self._events and self._events[0][0] < limit:
-            self._bytes -= self._events.popleft()[1]
+    def _advance(self, idx: int) -> None:
+        """Make slice `idx` the newest, emptying the slices skipped since the last one (never goes back)."""
+        cur = self._cur
+        if idx <= cur:
+            return
+        n = self._n
+        if cur < 0 or idx - cur >= n:
+            self._counts[:] = [0] * n
+            self._bytes[:] = [0] * n
+        else:
+            for j in range(cur + 1, idx + 1):
+                self._counts[j % n] = 0
+                self._bytes[j % n] = 0
+        self._cur = idx
+
+    def _in_window(self, now: int, values: list[int]) -> float:
+        idx = now // self._step
+        self._advance(idx)
+        if self._cur < 0:
+            return 0.0
+        idx = max(idx, self._cur)
+        oldest = (idx + 1) % self._n  # the slice that starts before the window does
+        outside = (now - self.window_us) - (idx - self._n + 1) * self._step  # its part before the window
+        return sum(values) - values[oldest] * min(max(outside, 0), self._step) / self._step
 
     def span_us(self, now: int) -> int:
         """The time the window actually covers (shorter right after the start)."""
@@ -87,23 +114,26 @@ class RateMeter:
 
     def rate(self, now: int) -> float:
         """Events per second."""
-        self._trim(now)
         span = self.span_us(now)
-        return len(self._events) * US / span if span else 0.0
+        return self._in_window(now, self._counts) * US / span if span else 0.0
 
     def bytes_per_s(self, now: int) -> float:
-        self._trim(now)
         span = self.span_us(now)
-        return self._bytes * US / span if span else 0.0
+        return self._in_window(now, self._bytes) * US / span if span else 0.0
 
     def reset(self, now: int) -> None:
-        self._events.clear()
-        self._bytes = 0
+        self._counts[:] = [0] * self._n
+        self._bytes[:] = [0] * self._n
+        self._cur = -1
         self._first_us = now
 
 
 class InflightWindow:
     """Delay-based window of unacknowledged frames (see the module docstring)."""
+
+    __slots__ = ("latency_target_us", "min_frames", "max_frames", "window", "decrease", "base_window_us",
+                 "inflight", "inflight_bytes", "last_ack_us", "acks", "_half_us", "_half_ends_us", "_min_now",
+                 "_min_before", "_sent_seq", "_decrease_seq", "_recent")
 
     def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
                  initial_frames: float = 1.0, base_window_us: int = 10 * US, decrease: float = 0.7,
@@ -119,8 +149,11 @@ class InflightWindow:
         self.inflight_bytes = 0
         self.last_ack_us: int | None = None
         self.acks = 0
-        # windowed minimum of delay samples: (time, delay), increasing delays
-        self._mins: deque[tuple[int, int]] = deque()
+        # the base delay: the smallest sample of the current half of the base window and of the one before
+        # (so it forgets a minimum after between one half and one whole base window)
+        self._half_us = max(1, base_window_us // 2)
+        self._half_ends_us = 0
+        self._min_now = self._min_before = _NO_SAMPLE
         self._sent_seq = 0
         self._decrease_seq = -1
         self._recent: deque[int] = deque(maxlen=standing_samples)
@@ -131,7 +164,8 @@ class InflightWindow:
         return len(self.inflight)
 
     def base_delay_us(self) -> int | None:
-        return self._mins[0][1] if self._mins else None
+        base = min(self._min_now, self._min_before)
+        return None if base == _NO_SAMPLE else base
 
     def can_send(self) -> bool:
         """May one more frame go out now? Always when nothing is in flight (a fractional window rounds up)."""
@@ -173,13 +207,13 @@ class InflightWindow:
             delay = 0
         self.last_ack_us = now
         self.acks += 1
-        mins = self._mins  # the windowed minimum of the delay samples
-        while mins and mins[-1][1] >= delay:
-            mins.pop()
-        mins.append((now, delay))
-        while mins[0][0] < now - self.base_window_us:
-            mins.popleft()
-        base = mins[0][1]
+        if now >= self._half_ends_us:  # a new half window: the minimum of the one before the last expires
+            self._min_before = self._min_now if now < self._half_ends_us + self._half_us else _NO_SAMPLE
+            self._min_now = delay
+            self._half_ends_us = now + self._half_us
+        elif delay < self._min_now:
+            self._min_now = delay
+        base = self._min_now if self._min_now < self._min_before else self._min_before
         # the standing delay (smallest of the last few samples) ignores one late ack from a busy viewer;
         # a queue that really stands raises every sample
         recent = self._recent
@@ -199,7 +233,8 @@ class InflightWindow:
         """Forget the frames in flight (after a tier switch the base delay changes too)."""
         self.inflight.clear()
         self.inflight_bytes = 0
-        self._mins.clear()
+        self._min_now = self._min_before = _NO_SAMPLE
+        self._half_ends_us = 0
         self._recent.clear()
 
 
@@ -215,6 +250,8 @@ class SocketBudget:
 
 class FpsCap:
     """At most `max_fps` frames per second (0 = uncapped)."""
+
+    __slots__ = ("max_fps", "interval_us", "_next_us")
 
     def __init__(self, max_fps: float = 0.0) -> None:
         self.max_fps = 0.0
@@ -413,15 +450,21 @@ def _size(need: list[float | None], tier: int) -> float | None:
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved; one token per control message."""
 
+    __slots__ = ("rate", "burst", "tokens", "_per_us", "_last")
+
     def __init__(self, rate: float, burst: float, now: int) -> None:
         self.rate, self.burst = rate, burst
         self.tokens = burst
+        self._per_us = rate / US
         self._last = now
 
     def take(self, now: int) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate / US)
+        tokens = self.tokens + (now - self._last) * self._per_us
         self._last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False

@@ -54,6 +54,7 @@ log = logging.getLogger("framecast.edge.session")
 _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
 
 _BLOCKED_POLL_S = (0.002, 0.05)  # the kernel gives no event for "unsent bytes fell": retry, backing off
+_POLL_FIRST_S = _BLOCKED_POLL_S[0]
 _ACK_PREFIX = '{"type":"ack","id":'
 _ACK_LEN = len(_ACK_PREFIX)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
@@ -83,6 +84,12 @@ def viewer_config(settings: EdgeSettings) -> ViewerConfig:
 class ViewerSession:
     """The I/O shell of one viewer of one stream (see the module docstring)."""
 
+    __slots__ = ("_counted_tier", "_folded", "_live", "_max_text", "_poll_s", "_switch_reason", "_timer", "acks",
+                 "address", "bucket", "cap", "client_id", "close_code", "closed", "counters", "done", "expires_at",
+                 "feed_tier", "hub", "metrics", "on_close", "outlet", "pending_tier", "pending_vq", "pin_quota",
+                 "pinned", "policy", "protocol", "queue", "settings", "source_fps", "started", "started_us", "state",
+                 "stream", "tier_names", "tiers", "transport", "video_names", "vq", "window", "ws")
+
     def __init__(self, ws: WebSocket, *, hub: FanoutHub, settings: EdgeSettings, metrics: EdgeMetrics,
                  stream: str, tiers: tuple[TierInfo, ...], source_fps: float, transport: Any = None,
                  protocol: Any = None, hello: ClientHello | None = None) -> None:
@@ -110,6 +117,7 @@ class ViewerSession:
         self.vq: GopViewerQueue[BusFrame] | None = None  # the feeding tier's queue, when it is a video tier
         self.pending_vq: GopViewerQueue[BusFrame] | None = None
         self.bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, now)
+        self._max_text = settings.max_message_bytes
         self.client_id = ""
         self.started = False
         self.closed = False
@@ -203,7 +211,7 @@ class ViewerSession:
         """One text message from the viewer: an ack (fast path) or another control message."""
         if self.closed:
             return
-        if len(text) > self.settings.max_message_bytes:
+        if len(text) > self._max_text:
             self.close_now(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
             return
         now = time.monotonic_ns() // 1000
@@ -211,10 +219,12 @@ class ViewerSession:
             self.close_now(C.CLOSE_POLICY_VIOLATION, "too many control messages")
             return
         # fast path for the one message sent per frame; anything else takes the full parser
-        if text.startswith(_ACK_PREFIX) and text.endswith("}") and text[_ACK_LEN:-1].isdecimal():
-            self.acks += 1
-            self.on_ack(int(text[_ACK_LEN:-1]), now)
-            return
+        if text.startswith(_ACK_PREFIX) and text[-1] == "}":
+            digits = text[_ACK_LEN:-1]
+            if digits.isdecimal():
+                self.acks += 1
+                self.on_ack(int(digits), now)
+                return
         try:
             self.on_message(parse_viewer_message(text))
         except ProtocolError as exc:
@@ -368,13 +378,14 @@ class ViewerSession:
         result = st.on_ack(now, frame_id)
         if result is None:
             return
+        metrics = self.metrics
         g2g = time.time_ns() // 1000 - result.capture_us
         if g2g >= 0:
-            self.metrics.glass_to_glass.observe(g2g / 1e6)
-        self.metrics.frame_delay.observe(result.delay_us / 1e6)
+            metrics.glass_to_glass.observe(g2g / 1e6)
+        metrics.frame_delay.observe(result.delay_us / 1e6)
         if self.queue or self.vq is not None:
             self._pump()  # the window has room again
-        if st.adapt_due(now):
+        if now >= st.next_adapt_us and st.adapt_due(now):
             self._adapt(now)
 
     # --- stream state and timeouts (from the hub's housekeeping) ----------
@@ -571,14 +582,15 @@ class ViewerSession:
 
     def _sent_one(self, frame: BusFrame, now: int) -> None:
         st = self.state
-        self._poll_s = _BLOCKED_POLL_S[0]
-        if st.acking:
+        self._poll_s = _POLL_FIRST_S
+        acking = st.acking
+        if acking:
             self.metrics.inflight.observe(len(st.window.inflight))
-        if st.on_sent(now, frame.frame_id, frame.nbytes, frame.capture_us):
+        if st.on_sent(now, frame.frame_id, len(frame.data), frame.capture_us):
             self.metrics.first_frame.observe((time.monotonic_ns() // 1000 - self.started_us) / 1e6)
         if self.outlet is not None and self.outlet.buffered():  # the transport sends the rest, then on_writable
             st.writing_since_us = now
-        if not st.acking and st.adapt_due(now):
+        if not acking and st.adapt_due(now):
             self._adapt(now)
 
     # --- counters: plain ints on the viewer, summed at scrape time ------------

@@ -50,6 +50,10 @@ class Timeout:
 class ViewerState:
     """One viewer's pacing, tier and liveness state (see the module docstring)."""
 
+    __slots__ = ("cfg", "window", "cap", "policy", "delivered", "started_us", "acking", "last_ack_us",
+                 "blocked_since_us", "writing_since_us", "judge_from_id", "judge_deadline_us",
+                 "last_sent_capture_us", "frames_sent", "bytes_sent", "next_adapt_us")
+
     def __init__(self, config: ViewerConfig, now: int, *, n_tiers: int, rungs: tuple[int, ...],
                  start_rung: int | None = None) -> None:
         self.cfg = config

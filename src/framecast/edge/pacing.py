@@ -60,7 +60,7 @@ class RateMeter:
     frame per viewer); a query sums the slices, taking the oldest one in the share of it still inside the window.
     """
 
-    __slots__ = ("window_us", "_step", "_n", "_counts", "_bytes", "_cur", "_first_us")
+    __slots__ = ("_bytes", "_counts", "_cur", "_first_us", "_n", "_step", "window_us")
 
     def __init__(self, window_us: int = 2 * US, buckets: int = 20) -> None:
         self.window_us = window_us
@@ -131,9 +131,25 @@ class RateMeter:
 class InflightWindow:
     """Delay-based window of unacknowledged frames (see the module docstring)."""
 
-    __slots__ = ("latency_target_us", "min_frames", "max_frames", "window", "decrease", "base_window_us",
-                 "inflight", "inflight_bytes", "last_ack_us", "acks", "_half_us", "_half_ends_us", "_min_now",
-                 "_min_before", "_sent_seq", "_decrease_seq", "_recent")
+    __slots__ = (
+        "_decrease_seq",
+        "_half_ends_us",
+        "_half_us",
+        "_min_before",
+        "_min_now",
+        "_recent",
+        "_sent_seq",
+        "acks",
+        "base_window_us",
+        "decrease",
+        "inflight",
+        "inflight_bytes",
+        "last_ack_us",
+        "latency_target_us",
+        "max_frames",
+        "min_frames",
+        "window",
+    )
 
     def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
                  initial_frames: float = 1.0, base_window_us: int = 10 * US, decrease: float = 0.7,
@@ -251,7 +267,7 @@ class SocketBudget:
 class FpsCap:
     """At most `max_fps` frames per second (0 = uncapped)."""
 
-    __slots__ = ("max_fps", "interval_us", "_next_us")
+    __slots__ = ("_next_us", "interval_us", "max_fps")
 
     def __init__(self, max_fps: float = 0.0) -> None:
         self.max_fps = 0.0
@@ -450,7 +466,7 @@ def _size(need: list[float | None], tier: int) -> float | None:
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved; one token per control message."""
 
-    __slots__ = ("rate", "burst", "tokens", "_per_us", "_last")
+    __slots__ = ("_last", "_per_us", "burst", "rate", "tokens")
 
     def __init__(self, rate: float, burst: float, now: int) -> None:
         self.rate, self.burst = rate, burst

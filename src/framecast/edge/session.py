@@ -55,6 +55,7 @@ _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
 
 _BLOCKED_POLL_S = (0.002, 0.05)  # the kernel gives no event for "unsent bytes fell": retry, backing off
 _POLL_FIRST_S = _BLOCKED_POLL_S[0]
+_SIZES_EVERY_US = 1_000_000
 _ACK_PREFIX = '{"type":"ack","id":'
 _ACK_LEN = len(_ACK_PREFIX)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
@@ -84,11 +85,12 @@ def viewer_config(settings: EdgeSettings) -> ViewerConfig:
 class ViewerSession:
     """The I/O shell of one viewer of one stream (see the module docstring)."""
 
-    __slots__ = ("_counted_tier", "_folded", "_live", "_max_text", "_poll_s", "_switch_reason", "_timer", "acks",
-                 "address", "bucket", "cap", "client_id", "close_code", "closed", "counters", "done", "expires_at",
-                 "feed_tier", "hub", "metrics", "on_close", "outlet", "pending_tier", "pending_vq", "pin_quota",
-                 "pinned", "policy", "protocol", "queue", "settings", "source_fps", "started", "started_us", "state",
-                 "stream", "tier_names", "tiers", "transport", "video_names", "vq", "window", "ws")
+    __slots__ = ("_counted_tier", "_folded", "_live", "_max_text", "_poll_s", "_sizes", "_sizes_until_us",
+                 "_switch_reason", "_timer", "acks", "address", "bucket", "cap", "client_id", "close_code", "closed",
+                 "counters", "done", "expires_at", "feed_tier", "hub", "metrics", "on_close", "outlet",
+                 "pending_tier", "pending_vq", "pin_quota", "pinned", "policy", "protocol", "queue", "settings",
+                 "source_fps", "started", "started_us", "state", "stream", "tier_names", "tiers", "transport",
+                 "video_names", "vq", "window", "ws")
 
     def __init__(self, ws: WebSocket, *, hub: FanoutHub, settings: EdgeSettings, metrics: EdgeMetrics,
                  stream: str, tiers: tuple[TierInfo, ...], source_fps: float, transport: Any = None,
@@ -118,6 +120,8 @@ class ViewerSession:
         self.pending_vq: GopViewerQueue[BusFrame] | None = None
         self.bucket = TokenBucket(settings.control_rate, settings.control_rate * 2, now)
         self._max_text = settings.max_message_bytes
+        self._sizes: list[float | None] = []
+        self._sizes_until_us = 0
         self.client_id = ""
         self.started = False
         self.closed = False
@@ -463,7 +467,9 @@ class ViewerSession:
     def _adapt(self, now: int) -> None:
         reader = self.hub.reader(self.stream, self.feed_tier)
         source_fps = reader.fps(wall_us()) if reader is not None and reader.frames >= 10 else self.source_fps
-        decision = self.state.adapt(now, target_fps=source_fps, frame_sizes=self._frame_sizes(),
+        if now >= self._sizes_until_us:  # the tiers' frame sizes move slowly: looked up once a second
+            self._sizes, self._sizes_until_us = self._frame_sizes(), now + _SIZES_EVERY_US
+        decision = self.state.adapt(now, target_fps=source_fps, frame_sizes=self._sizes,
                                     switch_pending=self.pending_tier is not None,
                                     waiting_for_keyframe=self.vq is not None and self.vq.waiting_for_keyframe)
         if decision is not None:

@@ -50,9 +50,24 @@ class Timeout:
 class ViewerState:
     """One viewer's pacing, tier and liveness state (see the module docstring)."""
 
-    __slots__ = ("cfg", "window", "cap", "policy", "delivered", "started_us", "acking", "last_ack_us",
-                 "blocked_since_us", "writing_since_us", "judge_from_id", "judge_deadline_us",
-                 "last_sent_capture_us", "frames_sent", "bytes_sent", "next_adapt_us")
+    __slots__ = (
+        "acking",
+        "blocked_since_us",
+        "bytes_sent",
+        "cap",
+        "cfg",
+        "delivered",
+        "frames_sent",
+        "judge_deadline_us",
+        "judge_from_id",
+        "last_ack_us",
+        "last_sent_capture_us",
+        "next_adapt_us",
+        "policy",
+        "started_us",
+        "window",
+        "writing_since_us",
+    )
 
     def __init__(self, config: ViewerConfig, now: int, *, n_tiers: int, rungs: tuple[int, ...],
                  start_rung: int | None = None) -> None:

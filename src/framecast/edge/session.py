@@ -31,7 +31,7 @@ from framecast.edge.pacing import TierConfig, TokenBucket
 from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.viewer import WINDOW_FULL, ViewerConfig, ViewerState
-from framecast.edge.wsconn import BUSY, Outlet, ViewerProtocol, text_message
+from framecast.edge.wsconn import ACK_PREFIX, BUSY, Outlet, ViewerProtocol, text_message
 from framecast.logs import RateLimitedLog
 from framecast.protocol import (
     AUTO,
@@ -56,7 +56,7 @@ _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
 _BLOCKED_POLL_S = (0.002, 0.05)  # the kernel gives no event for "unsent bytes fell": retry, backing off
 _POLL_FIRST_S = _BLOCKED_POLL_S[0]
 _SIZES_EVERY_US = 1_000_000
-_ACK_PREFIX = '{"type":"ack","id":'
+_ACK_PREFIX = ACK_PREFIX.decode()
 _ACK_LEN = len(_ACK_PREFIX)
 CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
 
@@ -218,21 +218,30 @@ class ViewerSession:
         if len(text) > self._max_text:
             self.close_now(C.CLOSE_MESSAGE_TOO_BIG, C.CLOSE_REASONS[C.CLOSE_MESSAGE_TOO_BIG])
             return
-        now = time.monotonic_ns() // 1000
-        if not self.bucket.take(now):
-            self.close_now(C.CLOSE_POLICY_VIOLATION, "too many control messages")
-            return
         # fast path for the one message sent per frame; anything else takes the full parser
         if text.startswith(_ACK_PREFIX) and text[-1] == "}":
             digits = text[_ACK_LEN:-1]
-            if digits.isdecimal():
-                self.acks += 1
-                self.on_ack(int(digits), now)
+            if digits.isascii() and digits.isdecimal():
+                self.on_ack_message(int(digits))
                 return
+        if not self.bucket.take(time.monotonic_ns() // 1000):
+            self.close_now(C.CLOSE_POLICY_VIOLATION, "too many control messages")
+            return
         try:
             self.on_message(parse_viewer_message(text))
         except ProtocolError as exc:
             self.close_now(C.CLOSE_BAD_MESSAGE, f"malformed control message: {exc}")
+
+    def on_ack_message(self, frame_id: int) -> None:
+        """An ack, as the protocol's fast path reads it (a control message: the bucket counts it too)."""
+        if self.closed:
+            return
+        now = time.monotonic_ns() // 1000
+        if not self.bucket.take(now):
+            self.close_now(C.CLOSE_POLICY_VIOLATION, "too many control messages")
+            return
+        self.acks += 1
+        self.on_ack(frame_id, now)
 
     def on_binary(self) -> None:
         self.close_now(C.CLOSE_UNSUPPORTED_DATA, C.CLOSE_REASONS[C.CLOSE_UNSUPPORTED_DATA])

@@ -46,6 +46,8 @@ _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 1
 # struct tcp_info (linux/tcp.h) up to tcpi_bytes_retrans (Linux 4.19): the fields path() reads
 _TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q")
 _TI_BYTES_ACKED, _TI_NOTSENT, _TI_MIN_RTT, _TI_DELIVERY_RATE, _TI_BYTES_SENT, _TI_BYTES_RETRANS = 34, 38, 39, 42, 48, 49
+ACK_PREFIX = b'{"type":"ack","id":'  # the compact form clients send an ack in (protocol.encode_control)
+_ACK_LEN = len(ACK_PREFIX)
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -78,6 +80,9 @@ class ViewerIO(Protocol):
     """What the protocol calls once a viewer session is attached (all synchronous, on the loop)."""
 
     def on_text(self, text: str) -> None: ...
+
+    def on_ack_message(self, frame_id: int) -> None:
+        """A text message that is an ack in the compact form (`ACK_PREFIX` + digits + `}`)."""
 
     def on_binary(self) -> None: ...
 
@@ -237,8 +242,14 @@ class ViewerProtocol(GuardedWebSocket):
             # the common read: exactly one short, whole text frame (an ack)
             n = len(data) - 6
             if 0 <= n < 126 and data[0] == 0x81 and data[1] == 0x80 | n:
+                payload = apply_mask(data[6:], data[2:6])
+                if payload.startswith(ACK_PREFIX) and payload[-1] == 0x7D:  # in the compact form: no decoding
+                    digits = payload[_ACK_LEN:-1]
+                    if digits.isdigit():
+                        viewer.on_ack_message(int(digits))
+                        return
                 try:
-                    text = apply_mask(data[6:], data[2:6]).decode()
+                    text = payload.decode()
                 except UnicodeDecodeError:
                     pass  # the parser closes with 1007
                 else:

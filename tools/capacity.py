@@ -24,8 +24,9 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import redis
+from tests.support.timing import wait_until
 
-from tools.native_stack import NativeStack, wait_until
+from tools.native_stack import NativeStack
 from tools.viewers import ViewerPool
 
 INFERENCE = ["--width", "1280", "--height", "720", "--fps", "15", "--tiers", "high=1280x720@85,low=640x360@60"]

@@ -13,9 +13,8 @@ import socket
 import struct
 import time
 
-from tests.support.timing import scaled
-
 from framecast.protocol import FrameHeader, decode_header
+from tests.support.timing import scaled
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 NO_STATUS = 1005  # a close frame without a code (RFC 6455 7.4.1)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -19,8 +17,9 @@ import numpy as np
 import pytest
 
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
-from framecast.embedded import EmbeddedRedis, free_port
-from framecast.protocol import FrameHeader, encode_frame
+from framecast.embedded import EmbeddedRedis
+from framecast.protocol import FrameHeader, TierInfo, encode_frame
+from tests.support.procs import Service, edge_service, service_port, wait_http
 from tests.support.timing import scaled
 
 # name, width, height, quality
@@ -64,8 +63,8 @@ class Publisher:
         self.client = sync_client(self.url)
         self.pub = BusPublisher(self.client, self.stream, keys=Keys(self.prefix), maxlen=self.maxlen)
         self.info = StreamInfo(stream=self.stream, fps=self.fps, model="test", device="cpu", source="test",
-                               tiers=[{"name": n, "width": w, "height": h, "quality": q, "codec": "jpeg"}
-                                      for n, w, h, q in self.ladder], started_us=now_us())
+                               tiers=tuple(TierInfo(name=n, width=w, height=h, quality=q, codec="jpeg")
+                                           for n, w, h, q in self.ladder), started_us=now_us())
 
     def publish_one(self) -> None:
         self.frame_id += 1
@@ -115,14 +114,17 @@ class Publisher:
 
 @dataclass
 class EdgeProcess:
-    """A real `python -m framecast.edge` on a free port."""
+    """A real `python -m framecast.edge` on a free port (tests/support's Service), quiet and without a drain delay."""
 
     redis_url: str
     extra: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: str = ""
+    service: Service | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.service.proc if self.service is not None else None
 
     @property
     def base(self) -> str:
@@ -132,43 +134,20 @@ class EdgeProcess:
         return f"ws://127.0.0.1:{self.port}/ws/{stream}"
 
     def start(self, tmp_dir: str = "/tmp") -> EdgeProcess:
-        self.port = self.port or free_port()
-        self.log_path = os.path.join(tmp_dir, f"edge-{self.port}.log")
-        args = [sys.executable, "-m", "framecast.edge", "--port", str(self.port), "--redis-url", self.redis_url,
-                "--log-level", "warning", "--drain-delay-s", "0", *self.extra]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.env}, start_new_session=True)
-        deadline = time.monotonic() + scaled(20)
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"edge exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"edge did not become healthy: {self.log()}")
-            time.sleep(0.05)
+        svc = edge_service(self.redis_url, "--log-level", "warning", "--drain-delay-s", "0", *self.extra,
+                           port=self.port)
+        self.port = service_port(svc)
+        svc.name = f"edge-{self.port}"
+        svc.env.update(self.env)
+        self.service = svc.start(Path(tmp_dir))
+        wait_http(self.base + "/healthz", 20, svc)
+        return self
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        return self.service.log()[-4000:] if self.service is not None else ""
 
     def stop(self, timeout: float = 15) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(scaled(timeout))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
+        return self.service.stop(timeout) if self.service is not None else None
 
     def metrics(self) -> str:
         return httpx.get(self.base + "/metrics", timeout=5).text

@@ -27,6 +27,7 @@ from tests.integration.edge.conftest import (
     ViewerClient,
     metric_value,
 )
+from tests.support.timing import wall_us
 
 LADDER = (("high", 1280, 720, 80), ("medium", 854, 480, 70), ("low", 426, 240, 50))
 
@@ -41,7 +42,7 @@ async def one_viewer(edge: EdgeProcess, seconds: float) -> dict[str, float]:
     from framecast.bus import now_us  # noqa: F401 - same clock as capture_us
 
     # latency: receive time (monotonic) is converted with one wall/monotonic offset
-    offset_us = time.time_ns() // 1000 - int(time.monotonic() * 1e6)
+    offset_us = wall_us() - int(time.monotonic() * 1e6)
     lat = [(int(t * 1e6) + offset_us - cap) / 1000 for (_, cap, _, t, _) in v.frames[15:]]
     return {"fps": round(v.fps(), 1), "latency_p50_ms": round(statistics.median(lat), 1),
             "latency_p95_ms": round(pct(lat, 0.95), 1), "latency_max_ms": round(max(lat), 1),

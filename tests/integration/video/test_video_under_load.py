@@ -29,7 +29,7 @@ from framecast.protocol import Ack, ClientHello, Frame, decode_frame, decode_hea
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.integration.video.h264_check import ChainCheck
 from tests.support.procs import Service, edge_service, inference_service, running, service_port
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wall_us
 
 pytest.importorskip("av")
 
@@ -64,7 +64,7 @@ async def watch(url: str, until: asyncio.Event, tier: str = "auto") -> list[Rece
                 obj = json.loads(msg)
                 assert obj.get("type") != "error", obj
                 continue
-            got.append(Received(decode_frame(msg), time.time_ns() // 1000, time.monotonic()))
+            got.append(Received(decode_frame(msg), wall_us(), time.monotonic()))
             await ws.send(encode_control(Ack(got[-1].frame.header.frame_id)))
     return got
 

@@ -43,7 +43,7 @@ import numpy.typing as npt
 from framecast import constants as C
 from framecast.codecs import h264
 from framecast.ladder import VideoTier
-from framecast.protocol import FrameHeader, encode_frame
+from framecast.protocol import FrameHeader, TierInfo, encode_frame
 
 _cv2: Any
 try:  # OpenCV converts RGB -> I420 about 3x faster than swscale here, and releases the GIL
@@ -338,7 +338,7 @@ class VideoTierEncoder:
                 self.encoder, self._source_size = encoder, (width, height)
         return self.encoder
 
-    def describe(self, frame_width: int, frame_height: int) -> dict[str, Any]:
+    def describe(self, frame_width: int, frame_height: int) -> TierInfo:
         """The tier's entry in the stream meta; safe from another thread than the one encoding.
 
         Uses the live encoder's codec string when it encodes this size, else a cached probe.

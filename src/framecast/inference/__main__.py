@@ -152,7 +152,7 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
                           keyframe_poller=KeyframeRequestPoller(client, keys, settings.stream,
                                                                 min_interval_s=settings.keyframe_poll_ms / 1000))
     cleanup.callback(encoder.close)
-    info = StreamInfo(stream=settings.stream, tiers=[encoder.describe(i) for i in range(len(ladder))],
+    info = StreamInfo(stream=settings.stream, tiers=tuple(encoder.describe(i) for i in range(len(ladder))),
                       fps=source.fps, model=engine.info.model, device=engine.info.device,
                       source=redact(settings.source), started_us=now_us())
     policy = DemandPolicy(len(ladder), idle_fps=settings.idle_fps, publish_all=settings.demand == "all")

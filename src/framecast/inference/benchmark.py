@@ -37,7 +37,7 @@ from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import SyntheticSource
-from framecast.inference.tiers import DEFAULT_LADDER, parse_ladder
+from framecast.ladder import DEFAULT_LADDER, parse_ladder
 from framecast.provenance import describe, provenance
 
 W, H = 1280, 720
@@ -159,7 +159,7 @@ def pipeline_run(redis_url: str, demanded: list[str], seconds: float, encoder: s
     source = SyntheticSource(W, H, 30)
     policy = DemandPolicy(len(ladder), idle_fps=1.0)
     te = TierEncoder(make_encoder(encoder), ladder, W, H)
-    info = StreamInfo(stream=stream, tiers=[te.describe(i) for i in range(len(ladder))], fps=30.0)
+    info = StreamInfo(stream=stream, tiers=tuple(te.describe(i) for i in range(len(ladder))), fps=30.0)
     pipeline = Pipeline(source, engine, te, policy,
                         FramePublisher(client, stream, keys, ladder, maxlen=60, ids_synced=True),
                         DemandWatcher(client, stream, keys, ladder, policy, info), first_frame_id=1)

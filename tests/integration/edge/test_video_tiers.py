@@ -13,7 +13,7 @@ import pytest
 from framecast import constants as C
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
 from framecast.embedded import EmbeddedRedis
-from framecast.protocol import FrameHeader, decode_frame, encode_frame
+from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
 
 from .conftest import EdgeProcess, ViewerClient, make_jpegs
 
@@ -56,8 +56,8 @@ class VideoPublisher:
                                                     tier=1, quality=60, flags=C.FLAG_KEYFRAME), self.jpeg)}
             self.pub.publish(msgs, cap)
             if time.monotonic() - last_meta > 1.0:
-                tiers = [self.venc.describe(640, 360),
-                         {"name": "low", "width": 320, "height": 180, "quality": 60, "codec": "jpeg"}]
+                tiers = (self.venc.describe(640, 360),
+                         TierInfo(name="low", width=320, height=180, quality=60, codec="jpeg"))
                 self.pub.heartbeat(StreamInfo(stream=self.stream, tiers=tiers, fps=30.0))
                 last_meta = time.monotonic()
             next_t += 1 / 30

@@ -143,7 +143,7 @@ def test_decoder_error_waits_for_the_next_keyframe(small_frames: list[Image]) ->
 def test_tier_encoder_scales_into_the_box_and_builds_wire_messages(small_frames: list[Image]) -> None:
     tier = parse_video_tier("video-low=160x90@h264:200k")
     enc = VideoTierEncoder(tier, tier_index=3, input_format="bgr24", keyframe_interval_s=60.0)
-    info = enc.describe(320, 180)  # before the first frame: from a cached probe
+    info = enc.describe(320, 180).to_json()  # before the first frame: from a cached probe
     assert enc.encoder is None
     assert info["width"] == 160 and info["height"] == 90 and info["quality"] == 0
     assert info["codec"].startswith("avc1.") and info["bitrate"] == 200_000
@@ -156,7 +156,7 @@ def test_tier_encoder_scales_into_the_box_and_builds_wire_messages(small_frames:
         assert h.keyframe == (i == 0) and h.codec_name == "h264"
         pic = dec.decode(msg.payload, h.keyframe)
         assert pic is not None and pic.shape == (90, 160, 3)
-    assert enc.describe(320, 180) == info  # now from the live encoder: the same codec string
+    assert enc.describe(320, 180).to_json() == info  # now from the live encoder: the same codec string
     assert enc.request_keyframe(now=5 / FPS)
     assert enc.encode(small_frames[5], now=0.5).keyframe_reason == "requested"
     # the source changes size: a new encoder, starting with a keyframe

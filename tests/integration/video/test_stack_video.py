@@ -120,8 +120,7 @@ def test_inference_h264_tier_through_the_edge(tmp_path: Path) -> None:
 
 
 def test_ladder_mixes_video_and_jpeg_tiers() -> None:
-    from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
-    from framecast.ladder import VideoTier
+    from framecast.ladder import DEFAULT_LADDER, Tier, VideoTier, format_ladder, parse_ladder
 
     text = "high=1280x720@85,video=1280x720@h264:2500k,low=640x360@60"
     ladder = parse_ladder(text)
@@ -138,14 +137,14 @@ def test_tier_encoder_starts_video_at_an_idr_and_heals_lost_frames() -> None:
 
     from framecast.codecs.jpeg import make_encoder
     from framecast.inference.encode import TierEncoder, VideoOptions
-    from framecast.inference.tiers import parse_ladder
+    from framecast.ladder import parse_ladder
 
     clock = [100.0]
     te = TierEncoder(make_encoder("simplejpeg"), parse_ladder(LADDER), 640, 360,
                      video=VideoOptions(keyframe_interval_s=60, keyframe_min_gap_s=0.0, encoder="libx264"),
                      clock=lambda: clock[0])
     try:
-        assert te.describe(0)["codec"].startswith("avc1.") and te.describe(1)["codec"] == "jpeg"
+        assert te.describe(0).codec.startswith("avc1.") and te.describe(1).codec == "jpeg"
         rng = np.random.default_rng(1)
         img = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
         keys = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
-from framecast.ladder import VideoTier
+from framecast.ladder import DEFAULT_LADDER, Tier, VideoTier, format_ladder, parse_ladder
 
 
 def test_default_ladder() -> None:
@@ -47,4 +46,5 @@ def test_fit_keeps_aspect_and_never_upscales() -> None:
     assert tier.fit(1280, 720) == (640, 360)
     assert tier.fit(320, 180) == (320, 180)
     assert tier.fit(1000, 1000) == (360, 360)
-    assert tier.describe(1280, 720) == {"name": "low", "width": 640, "height": 360, "quality": 60, "codec": "jpeg"}
+    assert tier.describe(1280, 720).to_json() == {"name": "low", "width": 640, "height": 360, "quality": 60,
+                                                  "codec": "jpeg"}

@@ -20,8 +20,8 @@ from framecast.inference.sources import (
     SyntheticSource,
     crop_to_aspect,
     open_source,
-    redact,
 )
+from framecast.logs import redact_url
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -144,10 +144,11 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
 
 
 def test_passwords_never_reach_logs_or_metrics() -> None:
-    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
-    assert redact("http://user:pass@host/clip.mp4?api_key=k1&x=2") == "http://***@host/clip.mp4?api_key=***&x=***"
-    assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"
-    assert redact("synthetic") == "synthetic"
+    assert redact_url("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
+    assert redact_url("http://user:pass@host/clip.mp4?api_key=k1&x=2") == "http://***@host/clip.mp4?api_key=***&x=***"
+    assert redact_url("http://cam.local/mjpg") == "http://cam.local/mjpg"
+    assert redact_url("synthetic") == "synthetic"
+    assert redact_url("file:clip.mp4") == "file:clip.mp4" and redact_url("camera:0") == "camera:0"
     with pytest.raises(SourceError) as exc:
         open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", 64, 48, fps=30)
     assert "s3cret" not in str(exc.value) and "admin" not in str(exc.value) and "://***@" in str(exc.value)

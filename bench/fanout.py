@@ -465,12 +465,12 @@ def run_row(target: str, viewers: int, size: int, window_s: float, workers: int 
     from tests.support.procs import wait_stream_live
 
     from bench.systems import framecast_unavailable_reason
-    from framecast.embedded import free_port
+    from framecast.dev.embedded import free_port
 
     reason = framecast_unavailable_reason()
     if reason:
         return FanoutResult(target, viewers, size, workers, STATUS_SKIPPED, reason, window_s)
-    from framecast.embedded import EmbeddedRedis
+    from framecast.dev.embedded import EmbeddedRedis
 
     stop = threading.Event()
     redis_server = EmbeddedRedis().start()

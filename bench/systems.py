@@ -33,7 +33,7 @@ from bench.constants import (
 )
 from bench.linkemu import stop_process
 from bench.procstat import sample
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 
 HTTP_TIMEOUT_S = 2.0
 READY_POLL_S = 0.1
@@ -145,7 +145,7 @@ def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem
 
 # --- FRAMECAST INTEGRATION ------------------------------------------------------
 # start_framecast() starts, for one run: (1) an embedded Valkey
-# (framecast.embedded), (2) the inference service at 1280x720/30 fps whose
+# (framecast.dev.embedded), (2) the inference service at 1280x720/30 fps whose
 # "model" emits the bench scene (bench.framecast_scene_model, so all systems
 # stream the same pictures), (3) one edge bound to ``host`` with its defaults.
 # The RunningSystem's pid is the edge: CPU comes from /proc of the edge process,
@@ -173,7 +173,7 @@ def start_framecast(host: str, log_path: Path) -> RunningSystem:
         raise SystemUnavailable(reason)
     from tests.support.stack import Stack
 
-    from framecast.embedded import EmbeddedRedis
+    from framecast.dev.embedded import EmbeddedRedis
 
     log_dir = log_path.with_suffix("")
     redis_server = EmbeddedRedis().start()

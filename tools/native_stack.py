@@ -40,7 +40,7 @@ from tests.support.procs import Service, http_ok
 from tests.support.timing import wait_until
 
 from framecast.bus import Keys
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tools.render_nginx import NGINX_CONF, render_native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,7 +320,7 @@ class NativeStack:
         return [f"127.0.0.1:{p}" for p in self.edge_ports]
 
     def start(self) -> NativeStack:
-        from framecast.embedded import EmbeddedRedis
+        from framecast.dev.embedded import EmbeddedRedis
 
         try:
             self.redis = EmbeddedRedis(maxmemory="256mb").start()

@@ -32,7 +32,7 @@ from tools.native_stack import ALERTS_YML, PrometheusAPI, http_get
 from tools.render_dashboard import QueryResult, evaluate, plot, summary
 from tools.viewers import ViewerPool
 
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tests.deploy.conftest import ROOT
 from tests.deploy.test_compose import README_COMMANDS, readme_compose_commands
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS

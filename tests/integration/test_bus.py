@@ -10,7 +10,7 @@ import redis
 
 from framecast import constants as C
 from framecast.bus import Backoff, BusPublisher, Keys, StreamInfo, async_client, now_us, read_frames, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
 from tests.support.timing import scaled
 

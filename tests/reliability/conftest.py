@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import ClientHello
 from tests.reliability.support import STREAM_ARGS, ProcStats, proc_stats, wait_stream, write_results
 from tests.support import stack as support_stack

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framecast import constants as C
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tests.support.timing import scaled, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

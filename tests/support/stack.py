@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http, wait_stream_live
 
 

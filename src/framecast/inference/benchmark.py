@@ -31,7 +31,7 @@ import numpy as np
 
 from framecast.bus import Keys, StreamInfo, sync_client
 from framecast.codecs.jpeg import ENCODERS, make_encoder
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
 from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis, free_port
+from framecast.dev.embedded import EmbeddedRedis, free_port
 from tests.support import stack as support_stack
 from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http, wait_stream_live
 

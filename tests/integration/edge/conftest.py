@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, TierInfo, encode_frame
 from tests.support.procs import Service, edge_service, service_port, wait_http
 from tests.support.timing import scaled

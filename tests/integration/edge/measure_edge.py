@@ -20,7 +20,7 @@ import psutil  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from tests.integration.edge.conftest import (
     EdgeProcess,
     Publisher,

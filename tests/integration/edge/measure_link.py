@@ -37,7 +37,7 @@ def main(rate: float, rtt: float, seconds: float, extra: list[str], plain: bool)
     import httpx
     from bench.linkemu import EmulatedLink, LinkSpec
 
-    from framecast.embedded import EmbeddedRedis, free_port
+    from framecast.dev.embedded import EmbeddedRedis, free_port
     from tests.integration.edge.conftest import Publisher, metric_value
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-link-"))

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framecast.bus import now_us
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
 from tests.support.link import FifoLink
 from tests.support.timing import scaled

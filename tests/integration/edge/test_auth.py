@@ -15,8 +15,8 @@ import websockets
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
+from framecast.dev.embedded import EmbeddedRedis, free_port
 from framecast.edge.auth import make_token
-from framecast.embedded import EmbeddedRedis, free_port
 
 from .conftest import EdgeProcess, Publisher, ViewerClient
 

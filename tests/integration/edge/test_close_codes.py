@@ -12,7 +12,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 
 from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value
 

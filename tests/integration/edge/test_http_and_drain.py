@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.bus import Keys, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
 from tests.support.timing import scaled
 

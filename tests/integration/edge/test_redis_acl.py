@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from framecast.bus import Keys
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 
 from .conftest import EdgeProcess, Publisher, ViewerClient
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from framecast.bus import Keys, StreamInfo, now_us, sync_client
 from framecast.codecs.jpeg import make_encoder
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
 from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline

@@ -24,7 +24,7 @@ import pytest
 
 from framecast import constants as C
 from framecast.bus import Keys, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import Ack, ClientHello, Frame, decode_frame, decode_header, encode_control
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.integration.video.h264_check import ChainCheck

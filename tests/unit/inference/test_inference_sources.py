@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from framecast.bus import now_us
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from framecast.inference.sources import (
     SourceEnded,
     SourceError,

@@ -247,11 +247,6 @@ def parse_ladder(text: str) -> tuple[AnyTier, ...]:
     return tuple(tiers)
 
 
-def format_ladder(tiers: tuple[AnyTier, ...]) -> str:
-    return ",".join(t.spec() if isinstance(t, VideoTier) else f"{t.name}={t.width}x{t.height}@{t.quality}"
-                    for t in tiers)
-
-
 # --- the announced ladder: what the edge and the viewers see ------------------------------------------
 
 def announced_tiers(raw: Any) -> tuple[TierInfo, ...]:

@@ -12,9 +12,10 @@ import pytest
 
 from framecast import constants as C
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
 
+from ..video.h264_check import video_message
 from .conftest import EdgeProcess, ViewerClient, make_jpegs
 
 av = pytest.importorskip("av")
@@ -51,7 +52,7 @@ class VideoPublisher:
             self.frame_id += 1
             cap = now_us()
             out = self.venc.encode(self._image(self.frame_id))
-            msgs = {"video": self.venc.message(out, frame_id=self.frame_id, capture_us=cap, publish_us=now_us()),
+            msgs = {"video": video_message(self.venc, out, frame_id=self.frame_id, capture_us=cap, publish_us=now_us()),
                     "low": encode_frame(FrameHeader(frame_id=self.frame_id, capture_us=cap, width=320, height=180,
                                                     tier=1, quality=60, flags=C.FLAG_KEYFRAME), self.jpeg)}
             self.pub.publish(msgs, cap)

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from framecast import constants as C
 from framecast.dev.embedded import free_port
 from tests.support.timing import scaled, wait_until
@@ -163,3 +165,44 @@ def running(*services: Service, log_dir: Path) -> Iterator[tuple[Service, ...]]:
     finally:
         for s in reversed(started):
             s.stop()
+
+
+@dataclass
+class EdgeProcess:
+    """A real `python -m framecast.edge` on a free port (tests/support's Service), quiet and without a drain delay."""
+
+    redis_url: str
+    extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    service: Service | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.service.proc if self.service is not None else None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, stream: str = "demo") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/{stream}"
+
+    def start(self, tmp_dir: str = "/tmp") -> EdgeProcess:
+        svc = edge_service(self.redis_url, "--log-level", "warning", "--drain-delay-s", "0", *self.extra,
+                           port=self.port)
+        self.port = service_port(svc)
+        svc.name = f"edge-{self.port}"
+        svc.env.update(self.env)
+        self.service = svc.start(Path(tmp_dir))
+        wait_http(self.base + "/healthz", 20, svc)
+        return self
+
+    def log(self) -> str:
+        return self.service.log()[-4000:] if self.service is not None else ""
+
+    def stop(self, timeout: float = 15) -> int | None:
+        return self.service.stop(timeout) if self.service is not None else None
+
+    def metrics(self) -> str:
+        return httpx.get(self.base + "/metrics", timeout=5).text

@@ -20,9 +20,9 @@ from framecast.bus import now_us
 from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
 from tests.support.link import FifoLink
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, Publisher
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import psutil  # type: ignore[import-untyped]
 
 from framecast.bus import now_us
 from framecast.protocol import FrameHeader, decode_frame, encode_frame
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 
 async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publisher: Publisher) -> None:

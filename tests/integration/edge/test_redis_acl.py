@@ -11,8 +11,9 @@ import redis
 
 from framecast.bus import Keys
 from framecast.dev.embedded import EmbeddedRedis
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 # documented in docs/edge.md
 EDGE_ACL = ("on >edge-pass resetkeys %R~framecast:* %W~framecast:{*}:demand:* %W~framecast:{*}:keyframe:* "

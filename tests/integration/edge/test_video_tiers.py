@@ -14,9 +14,11 @@ from framecast import constants as C
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
 from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import make_jpegs
+from tests.support.viewer import ViewerClient
 
 from ..video.h264_check import video_message
-from .conftest import EdgeProcess, ViewerClient, make_jpegs
 
 av = pytest.importorskip("av")
 

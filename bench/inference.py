@@ -1,4 +1,4 @@
-"""`python -m framecast.inference.benchmark`: encoder and pipeline figures of the inference service.
+"""`python -m bench.inference`: encoder and pipeline figures of the inference service.
 
 Measures, on this machine, in one bounded run (about a minute and a half):
 1. JPEG encoding of the 3-tier 720p ladder: frames/s single-threaded (tiers one
@@ -277,7 +277,7 @@ def update_doc(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framecast.inference.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results", help="directory for inference.json and inference.png")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cv2.setNumThreads(1)
     cpus = os.cpu_count() or 1
-    results: dict[str, Any] = {"provenance": provenance("python -m framecast.inference.benchmark " +
+    results: dict[str, Any] = {"provenance": provenance("python -m bench.inference " +
                                                         shlex.join(argv if argv is not None else sys.argv[1:])),
                                "machine": {"cpus": cpus, "platform": platform.platform(),
                                            "python": platform.python_version(),

@@ -1,4 +1,4 @@
-"""Edge measurements for docs/edge.md (not a test): run `python tests/integration/edge/measure_edge.py`.
+"""Edge measurements for docs/edge.md: run `python -m bench.edge_measure`.
 
 1. one acking viewer on loopback: FPS and latency (capture -> received, one host = one clock)
 2. 50 acking viewers: deliveries per edge CPU-second (frames written / edge process CPU time)
@@ -11,23 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.support.metrics import metric_value
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.timing import wall_us
+from tests.support.viewer import ViewerClient
 
 from framecast.dev.embedded import EmbeddedRedis
-from tests.integration.edge.conftest import (
-    EdgeProcess,
-    Publisher,
-    ViewerClient,
-    metric_value,
-)
-from tests.support.timing import wall_us
 
 LADDER = (("high", 1280, 720, 80), ("medium", 854, 480, 70), ("low", 426, 240, 50))
 

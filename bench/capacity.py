@@ -10,7 +10,7 @@ Two bounded experiments on the native stack (real Valkey, inference, edges, acki
    counter (INFO total_net_output_bytes) is compared with the formula
    `frames/s x sum(bytes per frame of the tiers read) x replicas`.
 
-    .venv/bin/python -m tools.capacity     # about 3 minutes on 2 cores; writes tests/artifacts/capacity.json
+    .venv/bin/python -m bench.capacity     # about 3 minutes on 2 cores; writes tests/artifacts/capacity.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 import redis
 from tests.support.timing import wait_until
-
 from tools.native_stack import NativeStack
 from tools.viewers import ViewerPool
 

@@ -67,7 +67,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (("video auto", "jpeg 720p q85"), ("v
 
 async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: float) -> dict[str, Any]:
     """One viewer: hello, then ack every frame on arrival; frames after `warmup` are counted."""
-    from websockets.asyncio.client import connect
+    from tests.support.viewer import messages, open_viewer
 
     from framecast import constants as C
     from framecast.bus import now_us
@@ -83,17 +83,12 @@ async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: 
     hello: dict[str, Any] = {}
     first_frame_ms: float | None = None
     start = time.monotonic()
-    async with connect(url, compression=None, max_size=32 << 20, open_timeout=20) as ws:
+    async with open_viewer(url, open_timeout=20) as ws:
         await ws.send(encode_control(ClientHello(codecs=tuple(codecs), tier=tier, client_id="bench-video")))
-        while (now := time.monotonic()) < start + warmup + seconds:
-            try:
-                msg = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            if isinstance(msg, str):
-                obj = json.loads(msg)
-                if obj.get("type") == "hello" and not hello:
-                    hello = obj
+        async for now, msg in messages(ws, start + warmup + seconds):
+            if isinstance(msg, dict):
+                if msg.get("type") == "hello" and not hello:
+                    hello = msg
                 continue
             f = decode_frame(msg)
             if first_frame_ms is None:

@@ -1,19 +1,49 @@
-"""The one `websockets` viewer of tests and benches: connects, optionally says hello, records every frame
-(header decoded by framecast.protocol) and control message, and acks (optionally after a delay)."""
+"""The one `websockets` viewer of tests and benches.
+
+`open_viewer` connects as a viewer does (no permessage-deflate: frames are JPEG/H.264), `messages` yields
+what arrives (control messages parsed, frame messages as bytes) until a deadline or a stop condition, and
+`ViewerClient` is the ready-made viewer: optionally says hello, records every frame (header decoded by
+framecast.protocol) and control message, and acks (optionally after a delay)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from framecast.protocol import decode_frame
 from tests.support.timing import scaled
+
+MAX_MESSAGE_BYTES = 32 << 20
+
+
+def open_viewer(url: str, *, open_timeout: float = 10.0, headers: dict[str, str] | None = None,
+                subprotocols: list[str] | None = None) -> connect:
+    """`async with open_viewer(url) as ws:` a viewer's WebSocket (`open_timeout` is scaled)."""
+    kwargs: dict[str, Any] = {"compression": None, "max_size": MAX_MESSAGE_BYTES, "open_timeout": scaled(open_timeout)}
+    if headers:
+        kwargs["additional_headers"] = headers
+    if subprotocols:
+        kwargs["subprotocols"] = subprotocols
+    return connect(url, **kwargs)
+
+
+async def messages(ws: ClientConnection, deadline: float = float("inf"), *, stop: Callable[[], bool] | None = None,
+                   poll: float = 0.5) -> AsyncIterator[tuple[float, dict[str, Any] | bytes]]:
+    """(arrival time on the monotonic clock, a control message parsed or a frame message's bytes) for each
+    message, until `deadline` (monotonic) passes or `stop()` is true; waits at most `poll` s between checks."""
+    while (now := time.monotonic()) < deadline and not (stop is not None and stop()):
+        try:
+            msg = await asyncio.wait_for(ws.recv(), max(0.01, min(poll, deadline - now)))
+        except TimeoutError:
+            continue
+        yield time.monotonic(), (json.loads(msg) if isinstance(msg, str) else msg)
 
 
 @dataclass
@@ -34,32 +64,21 @@ class ViewerClient:
     raw: list[bytes] | None = None  # set to a list to keep every frame message
 
     async def run(self, duration: float, *, until_frames: int | None = None) -> ViewerClient:
-        kwargs: dict[str, Any] = {"compression": None, "max_size": 32 * 1024 * 1024, "open_timeout": scaled(10)}
-        if self.headers:
-            kwargs["additional_headers"] = self.headers
-        if self.subprotocols:
-            kwargs["subprotocols"] = self.subprotocols
         deadline = time.monotonic() + scaled(duration)
         try:
-            async with connect(self.url, **kwargs) as ws:
+            async with open_viewer(self.url, headers=self.headers, subprotocols=self.subprotocols) as ws:
                 if self.hello is not None:
                     await ws.send(json.dumps({"type": "hello", **self.hello}))
-                while time.monotonic() < deadline:
-                    try:
-                        msg = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    if isinstance(msg, str):
-                        obj = json.loads(msg)
-                        if obj.get("type") == "hello" and self.server_hello is None:
-                            self.server_hello = obj
-                        self.controls.append(obj)
+                async for t, msg in messages(ws, deadline, poll=float("inf")):
+                    if isinstance(msg, dict):
+                        if msg.get("type") == "hello" and self.server_hello is None:
+                            self.server_hello = msg
+                        self.controls.append(msg)
                         continue
                     if self.raw is not None:
                         self.raw.append(msg)
-                    frame = decode_frame(msg)
-                    h = frame.header
-                    self.frames.append((h.frame_id, h.capture_us, h.tier, time.monotonic(), len(msg)))
+                    h = decode_frame(msg).header
+                    self.frames.append((h.frame_id, h.capture_us, h.tier, t, len(msg)))
                     if self.ack:
                         if self.ack_delay:
                             await asyncio.sleep(self.ack_delay)

@@ -8,7 +8,6 @@ interval is set far longer than the wait, so the IDR can only be the requested o
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from tests.integration.client.stack import EDGE_ARGS, require_services, wait_rea
 from tests.integration.video.h264_check import ChainCheck
 from tests.support.procs import edge_service, inference_service, running, service_port
 from tests.support.timing import scaled
+from tests.support.viewer import messages, open_viewer
 
 pytest.importorskip("av")
 
@@ -46,30 +46,23 @@ def inference_metric(svc_args: list[str], name: str, **labels: str) -> float:
 async def watch(url: str, seconds: float, *, keyframe_after: float | None = None
                 ) -> tuple[dict[str, Any], list[tuple[float, Frame]], float | None]:
     """Frames (arrival time, frame) for `seconds`; with `keyframe_after`, send a keyframe request then."""
-    from websockets.asyncio.client import connect
-
     frames: list[tuple[float, Frame]] = []
     hello: dict[str, Any] = {}
     sent_at: float | None = None
     deadline = time.monotonic() + scaled(seconds)
-    async with connect(url, compression=None, max_size=32 << 20, open_timeout=scaled(10)) as ws:
+    async with open_viewer(url) as ws:
         await ws.send(encode_control(ClientHello(codecs=("h264", "jpeg"))))
         start = time.monotonic()
-        while (now := time.monotonic()) < deadline:
+        async for now, msg in messages(ws, deadline, poll=0.2):
             if keyframe_after is not None and sent_at is None and now - start >= keyframe_after:
                 await ws.send(encode_control(KeyframeNeeded("test")))
                 sent_at = time.monotonic()
-            try:
-                msg = await asyncio.wait_for(ws.recv(), max(0.01, min(0.2, deadline - now)))
-            except TimeoutError:
-                continue
-            if isinstance(msg, str):
-                obj = json.loads(msg)
-                if obj.get("type") == "hello" and not hello:
-                    hello = obj
+            if isinstance(msg, dict):
+                if msg.get("type") == "hello" and not hello:
+                    hello = msg
                 continue
             frame = decode_frame(msg)
-            frames.append((time.monotonic(), frame))
+            frames.append((now, frame))
             await ws.send(encode_control(Ack(frame.header.frame_id)))
     return hello, frames, sent_at
 

@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 import yaml  # type: ignore[import-untyped]
@@ -136,8 +136,32 @@ def port_clash(proc: Service) -> bool:
     return proc.dead() is not None and "address already in use" in proc.log_tail().lower()
 
 
-class Prometheus(PrometheusAPI):
+class LoopbackServer:
+    """A server binary on a free loopback port: `_configure(port)` builds its Service, `start()` polls
+    `ready_path` and, when the port was taken before the server bound it, configures another and retries."""
+
+    what = "server"
+    ready_path = "/"
+    ready_timeout = 30.0
+    proc: Service
+    url: str
+
+    def _configure(self, port: int) -> None:
+        raise NotImplementedError
+
+    def start(self, attempts: int = 3) -> Self:
+        _start_on_a_free_port(lambda: self.proc, self._configure, f"{self.what} ready",
+                              lambda: http_ok(f"{self.url}{self.ready_path}"), self.ready_timeout, attempts)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Prometheus(PrometheusAPI, LoopbackServer):
     """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
+
+    what, ready_path, ready_timeout = "prometheus", "/-/ready", 30.0
 
     def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
         super().__init__("")
@@ -160,17 +184,12 @@ class Prometheus(PrometheusAPI):
                                   f"--storage.tsdb.path={self.tsdb}", f"--web.listen-address=127.0.0.1:{port}",
                                   "--log.level=warn", "--storage.tsdb.retention.time=1h"])
 
-    def start(self, attempts: int = 3) -> Prometheus:
-        _start_on_a_free_port(lambda: self.proc, self._configure, "prometheus ready",
-                              lambda: http_ok(f"{self.url}/-/ready"), 30, attempts)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
-class Nginx:
+class Nginx(LoopbackServer):
     """Real nginx, configured by rendering deploy/nginx/nginx.conf with static upstreams."""
+
+    what, ready_path, ready_timeout = "nginx", "/lb-health", 15.0
 
     def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx") -> None:
         self.upstreams, self.binary = upstreams, binary
@@ -195,13 +214,6 @@ class Nginx:
         return subprocess.run([self.binary, "-t", "-e", "stderr", "-p", str(self.workdir), "-c",
                                str(self.config_path)], capture_output=True, text=True, timeout=30)
 
-    def start(self, attempts: int = 3) -> Nginx:
-        _start_on_a_free_port(lambda: self.proc, self._configure, "nginx up",
-                              lambda: http_ok(f"{self.url}/lb-health"), 15, attempts)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 REDIS_EXPORTER_NAMES = ("prometheus-redis-exporter", "redis_exporter")  # Debian's name, upstream's

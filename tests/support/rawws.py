@@ -67,6 +67,24 @@ def ws_handshake(port: int, stream: str = "demo", *, rcvbuf: int | None = None,
     return sock
 
 
+def flood(sock: socket.socket, blob: bytes, max_bytes: int, seconds: float, *, prefix: bytes = b"") -> int:
+    """Send `prefix`, then `blob` again and again as fast as the socket takes it, until `max_bytes` went out,
+    `seconds` (scaled) passed or the peer cut the connection; returns the bytes of `blob` sent."""
+    sent = 0
+    t0 = time.monotonic()
+    sock.settimeout(0.5)
+    try:
+        sock.sendall(prefix)
+        while sent < max_bytes and time.monotonic() - t0 < scaled(seconds):
+            try:
+                sent += sock.send(blob)
+            except TimeoutError:
+                continue
+    except OSError:
+        pass  # the peer closed the connection (reset while we were still sending)
+    return sent
+
+
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | None = None) -> bytes:
     """One masked client frame (payload < 126 bytes); `key`: the mask (random by default)."""
     assert len(payload) < 126

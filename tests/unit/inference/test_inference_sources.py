@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import cv2
@@ -22,6 +19,7 @@ from framecast.inference.sources import (
     open_source,
 )
 from framecast.logs import redact_url
+from tests.support.httpserve import serve_files
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -108,21 +106,9 @@ def test_unknown_source_kind() -> None:
         open_source("ftp://example/x", 64, 48, fps=30)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _serve(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler,
-                                                                                    directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
     write_video(tmp_path / "live.avi", "MJPG")
-    server = _serve(tmp_path)
+    server = serve_files(tmp_path)
     port = server.server_port
     source = open_source(f"http://127.0.0.1:{port}/live.avi", 64, 48, fps=30)
     try:
@@ -134,7 +120,7 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
         server.server_close()
         with pytest.raises(SourceLost, match="cannot open the stream"):
             source.reopen()  # the server is away
-        server = _serve(tmp_path, port)  # back on the same address
+        server = serve_files(tmp_path, port)  # back on the same address
         source.reopen()
         assert dominant(source.read(0).image) == COLOURS[0]
     finally:

@@ -39,7 +39,7 @@ lock:
 	$(LOCK) --extra all --extra dev -o requirements/dev.txt
 
 run: $(STAMP)
-	$(PY) -m framecast.launcher
+	$(PY) -m framecast.dev.launcher
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -348,12 +348,13 @@ async def view(port: int, viewers: int, acks: bool) -> None:
 # --- framecast ------------------------------------------------------------------------------------------------
 def _publish(redis_url: str, size: int, stop: threading.Event) -> None:
     from framecast import bus
+    from framecast.protocol import TierInfo
 
     client = bus.sync_client(redis_url)
     publisher = bus.BusPublisher(client, STREAM, keys=bus.Keys(), maxlen=60)
     width, height = FRAME_SIZE
-    tier = {"name": TIER, "width": width, "height": height, "quality": QUALITY, "codec": "jpeg"}
-    info = bus.StreamInfo(STREAM, [tier], FPS, model="bench-fanout", source="bench")
+    tier = TierInfo(name=TIER, width=width, height=height, quality=QUALITY, codec="jpeg")
+    info = bus.StreamInfo(STREAM, (tier,), FPS, model="bench-fanout", source="bench")
     payload = bytes(size)
     frame_id, next_heartbeat = 1, 0.0
     next_at = time.monotonic()
@@ -367,21 +368,6 @@ def _publish(redis_url: str, size: int, stop: threading.Event) -> None:
         next_at += 1.0 / FPS
         stop.wait(max(0.0, next_at - time.monotonic()))
     client.close()
-
-
-def _wait_live(base_url: str, deadline: float) -> None:
-    import urllib.request
-
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base_url}/streams", timeout=2) as response:
-                listing = json.loads(response.read())
-            if any(s.get("stream") == STREAM and s.get("live") for s in listing.get("streams", [])):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"edge did not list stream {STREAM!r} as live")
 
 
 def _cpu_rss(pids: list[int]) -> tuple[float, int]:
@@ -476,12 +462,15 @@ def run_row(target: str, viewers: int, size: int, window_s: float, workers: int 
             return FanoutResult(target, viewers, size, 1, STATUS_ERROR, repr(exc)[:200], window_s)
         finally:
             stop_process(server)
-    from bench.systems import framecast_unavailable_reason, free_port
+    from tests.support.procs import wait_stream_live
+
+    from bench.systems import framecast_unavailable_reason
+    from framecast.dev.embedded import free_port
 
     reason = framecast_unavailable_reason()
     if reason:
         return FanoutResult(target, viewers, size, workers, STATUS_SKIPPED, reason, window_s)
-    from framecast.embedded import EmbeddedRedis
+    from framecast.dev.embedded import EmbeddedRedis
 
     stop = threading.Event()
     redis_server = EmbeddedRedis().start()
@@ -495,7 +484,7 @@ def run_row(target: str, viewers: int, size: int, window_s: float, workers: int 
                                 env=env, cwd=_repo_root(), text=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         publisher.start()
-        _wait_live(f"http://{HOST}:{port}", time.monotonic() + PROCESS_GRACE_S)
+        wait_stream_live(f"http://{HOST}:{port}", stream=STREAM, timeout=PROCESS_GRACE_S)
         edge_pid = edge.pid
         return _measure(target, viewers, size, workers, window_s, port, lambda: process_tree(edge_pid),
                         acks=target == FRAMECAST_ACKING)

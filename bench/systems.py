@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.timing import wait_until
 
 from bench.constants import (
     BENCH_CLIENT_ID,
@@ -34,6 +33,7 @@ from bench.constants import (
 )
 from bench.linkemu import stop_process
 from bench.procstat import sample
+from framecast.dev.embedded import free_port
 
 HTTP_TIMEOUT_S = 2.0
 READY_POLL_S = 0.1
@@ -111,14 +111,6 @@ class RunningSystem:
         self.cleanups.clear()
 
 
-def free_port(host: str) -> int:
-    """A port free on ``host`` now (the server binds it right after)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
         body: dict[str, Any] = json.loads(response.read())
@@ -126,16 +118,14 @@ def _get_json(url: str) -> dict[str, Any]:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemUnavailable(f"server exited with {proc.returncode}; see {log_path}")
-        try:
-            _get_json(url)
-            return
-        except (urllib.error.URLError, OSError, ValueError):
-            time.sleep(READY_POLL_S)
-    raise SystemUnavailable(f"server not ready after {SERVER_READY_TIMEOUT_S:g}s; see {log_path}")
+    def dead() -> str | None:
+        return f"server exited with {proc.returncode}" if proc.poll() is not None else None
+
+    try:
+        wait_until(f"{url} answering", lambda: _get_json(url), SERVER_READY_TIMEOUT_S, interval=READY_POLL_S,
+                   alive=dead)
+    except (TimeoutError, RuntimeError) as exc:
+        raise SystemUnavailable(f"{exc}; see {log_path}") from exc
 
 
 def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem:
@@ -155,7 +145,7 @@ def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem
 
 # --- FRAMECAST INTEGRATION ------------------------------------------------------
 # start_framecast() starts, for one run: (1) an embedded Valkey
-# (framecast.embedded), (2) the inference service at 1280x720/30 fps whose
+# (framecast.dev.embedded), (2) the inference service at 1280x720/30 fps whose
 # "model" emits the bench scene (bench.framecast_scene_model, so all systems
 # stream the same pictures), (3) one edge bound to ``host`` with its defaults.
 # The RunningSystem's pid is the edge: CPU comes from /proc of the edge process,
@@ -163,9 +153,6 @@ def start_baseline(name: SystemName, host: str, log_path: Path) -> RunningSystem
 
 FRAMECAST_STREAM = "demo"
 FRAMECAST_WS_PATH = f"/ws/{FRAMECAST_STREAM}"
-FRAMECAST_READY_PATH = "/readyz"
-FRAMECAST_STREAMS_PATH = "/streams"
-FRAMECAST_REDIS_ENV = "FRAMECAST_REDIS_URL"
 FRAMECAST_SCENE_MODEL = "bench.framecast_scene_model:factory"
 
 
@@ -178,55 +165,37 @@ def framecast_unavailable_reason() -> str | None:
 
 
 def start_framecast(host: str, log_path: Path) -> RunningSystem:
-    """Start Valkey + inference + edge for one run and wait until the edge is ready."""
+    """Start Valkey + inference + edge for one run (tests/support's stack launcher) and wait until the edge
+    lists the stream as live (it closes viewers of unknown streams with 4004). Logs: the folder `log_path`
+    names without its suffix."""
     reason = framecast_unavailable_reason()
     if reason:
         raise SystemUnavailable(reason)
-    from framecast.embedded import EmbeddedRedis
+    from tests.support.stack import Stack
 
+    from framecast.dev.embedded import EmbeddedRedis
+
+    log_dir = log_path.with_suffix("")
     redis_server = EmbeddedRedis().start()
-    env = {**os.environ, FRAMECAST_REDIS_ENV: redis_server.url}
-    port = free_port(host)
-    inference_argv = [
-        sys.executable, "-m", "framecast.inference", "--stream", FRAMECAST_STREAM,
-        "--model", FRAMECAST_SCENE_MODEL, "--metrics-port", "0",
-    ]  # fmt: skip
-    edge_argv = [sys.executable, "-m", "framecast.edge", "--host", host, "--port", str(port)]
-    system = RunningSystem(FRAMECAST, host, port, FRAMECAST_WS_PATH, has_bench_routes=False)
+    stack = Stack(redis_server, log_dir, inference_args=["--model", FRAMECAST_SCENE_MODEL, "--metrics-port", "0"],
+                  host=host, stream=FRAMECAST_STREAM)
+    system = RunningSystem(FRAMECAST, host, 0, FRAMECAST_WS_PATH, has_bench_routes=False)
     system.cleanups.append(redis_server.stop)
     try:
-        with log_path.open("wb") as log:
-            for argv in (inference_argv, edge_argv):
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=_repo_root(), env=env)
-                system.processes.append(proc)
-        _wait_ready(system.http_url(FRAMECAST_READY_PATH), system.processes[-1], log_path)
-        _wait_stream_live(system, log_path)
+        stack.start(live=True, timeout=SERVER_READY_TIMEOUT_S)
+    except (TimeoutError, RuntimeError) as exc:
+        stack.stop()
+        system.stop()
+        raise SystemUnavailable(f"{exc}; see {log_dir}") from exc
     except BaseException:
+        stack.stop()
         system.stop()
         raise
+    assert stack.inference is not None and stack.inference.proc is not None
+    assert stack.edge is not None and stack.edge.proc is not None
+    system.port = stack.port
+    system.processes += [stack.inference.proc, stack.edge.proc]  # the last one is the edge (its pid, its CPU)
     return system
-
-
-def _stream_live(listing: dict[str, Any]) -> bool:
-    """Whether the edge's /streams listing shows the bench stream as live."""
-    streams = listing.get("streams", [])
-    return any(s.get("stream") == FRAMECAST_STREAM and s.get("live") for s in streams)
-
-
-def _wait_stream_live(system: RunningSystem, log_path: Path) -> None:
-    """The edge closes viewers of unknown streams (4004): wait for the first publish."""
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        exited = [p.args for p in system.processes if p.poll() is not None]
-        if exited:
-            raise SystemUnavailable(f"framecast process exited: {exited}; see {log_path}")
-        try:
-            if _stream_live(_get_json(system.http_url(FRAMECAST_STREAMS_PATH))):
-                return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(READY_POLL_S)
-    raise SystemUnavailable(f"stream {FRAMECAST_STREAM!r} not live after {SERVER_READY_TIMEOUT_S:g}s; see {log_path}")
 
 
 def _module_exists(name: str) -> bool:

@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 from bench import linkemu
 from bench.metrics import percentile
+from bench.procstat import sample
 
 SCENE_MODEL = "bench.framecast_scene_model:factory"
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (("video auto", "jpeg 720p q85"), ("v
 
 async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: float) -> dict[str, Any]:
     """One viewer: hello, then ack every frame on arrival; frames after `warmup` are counted."""
-    from websockets.asyncio.client import connect
+    from tests.support.viewer import messages, open_viewer
 
     from framecast import constants as C
     from framecast.bus import now_us
@@ -83,17 +83,12 @@ async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: 
     hello: dict[str, Any] = {}
     first_frame_ms: float | None = None
     start = time.monotonic()
-    async with connect(url, compression=None, max_size=32 << 20, open_timeout=20) as ws:
+    async with open_viewer(url, open_timeout=20) as ws:
         await ws.send(encode_control(ClientHello(codecs=tuple(codecs), tier=tier, client_id="bench-video")))
-        while (now := time.monotonic()) < start + warmup + seconds:
-            try:
-                msg = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            if isinstance(msg, str):
-                obj = json.loads(msg)
-                if obj.get("type") == "hello" and not hello:
-                    hello = obj
+        async for now, msg in messages(ws, start + warmup + seconds):
+            if isinstance(msg, dict):
+                if msg.get("type") == "hello" and not hello:
+                    hello = msg
                 continue
             f = decode_frame(msg)
             if first_frame_ms is None:
@@ -124,51 +119,17 @@ async def _view(url: str, codecs: list[str], tier: str, seconds: float, warmup: 
             "tier_codecs": {t["name"]: t["codec"] for t in hello.get("tiers", [])}}
 
 
-def _wait_live(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError("a service exited early")
-        try:
-            with urllib.request.urlopen(url + "/streams", timeout=2) as resp:
-                if any(s.get("live") for s in json.loads(resp.read()).get("streams", [])):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("stream not live")
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        parts = fh.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
-def _stack(host: str, log_path: Path, tiers: str | None) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    """Embedded Valkey, inference (bench scene) and edge as real processes; yields (edge port, processes)."""
-    from framecast.embedded import EmbeddedRedis, free_port
+def _stack(host: str, log_dir: Path, tiers: str | None) -> Iterator[tuple[int, list[int]]]:
+    """Embedded Valkey, inference (bench scene) and edge as real processes (tests/support's stack launcher);
+    yields (edge port, [inference pid, edge pid])."""
+    from tests.support.stack import stack_running
 
-    with EmbeddedRedis(maxmemory="256mb") as redis, open(log_path, "wb") as log:
-        env = {**os.environ, "FRAMECAST_REDIS_URL": redis.url}
-        port = free_port(host)
-        inference = [sys.executable, "-m", "framecast.inference", "--model", SCENE_MODEL, "--metrics-port", "0"]
-        if tiers:
-            inference += ["--tiers", tiers]
-        procs = [subprocess.Popen(inference, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
-                 subprocess.Popen([sys.executable, "-m", "framecast.edge", "--host", host, "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)]
-        try:
-            _wait_live(f"http://{host}:{port}", procs)
-            yield port, procs
-        finally:
-            for p in reversed(procs):
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    inference = ["--model", SCENE_MODEL, "--metrics-port", "0", *(["--tiers", tiers] if tiers else [])]
+    with stack_running(log_dir, inference_args=inference, maxmemory="256mb", host=host,
+                       timeout=READY_TIMEOUT_S) as stack:
+        assert stack.inference is not None and stack.edge is not None
+        yield stack.port, [stack.inference.pid, stack.edge.pid]
 
 
 def run_video_suite(link: tuple[float, float] | None, seconds: float, warmup: float, workdir: Path,
@@ -188,7 +149,7 @@ def run_video_suite(link: tuple[float, float] | None, seconds: float, warmup: fl
         if link is not None:
             emu = stack.enter_context(linkemu.EmulatedLink(linkemu.LinkSpec(*link)))
             host = emu.host_addr
-        port, procs = stack.enter_context(_stack(host, workdir / "video-stack.log", tiers))
+        port, pids = stack.enter_context(_stack(host, workdir / "video-stack", tiers))
         for i, v in enumerate(viewers):
             argv = [sys.executable, "-m", "bench.video_stack", "--seconds", str(seconds), "--warmup", str(warmup),
                     "--viewer", v.codecs, v.tier]
@@ -197,12 +158,12 @@ def run_video_suite(link: tuple[float, float] | None, seconds: float, warmup: fl
                 argv = emu.ns_argv([*argv, f"ws://127.0.0.1:{relay}/ws/demo"])
             else:
                 argv = [*argv, f"ws://{host}:{port}/ws/demo"]
-            cpu0 = [_cpu_s(p.pid) for p in procs]
+            cpu0 = [sample(pid).cpu_s for pid in pids]
             t0 = time.monotonic()
             out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
                                  timeout=seconds + warmup + VIEWER_GRACE_S)
             elapsed = time.monotonic() - t0
-            cpu = [(_cpu_s(p.pid) - c) / elapsed for p, c in zip(procs, cpu0, strict=True)]
+            cpu = [(sample(pid).cpu_s - c) / elapsed for pid, c in zip(pids, cpu0, strict=True)]
             row: dict[str, Any] = {"viewer": v.label, "status": STATUS_OK, "reason": ""}
             if out.returncode != 0:
                 row.update(status="failed", reason=out.stderr.strip().splitlines()[-1:] or ["viewer failed"])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framecast.embedded import EmbeddedRedis, find_server_binary
+from framecast.dev.embedded import EmbeddedRedis, find_server_binary
 
 # In CI every skip is a failure except those of tests marked `gpu` (a CI machine may have no CUDA):
 # a test that skips because a tool is missing has not shown that the part works.

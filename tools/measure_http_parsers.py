@@ -51,7 +51,7 @@ def upgrade(port: int) -> None:
 
 
 def main() -> None:
-    from framecast.embedded import EmbeddedRedis, free_port
+    from framecast.dev.embedded import EmbeddedRedis, free_port
 
     with EmbeddedRedis() as redis:
         for variant in VARIANTS:

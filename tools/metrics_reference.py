@@ -63,7 +63,7 @@ def _parents(objects: Iterable[object]) -> list[MetricWrapperBase]:
 
 def inference_metrics() -> list[MetricWrapperBase]:
     from framecast.inference import metrics
-    from framecast.inference.tiers import DEFAULT_LADDER, parse_ladder
+    from framecast.ladder import DEFAULT_LADDER, parse_ladder
 
     metrics.init_series(t.name for t in parse_ladder(DEFAULT_LADDER))  # the zero series a service starts with
     return _parents(vars(metrics).values())

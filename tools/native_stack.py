@@ -23,143 +23,36 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 import yaml  # type: ignore[import-untyped]
+from tests.support.procs import Service, http_ok
+from tests.support.timing import wait_until
 
 from framecast.bus import Keys
+from framecast.dev.embedded import free_port
 from tools.render_nginx import NGINX_CONF, render_native
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
 ALERTS_YML = ROOT / "prometheus" / "alerts.yml"
-TIMEOUT_FACTOR = float(os.environ.get("FRAMECAST_TEST_TIMEOUT_FACTOR", "1"))
-
-
-def scaled(seconds: float) -> float:
-    return seconds * TIMEOUT_FACTOR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1,
-               alive: Callable[[], str | None] | None = None) -> None:
-    """Poll `check` until it is true; raise TimeoutError naming `what` after `timeout` seconds.
-
-    `alive` returns an error text when something the wait depends on has died (fail fast).
-    """
-    deadline = time.monotonic() + scaled(timeout)
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            if check():
-                return
-        except Exception as exc:  # remembered and reported on timeout
-            last_exc = exc
-        if alive is not None:
-            dead = alive()
-            if dead:
-                raise RuntimeError(f"waiting for {what}: {dead}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {scaled(timeout):.0f}s (last error: {last_exc!r})")
-        time.sleep(interval)
-
-
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return int(resp.status), bytes(resp.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return http_get(url)[0] == 200
-    except OSError:
-        return False
-
-
-@dataclass
-class Proc:
-    """One service process with its log file."""
-
-    name: str
-    args: list[str]
-    logdir: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.logdir / f"{self.name}.log"
-
-    def start(self) -> Proc:
-        env = {**os.environ, **self.env}
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, cwd=ROOT)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def dead(self) -> str | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            return f"{self.name} exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
-        return None
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def terminate(self) -> None:
-        """SIGTERM without waiting: the service drains and exits by itself."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(scaled(timeout))
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
 
 
 # --- configurations rendered from the shipped files --------------------------------------------
@@ -186,11 +79,11 @@ def render_prometheus(edge_targets: list[str], inference_targets: list[str], red
 
 
 
-def _start_on_a_free_port(current: Callable[[], Proc], configure: Callable[[int], None], what: str,
+def _start_on_a_free_port(current: Callable[[], Service], configure: Callable[[int], None], what: str,
                           ready: Callable[[], bool], timeout: float, attempts: int) -> None:
     """Start a server; when its free port was taken before it bound, configure another port and retry."""
     for attempt in range(attempts):
-        proc = current()  # `configure` builds a new Proc for the new port
+        proc = current()  # `configure` builds a new Service for the new port
         proc.start()
         try:
             wait_until(what, ready, timeout, alive=proc.dead)
@@ -238,13 +131,37 @@ class PrometheusAPI:
         return {r["metric"]["instance"]: float(r["value"][1]) for r in self.query(f'up{{job="{job}"}}')}
 
 
-def port_clash(proc: Proc) -> bool:
+def port_clash(proc: Service) -> bool:
     """Whether `proc` died because its port was taken between free_port() and its bind."""
     return proc.dead() is not None and "address already in use" in proc.log_tail().lower()
 
 
-class Prometheus(PrometheusAPI):
+class LoopbackServer:
+    """A server binary on a free loopback port: `_configure(port)` builds its Service, `start()` polls
+    `ready_path` and, when the port was taken before the server bound it, configures another and retries."""
+
+    what = "server"
+    ready_path = "/"
+    ready_timeout = 30.0
+    proc: Service
+    url: str
+
+    def _configure(self, port: int) -> None:
+        raise NotImplementedError
+
+    def start(self, attempts: int = 3) -> Self:
+        _start_on_a_free_port(lambda: self.proc, self._configure, f"{self.what} ready",
+                              lambda: http_ok(f"{self.url}{self.ready_path}"), self.ready_timeout, attempts)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Prometheus(PrometheusAPI, LoopbackServer):
     """A real Prometheus on a free loopback port, with its TSDB in a temporary directory."""
+
+    what, ready_path, ready_timeout = "prometheus", "/-/ready", 30.0
 
     def __init__(self, config: dict[str, Any], workdir: Path, binary: str = "prometheus") -> None:
         super().__init__("")
@@ -262,21 +179,17 @@ class Prometheus(PrometheusAPI):
             for sc in job.get("static_configs", []):
                 sc["targets"] = [f"127.0.0.1:{port}" if t == "PROMETHEUS_SELF" else t for t in sc["targets"]]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.proc = Proc("prometheus", [self.binary, f"--config.file={self.config_path}",
-                                        f"--storage.tsdb.path={self.tsdb}", f"--web.listen-address=127.0.0.1:{port}",
-                                        "--log.level=warn", "--storage.tsdb.retention.time=1h"], self.workdir)
-
-    def start(self, attempts: int = 3) -> Prometheus:
-        _start_on_a_free_port(lambda: self.proc, self._configure, "prometheus ready",
-                              lambda: http_ok(f"{self.url}/-/ready"), 30, attempts)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
+        self.proc = Service("prometheus", python=False, log_dir=self.workdir,
+                            args=[self.binary, f"--config.file={self.config_path}",
+                                  f"--storage.tsdb.path={self.tsdb}", f"--web.listen-address=127.0.0.1:{port}",
+                                  "--log.level=warn", "--storage.tsdb.retention.time=1h"])
 
 
-class Nginx:
+
+class Nginx(LoopbackServer):
     """Real nginx, configured by rendering deploy/nginx/nginx.conf with static upstreams."""
+
+    what, ready_path, ready_timeout = "nginx", "/lb-health", 15.0
 
     def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx") -> None:
         self.upstreams, self.binary = upstreams, binary
@@ -293,20 +206,14 @@ class Nginx:
         self.url = f"http://127.0.0.1:{port}"
         self.config_path.write_text(render_native(NGINX_CONF.read_text(), self.upstreams, f"127.0.0.1:{port}",
                                                   self.workdir))
-        self.proc = Proc("nginx", [self.binary, "-e", "stderr", "-p", str(self.workdir), "-c",
-                                   str(self.config_path), "-g", "daemon off;"], self._logdir)
+        self.proc = Service("nginx", python=False, log_dir=self._logdir,
+                            args=[self.binary, "-e", "stderr", "-p", str(self.workdir), "-c",
+                                  str(self.config_path), "-g", "daemon off;"])
 
     def check(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.binary, "-t", "-e", "stderr", "-p", str(self.workdir), "-c",
                                str(self.config_path)], capture_output=True, text=True, timeout=30)
 
-    def start(self, attempts: int = 3) -> Nginx:
-        _start_on_a_free_port(lambda: self.proc, self._configure, "nginx up",
-                              lambda: http_ok(f"{self.url}/lb-health"), 15, attempts)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 REDIS_EXPORTER_NAMES = ("prometheus-redis-exporter", "redis_exporter")  # Debian's name, upstream's
@@ -324,7 +231,7 @@ def redis_exporter_binary() -> str | None:
     return None
 
 
-def start_redis_exporter(redis_url: str, workdir: Path, *, stand_in: bool | None = None) -> tuple[Proc, int]:
+def start_redis_exporter(redis_url: str, workdir: Path, *, stand_in: bool | None = None) -> tuple[Service, int]:
     """The real redis_exporter when installed (redis_exporter_binary), else tools/redis_exporter.py (same names).
 
     stand_in=True forces the stand-in (its own test), False requires the real binary.
@@ -346,7 +253,7 @@ def start_redis_exporter(redis_url: str, workdir: Path, *, stand_in: bool | None
 
 
 def start_on_free_port(name: str, args_for: Callable[[int], list[str]], probe_path: str, workdir: Path,
-                       timeout: float, attempts: int = 3) -> tuple[Proc, int]:
+                       timeout: float, attempts: int = 3) -> tuple[Service, int]:
     """Start a service on a free port and poll `probe_path` until it answers 200.
 
     A port found free can be taken by someone else before the service binds it (an
@@ -355,7 +262,7 @@ def start_on_free_port(name: str, args_for: Callable[[int], list[str]], probe_pa
     """
     for attempt in range(attempts):
         port = free_port()
-        proc = Proc(name, args_for(port), workdir).start()
+        proc = Service(name, args_for(port), python=False).start(workdir)
 
         def answers(port: int = port) -> bool:
             return http_ok(f"http://127.0.0.1:{port}{probe_path}")
@@ -371,7 +278,7 @@ def start_on_free_port(name: str, args_for: Callable[[int], list[str]], probe_pa
 
 
 def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", stream: str = "demo",
-                    extra: list[str] | None = None) -> tuple[Proc, int]:
+                    extra: list[str] | None = None) -> tuple[Service, int]:
     def args(port: int) -> list[str]:
         return [sys.executable, "-m", "framecast.inference", "--redis-url", redis_url, "--stream", stream,
                 "--metrics-port", str(port), *(extra or [])]
@@ -391,7 +298,7 @@ def start_inference(redis_url: str, workdir: Path, *, name: str = "inference", s
 
 
 def start_edge(redis_url: str, workdir: Path, *, name: str = "edge",
-               extra: list[str] | None = None) -> tuple[Proc, int]:
+               extra: list[str] | None = None) -> tuple[Service, int]:
     def args(port: int) -> list[str]:
         return [sys.executable, "-m", "framecast.edge", "--redis-url", redis_url, "--host", "127.0.0.1",
                 "--port", str(port), "--edge-id", name, *(extra or [])]
@@ -410,11 +317,11 @@ class NativeStack:
     scrape_interval: str = "1s"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="framecast-stack-")))
     redis: Any = None
-    inference: Proc | None = None
+    inference: Service | None = None
     inference_port: int = 0
-    edge_procs: list[Proc] = field(default_factory=list)
+    edge_procs: list[Service] = field(default_factory=list)
     edge_ports: list[int] = field(default_factory=list)
-    exporter: Proc | None = None
+    exporter: Service | None = None
     exporter_port: int = 0
     exporter_binary: str | None = None  # the real redis_exporter's path; None: the stand-in ran
     nginx: Nginx | None = None
@@ -425,7 +332,7 @@ class NativeStack:
         return [f"127.0.0.1:{p}" for p in self.edge_ports]
 
     def start(self) -> NativeStack:
-        from framecast.embedded import EmbeddedRedis
+        from framecast.dev.embedded import EmbeddedRedis
 
         try:
             self.redis = EmbeddedRedis(maxmemory="256mb").start()

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 
 ARTIFACT = Path(__file__).resolve().parents[1] / "tests" / "artifacts" / "redis_ceiling.json"
 # JPEG 720p high / 360p low, and H.264 video-high, as measured in docs/operations.md

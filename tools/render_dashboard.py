@@ -169,7 +169,9 @@ def native_scenario(seconds: float) -> str:
 
 
 def _native(seconds: float) -> tuple[list[QueryResult], dict[str, list[str]]]:
-    from tools.native_stack import NativeStack, wait_until
+    from tests.support.timing import wait_until
+
+    from tools.native_stack import NativeStack
     from tools.viewers import ViewerPool
 
     stack = NativeStack(edges=2, with_nginx=True, inference_args=["--width", "640", "--height", "360",

@@ -35,7 +35,10 @@ _TOKEN_FIELD = re.compile(r"(?i)(['\"]?(?:token|secret|password|api_key|apikey)[
 
 
 def redact_url(url: str) -> str:
-    """A URL without user info or query values: `http://u:p@h/a?key=v` -> `http://***@h/a?key=***`."""
+    """A URL without user info or query values: `http://u:p@h/a?key=v` -> `http://***@h/a?key=***`; a spec
+    that is no URL (`synthetic`, `file:PATH`, `camera:0`) as it is, but for credential-shaped parts."""
+    if "://" not in url:
+        return redact_text(url)
     try:
         parts = urlsplit(url)
     except ValueError:

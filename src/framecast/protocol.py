@@ -164,12 +164,15 @@ class TierInfo:
     quality: int
     codec: str = "jpeg"
     bitrate: int = 0  # video tiers with a bitrate: bit/s (0: JPEG, or constant quality)
+    crf: int = 0  # video tiers at constant quality: the CRF (0: JPEG, or a bitrate)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "width": self.width, "height": self.height,
                                "quality": self.quality, "codec": self.codec}
         if self.bitrate:
             out["bitrate"] = self.bitrate
+        if self.crf:
+            out["crf"] = self.crf
         return out
 
 
@@ -366,7 +369,8 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
             tiers.append(TierInfo(name=_str(t, "name", max_len=32), width=_int(t, "width", maximum=_U16_MAX),
                                   height=_int(t, "height", maximum=_U16_MAX),
                                   quality=_int(t, "quality", maximum=100), codec=_str(t, "codec", "jpeg", 32),
-                                  bitrate=_int({"bitrate": 0, **t}, "bitrate", maximum=_U32_MAX)))
+                                  bitrate=_int({"bitrate": 0, **t}, "bitrate", maximum=_U32_MAX),
+                                  crf=_int({"crf": 0, **t}, "crf", maximum=_U8_MAX)))
         return ServerHello(stream=_str(obj, "stream", max_len=64), tiers=tuple(tiers), tier=_str(obj, "tier"),
                            server=_str(obj, "server", ""), fps=_num(obj, "fps", 0.0),
                            protocol=_int(obj, "protocol", maximum=_U8_MAX), ack=bool(obj.get("ack", True)))

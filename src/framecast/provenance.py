@@ -1,6 +1,6 @@
 """Where a figure comes from: the date, the commit and the machine of a run, recorded in every results JSON.
 
-Used by the benchmarks (bench/, `framecast.inference.benchmark`) and the reliability tests' records. docs
+Used by the benchmarks (bench/, including `bench.inference`) and the reliability tests' records. docs
 tables are generated from committed results (bench/report.py) and print this beside them: a figure in the
 docs names its date, commit and command. One home for the machine description too.
 """

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tools.native_stack import NativeStack
 
 ROOT = Path(__file__).resolve().parents[2]
 # the environment of `docker-compose config`: Grafana's password is a secret file, no variable needed
@@ -41,3 +44,22 @@ def prometheus_bin() -> str:
 @pytest.fixture(scope="session")
 def nginx_bin() -> str:
     return require_binary("nginx", "nginx")
+
+
+SMALL_SOURCE = ["--width", "640", "--height", "360", "--fps", "15"]
+
+
+@contextlib.contextmanager
+def replicas_behind_nginx(edges: int) -> Iterator[NativeStack]:
+    """The compose topology run natively: `edges` edge replicas behind nginx, Prometheus scraping them, a small
+    source; its logs printed if the test fails, everything stopped and removed at the end."""
+    stack = NativeStack(edges=edges, with_nginx=True, inference_args=SMALL_SOURCE)
+    stack.start()
+    try:
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+        stack.cleanup()

@@ -32,10 +32,10 @@ from tools.native_stack import ALERTS_YML, PrometheusAPI, http_get
 from tools.render_dashboard import QueryResult, evaluate, plot, summary
 from tools.viewers import ViewerPool
 
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tests.deploy.conftest import ROOT
 from tests.deploy.test_compose import README_COMMANDS, readme_compose_commands
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import headless_chromium, open_page
 from tests.support.timing import scaled, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -235,24 +235,13 @@ def test_frames_reach_acking_viewers(stack: Stack, viewers: tuple[ViewerPool, ..
 
 
 def test_page_in_chromium(stack: Stack, viewers: tuple[ViewerPool, ...]) -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(stack.url + "/")
-            page.wait_for_function("() => { const s = window.framecastStats; return s && s.framesDrawn >= 10; }",
-                                   timeout=scaled(60) * 1000)
-            stats = page.evaluate("window.framecastStats")
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "compose-viewer.png"))
-        finally:
-            browser.close()
+    with headless_chromium(required=True) as browser:
+        page, errors = open_page(browser, stack.url + "/")
+        page.wait_for_function("() => { const s = window.framecastStats; return s && s.framesDrawn >= 10; }",
+                               timeout=scaled(60) * 1000)
+        stats = page.evaluate("window.framecastStats")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "compose-viewer.png"))
     assert stats["state"] == "live" and stats["stream"] == "demo", stats
     assert not errors, errors
 

@@ -24,7 +24,7 @@ from tools.native_stack import ALERTS_YML, NativeStack, http_get
 from tools.render_dashboard import QueryResult, evaluate, plot, variable_values, write_results
 from tools.viewers import ViewerPool
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.conftest import ROOT, replicas_behind_nginx
 from tests.support.timing import scaled, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -46,10 +46,7 @@ class DashboardRun:
 
 @pytest.fixture(scope="module")
 def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
-    stack = NativeStack(edges=2, with_nginx=True,
-                        inference_args=["--width", "640", "--height", "360", "--fps", "15"])
-    stack.start()
-    try:
+    with replicas_behind_nginx(2) as stack:
         assert stack.nginx is not None and stack.prometheus is not None
         prom = stack.prometheus
         start = time.time()
@@ -92,12 +89,6 @@ def run(prometheus_bin: str, nginx_bin: str) -> Iterator[DashboardRun]:
                       "viewers through nginx to 2 edges, then one edge SIGKILLed.",
                       command="pytest tests/deploy/test_dashboard.py")
         yield DashboardRun(stack, results, variables, rules, names, exposition)
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        stack.cleanup()
 
 
 def test_redis_panels_come_from_the_real_exporter(run: DashboardRun) -> None:

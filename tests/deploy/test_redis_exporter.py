@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tools.native_stack import http_get, redis_exporter_binary, start_redis_exporter
 
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from tests.support.timing import wait_until
 
 

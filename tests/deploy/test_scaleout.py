@@ -18,6 +18,7 @@ import pytest
 from tools.native_stack import NativeStack, http_get
 from tools.viewers import ViewerPool, ViewerState
 
+from tests.deploy.conftest import replicas_behind_nginx
 from tests.support.timing import scaled, wait_until
 
 VIEWERS = 12
@@ -41,10 +42,7 @@ def _scraped_value(port: int, name: str) -> float:
 
 @pytest.mark.timeout(scaled(240))
 def test_three_replicas_behind_nginx_survive_losing_one(prometheus_bin: str, nginx_bin: str) -> None:
-    stack = NativeStack(edges=3, with_nginx=True,
-                        inference_args=["--width", "640", "--height", "360", "--fps", "15"])
-    stack.start()
-    try:
+    with replicas_behind_nginx(3) as stack:
         assert stack.nginx is not None and stack.prometheus is not None
         prom = stack.prometheus
         names = [p.name for p in stack.edge_procs]
@@ -116,9 +114,3 @@ def test_three_replicas_behind_nginx_survive_losing_one(prometheus_bin: str, ngi
             print(f"spread {dict(spread)}; killed {victim} with {len(on_victim)} viewers: all reconnected within "
                   f"{reconnect_s:.2f}s; drained {drained} (SIGTERM) with {len(on_drained)} viewers: all on {last} "
                   f"within {drain_s:.2f}s")
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
-        stack.cleanup()

@@ -4,7 +4,7 @@ Two kinds of edge: the real stack (Valkey, inference and edge processes on the d
 whose best tier is H.264), where a person opening the page gets the video tier, a late joiner gets
 a picture within a keyframe interval, and a viewer forced to drop frames recovers through a
 keyframe; and the stand-in edge of the client unit tests, which serves real H.264 access units from
-framecast.video's encoder (PyAV/libx264) in scripted ways: codec negotiation, in-order decoding,
+framecast.codecs' H.264 encoder (PyAV/libx264) in scripted ways: codec negotiation, in-order decoding,
 drawing, acks, a join mid-GOP.
 """
 

@@ -10,8 +10,8 @@ import redis
 
 from framecast import constants as C
 from framecast.bus import Backoff, BusPublisher, Keys, StreamInfo, async_client, now_us, read_frames, sync_client
-from framecast.embedded import EmbeddedRedis
-from framecast.protocol import FrameHeader, decode_frame, encode_frame
+from framecast.dev.embedded import EmbeddedRedis
+from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
 from tests.support.timing import scaled
 
 KEYS = Keys()
@@ -32,7 +32,7 @@ def test_publish_trims_and_heartbeats(any_redis: EmbeddedRedis) -> None:
         assert 10 <= n <= 200, n  # MAXLEN ~ trims in whole macro-nodes
     assert int(client.get(KEYS.heartbeat("demo")) or 0) == 499
     assert client.zscore(KEYS.streams_index(), "demo") is None  # the index is written by the heartbeat only
-    pub.heartbeat(StreamInfo(stream="demo", tiers=[{"name": "high"}], fps=30.0))
+    pub.heartbeat(StreamInfo(stream="demo", tiers=(TierInfo(name="high", width=0, height=0, quality=0),), fps=30.0))
     assert abs((client.zscore(KEYS.streams_index(), "demo") or 0) - now_us()) < 10e6
     assert StreamInfo.from_json(client.get(KEYS.meta("demo")) or b"").fps == 30.0
     assert 0 < client.ttl(KEYS.meta("demo")) <= 10

@@ -7,7 +7,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from framecast.bus import async_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 
 
 def _calls(server: EmbeddedRedis, command: str) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tests.support.procs import REPO
 from tests.support.timing import scaled
 
@@ -52,7 +52,7 @@ def test_launcher_prints_urls_once_live_and_its_children_die_with_it(tmp_path: P
     port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "FRAMECAST_REDIS_URL"} | LIGHT | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "framecast.launcher", "--edge-port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "framecast.dev.launcher", "--edge-port", str(port),
                              "--inference-metrics-port", str(metrics_port)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

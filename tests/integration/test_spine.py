@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis, free_port
+from framecast.dev.embedded import EmbeddedRedis, free_port
 from framecast.protocol import Ack, decode_frame, encode_control, parse_server_message
 from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http
 from tests.support.timing import scaled
@@ -108,7 +108,7 @@ def test_launcher_starts_everything_and_leaves_no_orphans(tmp_path: Path, sig: s
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in __import__("os").environ.items() if k != "FRAMECAST_REDIS_URL"}
     log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "framecast.launcher", "--edge-port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "framecast.dev.launcher", "--edge-port", str(port),
                              "--inference-metrics-port", str(metrics_port)], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:

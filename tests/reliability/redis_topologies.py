@@ -1,7 +1,7 @@
 """Real multi-process Redis topologies for the failover tests: a 3-master 3-replica Cluster, and Sentinel.
 
 Every server is Debian's `redis-server` (or `redis-sentinel`) on a loopback
-port, started through `framecast.embedded.EmbeddedRedis` (the one way tests
+port, started through `framecast.dev.embedded.EmbeddedRedis` (the one way tests
 start a Redis process); the cluster is formed by `redis-cli --cluster create`,
 as an operator would. Readiness is polled against deadlines.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from framecast.embedded import EmbeddedRedis, free_port
+from framecast.dev.embedded import EmbeddedRedis, free_port
 from tests.deploy.conftest import require_binary
 from tests.support.timing import scaled
 

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from framecast.protocol import Ack, ClientHello, decode_header, encode_control
 from framecast.provenance import provenance
-from tests.support.timing import scaled, wait_until_async
+from tests.support.timing import scaled, wait_until_async, wall_us
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "reliability.json"
@@ -245,7 +245,7 @@ class Viewer:
                             self.out_of_order += 1
                         self.last_frame_id = h.frame_id
                         if self.keep_frames:
-                            self.frames.append(Seen(h.frame_id, h.capture_us, h.tier, now, time.time_ns() // 1000,
+                            self.frames.append(Seen(h.frame_id, h.capture_us, h.tier, now, wall_us(),
                                                     len(msg)))
                         if self.ack:
                             await ws.send(encode_control(Ack(h.frame_id)))

@@ -18,8 +18,8 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from framecast import constants as C
+from framecast.dev.embedded import free_port
 from framecast.edge.auth import make_token
-from framecast.embedded import free_port
 from framecast.protocol import ClientHello
 from tests.reliability.conftest import Stack, stack_running
 from tests.reliability.support import (

@@ -25,7 +25,7 @@ from tests.reliability.support import (
     stop_viewers,
     wait_stream,
 )
-from tests.support.timing import scaled, wait_until_async
+from tests.support.timing import scaled, wait_until_async, wall_us
 
 KEYS = Keys()
 TIERS = ("high", "low")
@@ -76,7 +76,7 @@ async def test_redis_sigkill_and_restart_mid_stream(make_stack: StackFactory, ou
         await asyncio.sleep(outage_s)  # keep Redis down a while: the outage itself is the fault under test
         await asyncio.to_thread(stack.redis.start)
         t_back = time.monotonic()
-        wall_back_us = time.time_ns() // 1000
+        wall_back_us = wall_us()
         frames_at_back = [len(v.frames) for v in viewers]
         await wait_until_async("frames captured after Redis returned",
                                lambda: all(any(f.capture_us >= wall_back_us for f in v.frames_after(t_back))

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from framecast.bus import Keys
-from framecast.embedded import EmbeddedRedis, find_server_binary
+from framecast.dev.embedded import EmbeddedRedis, find_server_binary
 from tests.reliability.conftest import Stack
 from tests.reliability.support import REPO, Viewer, http_status, record, stop_viewers, wait_stream
 from tests.support.timing import wait_until_async

@@ -18,7 +18,7 @@ import redis
 
 from framecast import constants as C
 from framecast.bus import Keys
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from tests.reliability.conftest import StackFactory
 from tests.reliability.support import STREAM_ARGS, Viewer, record, wait_stream
 from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http

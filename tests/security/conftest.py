@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from tests.reliability.conftest import Stack, stack_running
 from tests.reliability.support import http_text
 

@@ -15,7 +15,7 @@ import time
 from tests.reliability.conftest import Stack
 from tests.reliability.support import Viewer, metric
 from tests.security.support import attacker_address, watch_attack
-from tests.support.rawws import raw_connect, read_head, upgrade_request
+from tests.support.rawws import flood, raw_connect, read_head, upgrade_request
 from tests.support.timing import scaled, wait_until_async
 
 HEADER_FLOOD_MAX_BYTES = 64 * 2**20
@@ -25,19 +25,9 @@ HEADER_FLOOD_S = 5.0
 def _header_flood(port: int, source: str) -> tuple[bytes, int, float]:
     """A request whose header value never ends: (the answer, bytes sent, seconds until the edge closed)."""
     sock = raw_connect(port, source)
-    sock.settimeout(0.5)
-    sent = 0
     t0 = time.monotonic()
-    chunk = b"a" * 65536
-    try:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: edge\r\nX-Flood: ")
-        while sent < HEADER_FLOOD_MAX_BYTES and time.monotonic() - t0 < scaled(HEADER_FLOOD_S):
-            try:
-                sent += sock.send(chunk)
-            except TimeoutError:
-                continue
-    except OSError:
-        pass  # the edge closed the connection (reset while we were still sending)
+    sent = flood(sock, b"a" * 65536, HEADER_FLOOD_MAX_BYTES, HEADER_FLOOD_S,
+                 prefix=b"GET /healthz HTTP/1.1\r\nHost: edge\r\nX-Flood: ")
     closed_after = time.monotonic() - t0
     sock.settimeout(scaled(5))
     try:

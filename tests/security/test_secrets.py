@@ -7,7 +7,6 @@ import asyncio
 import functools
 import http.client
 import http.server
-import threading
 from collections.abc import Iterator
 
 import cv2
@@ -19,6 +18,7 @@ from framecast.protocol import ClientHello
 from tests.reliability.conftest import Stack, stack_running
 from tests.reliability.support import Viewer, http_text, stop_viewers
 from tests.security.support import watch_attack
+from tests.support.httpserve import QuietFiles, serving
 from tests.support.timing import scaled, wait_until_async
 
 SECRET = "security-secrets-secret-0123456789abcdef"
@@ -27,11 +27,6 @@ PASSWORD, API_KEY = "hunter2-source-password", "SECRETKEY-0123456789"
 
 def token() -> str:
     return make_token(SECRET, ["demo"])
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +38,8 @@ def clip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for i in range(300):
         writer.write(np.full((90, 160, 3), i % 250, np.uint8))
     writer.release()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://viewer:{PASSWORD}@127.0.0.1:{server.server_address[1]}/clip.avi?api_key={API_KEY}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(functools.partial(QuietFiles, directory=str(root))) as server:
+        yield f"http://viewer:{PASSWORD}@127.0.0.1:{server.server_port}/clip.avi?api_key={API_KEY}"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 from websockets.asyncio.client import connect
 
@@ -14,7 +13,7 @@ from framecast import constants as C
 from tests.reliability.conftest import Stack
 from tests.reliability.support import metric
 from tests.security.support import attacker_address, watch_attack
-from tests.support.rawws import client_frame, read_close_code, upgrade_request, ws_handshake
+from tests.support.rawws import client_frame, flood, read_close_code, upgrade_request, ws_handshake
 from tests.support.timing import scaled
 
 PING_FLOOD_BYTES = 96 * 2**20  # what one attacker may send (~750,000 pings): enough to hold >64 MiB of pongs
@@ -25,17 +24,7 @@ def _ping_flood(port: int, source: str) -> tuple[int | None, int]:
     """Pings as fast as the socket takes them, never reading (a 4 KiB receive buffer): (close code, bytes sent)."""
     sock = ws_handshake(port, source=source, rcvbuf=4096)
     blob = client_frame(0x9, b"p" * 120) * 8000  # ~1 MiB of pings per send
-    sent = 0
-    t0 = time.monotonic()
-    sock.settimeout(0.5)
-    try:
-        while sent < PING_FLOOD_BYTES and time.monotonic() - t0 < scaled(PING_FLOOD_S):
-            try:
-                sent += sock.send(blob)
-            except TimeoutError:
-                continue
-    except OSError:
-        pass  # cut by the edge
+    sent = flood(sock, blob, PING_FLOOD_BYTES, PING_FLOOD_S)
     try:
         return read_close_code(sock, within=3), sent
     finally:

@@ -8,5 +8,5 @@
 - `link`: the link model (`FifoLink`) that tests put between the edge's pure viewer state and a viewer.
 
 It imports only the standard library and `framecast` (no pytest, no bench, no tools), so bench/ and
-tools/ import it too. `free_port` is `framecast.embedded.free_port` (the launcher needs it).
+tools/ import it too. `free_port` is `framecast.dev.embedded.free_port` (the launcher needs it).
 """

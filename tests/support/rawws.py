@@ -13,9 +13,8 @@ import socket
 import struct
 import time
 
-from tests.support.timing import scaled
-
 from framecast.protocol import FrameHeader, decode_header
+from tests.support.timing import scaled
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 NO_STATUS = 1005  # a close frame without a code (RFC 6455 7.4.1)
@@ -66,6 +65,24 @@ def ws_handshake(port: int, stream: str = "demo", *, rcvbuf: int | None = None,
         raise ConnectionError(f"edge closed during the handshake: {head!r}")
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
+
+
+def flood(sock: socket.socket, blob: bytes, max_bytes: int, seconds: float, *, prefix: bytes = b"") -> int:
+    """Send `prefix`, then `blob` again and again as fast as the socket takes it, until `max_bytes` went out,
+    `seconds` (scaled) passed or the peer cut the connection; returns the bytes of `blob` sent."""
+    sent = 0
+    t0 = time.monotonic()
+    sock.settimeout(0.5)
+    try:
+        sock.sendall(prefix)
+        while sent < max_bytes and time.monotonic() - t0 < scaled(seconds):
+            try:
+                sent += sock.send(blob)
+            except TimeoutError:
+                continue
+    except OSError:
+        pass  # the peer closed the connection (reset while we were still sending)
+    return sent
 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | None = None) -> bytes:

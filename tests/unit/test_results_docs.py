@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.inference import BEGIN, END, markdown
 from bench.report import (
     DASHBOARD_RESULTS,
     DEFAULT_DOC,
@@ -28,7 +29,6 @@ from bench.report import (
 )
 from tools.render_dashboard import dashboard_panels
 
-from framecast.inference.benchmark import BEGIN, END, markdown
 from tests.reliability import support
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from framecast.settings import CommonSettings, load_settings
+from tests.support.settings import refusal
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,12 +28,7 @@ def test_flag_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_bad_setting_exits_2_naming_it(argv: list[str], env: dict[str, str], name: str,
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    with pytest.raises(SystemExit) as exc:
-        load_settings(CommonSettings, argv, prog="svc")
-    assert exc.value.code == 2
-    assert name in capsys.readouterr().err
+    assert name in refusal(CommonSettings, argv, env, "svc", monkeypatch, capsys)
 
 
 def test_unknown_flag_exits_2() -> None:

@@ -1,6 +1,6 @@
 """The Redis Streams bus between the inference service and the edges: the only link between services.
 
-    client   where the bus is (one URL: a server, a Cluster or a Sentinel master), clients, back-off
+    client   where the bus is (one URL: a server, a Cluster or a Sentinel master), clients
     streams  key names, the typed stream description (meta) and the publisher
     read     frames streams read newest-wins (JPEG) or every entry from a keyframe (H.264)
     signals  what edges ask of the inference service: demand, keyframe requests
@@ -8,6 +8,7 @@
 The names below are the bus's public API: `from framecast.bus import ...`.
 """
 
+from framecast.backoff import Backoff
 from framecast.bus.client import (
     CLUSTER_SCHEMES,
     DEFAULT_REDIS_PORT,
@@ -15,7 +16,6 @@ from framecast.bus.client import (
     REDIS_ERRORS,
     SENTINEL_SCHEMES,
     SINGLE_SCHEMES,
-    Backoff,
     RedisTarget,
     async_client,
     parse_redis_url,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import parse_qs, unquote
@@ -24,23 +23,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.Ti
                                                  redis.exceptions.BusyLoadingError, redis.ResponseError,
                                                  redis.exceptions.ClusterError,
                                                  redis.exceptions.RedisClusterException)
-
-
-class Backoff:
-    """Jittered exponential back-off ("full jitter"); pure apart from its RNG."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None) -> None:
-        self.base, self.cap = base, cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** self.attempt))
-        self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def raise_if_cancelling() -> None:

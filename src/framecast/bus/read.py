@@ -34,7 +34,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from framecast import constants as C
-from framecast.bus.client import REDIS_ERRORS, Backoff, raise_if_cancelling
+from framecast.backoff import Backoff
+from framecast.bus.client import REDIS_ERRORS, raise_if_cancelling
 from framecast.bus.streams import now_us
 from framecast.protocol import ProtocolError, decode_header
 

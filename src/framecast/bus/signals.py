@@ -16,8 +16,8 @@ round trip, at most once per `min_interval_s`, and calls
 edges asking at once collapse into one key, hence one IDR.
 
 Both sides are rate-limited by `RequestLimiter`, a pure helper with `now`
-passed in. Sync classes for the inference service's threads, asyncio ones for
-the edge.
+passed in: `AsyncKeyframeRequester` on the edge (asyncio, never awaited by a
+viewer), `KeyframeRequestPoller` in the inference service's encode thread.
 """
 
 from __future__ import annotations
@@ -58,9 +58,6 @@ class RequestLimiter:
         self._last[key] = now
         self.allowed += 1
         return True
-
-    def forget(self, key: str) -> None:
-        self._last.pop(key, None)
 
 
 def _value(edge_id: str, request_us: int) -> str:
@@ -105,14 +102,6 @@ class AsyncKeyframeRequester:
         self._errors = RateLimitedLog(log, "keyframe request errors")
         self.failed = 0
 
-    async def request(self, stream: str, tier: str, now: float) -> bool:
-        """Ask for a keyframe; False when a request for this tier went out less than `min_interval_s` ago."""
-        key = self.keys.keyframe_request(stream, tier)
-        if not self.limiter.allow(key, now):
-            return False
-        await self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
-        return True
-
     def request_nowait(self, stream: str, tier: str, now: float | None = None) -> bool:
         """For code that must not await (a viewer's `offer`): rate-limit now, SET in a background task.
 
@@ -140,22 +129,6 @@ class AsyncKeyframeRequester:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-class KeyframeRequester:
-    """Edge side, blocking client (tools, tests, a sync edge)."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, *, edge_id: str, min_interval_s: float = 0.25,
-                 ttl_s: int = DEFAULT_REQUEST_TTL_S) -> None:
-        self.client, self.keys, self.edge_id, self.ttl_s = client, keys, edge_id, ttl_s
-        self.limiter = RequestLimiter(min_interval_s)
-
-    def request(self, stream: str, tier: str, now: float) -> bool:
-        key = self.keys.keyframe_request(stream, tier)
-        if not self.limiter.allow(key, now):
-            return False
-        self.client.set(key, _value(self.edge_id, now_us()), ex=self.ttl_s)
-        return True
-
-
 # --- encoder side ----------------------------------------------------------
 
 class KeyframeRequestPoller:
@@ -180,29 +153,6 @@ class KeyframeRequestPoller:
         for tier in tiers:
             pipe.getdel(self.keys.keyframe_request(self.stream, tier))
         found = _collect(tiers, pipe.execute(raise_on_error=False))
-        self.polls += 1
-        self.consumed += len(found)
-        return found
-
-
-class AsyncKeyframeRequestPoller:
-    """Inference side for an asyncio pipeline; same contract as `KeyframeRequestPoller`."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys, stream: str, *, min_interval_s: float = 0.02) -> None:
-        self.client, self.keys, self.stream = client, keys, stream
-        self.min_interval_s = min_interval_s
-        self._last: float | None = None
-        self.polls = 0
-        self.consumed = 0
-
-    async def poll(self, tiers: Sequence[str], now: float) -> list[KeyframeRequest]:
-        if not tiers or (self._last is not None and now - self._last < self.min_interval_s):
-            return []
-        self._last = now
-        pipe = self.client.pipeline(transaction=False)
-        for tier in tiers:
-            pipe.getdel(self.keys.keyframe_request(self.stream, tier))
-        found = _collect(tiers, await pipe.execute(raise_on_error=False))
         self.polls += 1
         self.consumed += len(found)
         return found

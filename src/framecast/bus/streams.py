@@ -18,12 +18,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from framecast import constants as C
 from framecast.bus.client import REDIS_ERRORS
+from framecast.ladder import announced_tiers
+from framecast.protocol import TierInfo
 
 log = logging.getLogger("framecast.bus")
 
@@ -63,7 +64,7 @@ class StreamInfo:
     """What the inference service announces about a stream (the meta key)."""
 
     stream: str
-    tiers: list[dict[str, Any]]
+    tiers: tuple[TierInfo, ...]  # the ladder in header-index order, as announced (`Tier.describe`)
     fps: float
     model: str = ""
     device: str = ""
@@ -71,13 +72,14 @@ class StreamInfo:
     started_us: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"stream": self.stream, "tiers": self.tiers, "fps": self.fps, "model": self.model,
-                           "device": self.device, "source": self.source, "started_us": self.started_us})
+        return json.dumps({"stream": self.stream, "tiers": [t.to_json() for t in self.tiers], "fps": self.fps,
+                           "model": self.model, "device": self.device, "source": self.source,
+                           "started_us": self.started_us})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> StreamInfo:
         obj = json.loads(raw)
-        return cls(stream=str(obj["stream"]), tiers=list(obj["tiers"]), fps=float(obj["fps"]),
+        return cls(stream=str(obj["stream"]), tiers=announced_tiers(obj["tiers"]), fps=float(obj["fps"]),
                    model=str(obj.get("model", "")), device=str(obj.get("device", "")),
                    source=str(obj.get("source", "")), started_us=int(obj.get("started_us", 0)))
 

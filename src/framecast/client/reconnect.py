@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 
 from framecast import constants as C
+from framecast.backoff import equal_jitter
 
 # closes that end a subscription for good
 FATAL_CLOSE_CODES = frozenset({
@@ -22,7 +23,7 @@ ABNORMAL_CLOSURE = 1006  # no close frame: the TCP connection just went away
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Jittered exponential back-off ("equal jitter": between half and all of the ceiling)."""
+    """When to reconnect: framecast.backoff's equal jitter, with its own bases per close code."""
 
     base_s: float = 0.25
     cap_s: float = 10.0
@@ -36,11 +37,8 @@ class ReconnectPolicy:
 
     def delay(self, close_code: int | None, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before reconnect attempt number `attempt` (0 = first)."""
-        attempt = max(0, min(attempt, 30))
         if close_code in (C.CLOSE_TRY_AGAIN_LATER, C.CLOSE_UNKNOWN_STREAM):
-            ceiling = min(self.try_later_cap_s, self.try_later_base_s * 2 ** attempt)
-        elif close_code == C.CLOSE_SERVICE_RESTART and attempt == 0:
+            return equal_jitter(self.try_later_base_s, self.try_later_cap_s, attempt, rng)
+        if close_code == C.CLOSE_SERVICE_RESTART and attempt <= 0:
             return rng.uniform(self.restart_min_s, self.restart_max_s)
-        else:
-            ceiling = min(self.cap_s, self.base_s * 2 ** attempt)
-        return rng.uniform(ceiling / 2, ceiling)
+        return equal_jitter(self.base_s, self.cap_s, attempt, rng)

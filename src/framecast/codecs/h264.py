@@ -44,12 +44,6 @@ def is_idr(data: bytes) -> bool:
     return NAL_IDR in nal_types(data)
 
 
-def has_parameter_sets(data: bytes) -> bool:
-    """Whether an access unit carries both an SPS and a PPS in band."""
-    types = nal_types(data)
-    return NAL_SPS in types and NAL_PPS in types
-
-
 def _unescape(rbsp: bytes) -> bytes:
     """Remove emulation-prevention bytes (00 00 03 -> 00 00)."""
     return rbsp.replace(b"\x00\x00\x03", b"\x00\x00")

@@ -40,10 +40,9 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from framecast import constants as C
 from framecast.codecs import h264
 from framecast.ladder import VideoTier
-from framecast.protocol import FrameHeader, encode_frame
+from framecast.protocol import TierInfo
 
 _cv2: Any
 try:  # OpenCV converts RGB -> I420 about 3x faster than swscale here, and releases the GIL
@@ -223,10 +222,6 @@ class H264Encoder:
                 self.counters.keyframe_requests_deferred += 1
             return True
 
-    @property
-    def keyframe_pending(self) -> bool:
-        return self._pending_request
-
     def _keyframe_reason(self, now: float) -> KeyframeReason | None:
         if self._last_key_s is None:
             return "first"
@@ -338,7 +333,7 @@ class VideoTierEncoder:
                 self.encoder, self._source_size = encoder, (width, height)
         return self.encoder
 
-    def describe(self, frame_width: int, frame_height: int) -> dict[str, Any]:
+    def describe(self, frame_width: int, frame_height: int) -> TierInfo:
         """The tier's entry in the stream meta; safe from another thread than the one encoding.
 
         Uses the live encoder's codec string when it encodes this size, else a cached probe.
@@ -371,14 +366,6 @@ class VideoTierEncoder:
             scaled: Image = _cv2.resize(image, (encoder.width, encoder.height), interpolation=_cv2.INTER_AREA)
             image = scaled
         return encoder.encode(image, now)
-
-    def message(self, frame: EncodedVideoFrame, *, frame_id: int, capture_us: int, publish_us: int = 0) -> bytes:
-        """The wire frame message for the bus (header codec H.264, quality 0, keyframe flag)."""
-        assert self.encoder is not None
-        header = FrameHeader(frame_id=frame_id, capture_us=capture_us, width=self.encoder.width,
-                             height=self.encoder.height, tier=self.tier_index, codec=C.CODEC_H264, quality=0,
-                             flags=C.FLAG_KEYFRAME if frame.keyframe else 0, publish_us=publish_us)
-        return encode_frame(header, frame.data)
 
     def close(self) -> None:
         if self.encoder is not None:

@@ -30,7 +30,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Keys, StreamInfo, async_client
 from framecast.bus import now_us as wall_us
 from framecast.edge import auth
-from framecast.edge.fanout import CLOSE_WAIT_S, FanoutHub, is_video, jpeg_tiers, tiers_for, tiers_of
+from framecast.edge.fanout import CLOSE_WAIT_S, FanoutHub
 from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.proxies import ForwardedFor, TrustedProxies
@@ -39,6 +39,7 @@ from framecast.edge.session import ViewerSession, close_reason
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.snapshot import SnapshotLimiter, redact_access_log, serve_snapshot
 from framecast.edge.workers import AllWorkers, WorkerInfo, write_snapshot
+from framecast.ladder import is_video, jpeg_tiers, tiers_for
 from framecast.logs import RateLimitedLog, redact_url
 from framecast.protocol import (
     ClientHello,
@@ -253,7 +254,7 @@ def create_app(settings: EdgeSettings | None = None, *, worker: WorkerInfo | Non
             except (ValueError, KeyError, TypeError):
                 continue
             age = (now - int(score)) / 1e6
-            out.append({"stream": stream, "tiers": [t.to_json() for t in tiers_of(info)], "fps": info.fps,
+            out.append({"stream": stream, "tiers": [t.to_json() for t in info.tiers], "fps": info.fps,
                         "model": info.model, "device": info.device, "source": redact_url(info.source),
                         "last_heartbeat_us": int(score), "live": age <= settings.stall_after_s,
                         "viewers": viewers.get(stream, 0)})
@@ -410,7 +411,7 @@ async def _admit(runtime: EdgeRuntime, ws: WebSocket, stream: str, headers: dict
             await _reject(runtime, ws, C.CLOSE_TRY_AGAIN_LATER, "bus unavailable, try again later",
                           "too_many_viewers", subprotocol)
             return refused
-    ladder = tiers_of(info) if info is not None else ()
+    ladder = info.tiers if info is not None else ()
     if info is None or not ladder:
         await _reject(runtime, ws, C.CLOSE_UNKNOWN_STREAM, f"unknown stream {stream[:64]!r}", "unknown_stream",
                       subprotocol)

@@ -42,9 +42,8 @@ from framecast.edge.gop import GopCache
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
 from framecast.edge.wsconn import binary_message
-from framecast.ladder import codec_family
 from framecast.logs import RateLimitedLog
-from framecast.protocol import ProtocolError, TierInfo, decode_header
+from framecast.protocol import ProtocolError, decode_header
 
 log = logging.getLogger("framecast.edge.fanout")
 CLOSE_WAIT_S = 2.0  # how long close() waits for the cancelled readers
@@ -85,51 +84,6 @@ class StreamWatcher(Protocol):
     def on_stream_state(self, live: bool, detail: str) -> None: ...
 
     def check(self, now_mono: float) -> None: ...
-
-
-def tiers_of(info: StreamInfo) -> tuple[TierInfo, ...]:
-    """The announced ladder of a stream, tolerant of missing optional fields."""
-    out = []
-    for t in info.tiers:
-        if isinstance(t, dict) and isinstance(t.get("name"), str):
-            out.append(TierInfo(name=t["name"], width=int(t.get("width", 0) or 0),
-                                height=int(t.get("height", 0) or 0), quality=int(t.get("quality", 0) or 0),
-                                codec=str(t.get("codec", "jpeg")), bitrate=int(t.get("bitrate", 0) or 0)))
-    return tuple(out)
-
-
-def is_video(tier: TierInfo) -> bool:
-    return codec_family(tier.codec) != "jpeg"
-
-
-def jpeg_tiers(tiers: tuple[TierInfo, ...]) -> tuple[TierInfo, ...]:
-    return tuple(t for t in tiers if not is_video(t))
-
-
-def tiers_for(tiers: tuple[TierInfo, ...], codecs: tuple[str, ...] | None) -> tuple[TierInfo, ...]:
-    """The tiers a viewer may be fed: JPEG always, a video tier when its hello names the codec family.
-
-    Viewers that sent no hello (legacy clients) get JPEG only. The hello still
-    lists the whole ladder, so the header's tier index names a position in it.
-    """
-    offered = {c.lower() for c in codecs or ()}
-    return tuple(t for t in tiers if not is_video(t) or codec_family(t.codec) in offered)
-
-
-def auto_rungs(tiers: tuple[TierInfo, ...]) -> tuple[int, ...]:
-    """The tiers automatic choice moves along, best first, as indices into `tiers`.
-
-    Among JPEG tiers alone, all of them. With video tiers present, the video
-    tiers and then the lightest JPEG tier only: every heavier JPEG tier costs
-    several times the bytes of a video tier of the same picture, but a JPEG tier
-    may drop any frame, so it is the last resort of a link too slow for the
-    lightest video tier at the source's rate. A pin may still name any tier.
-    """
-    video = [i for i, t in enumerate(tiers) if is_video(t)]
-    jpeg = [i for i, t in enumerate(tiers) if not is_video(t)]
-    if not video:
-        return tuple(range(len(tiers)))
-    return tuple(sorted((*video, *jpeg[-1:])))  # ladder order: list video tiers first
 
 
 async def _video_pairs(entries: AsyncIterator[VideoEntry]) -> AsyncIterator[tuple[bytes, bool]]:

@@ -163,7 +163,6 @@ class GopViewerQueue(Generic[T]):
     def __init__(self, config: GopConfig | None = None) -> None:
         self.cfg = config or GopConfig()
         self._queue: deque[_Queued[T]] = deque()
-        self._queued_bytes = 0
         self._synced = False  # the queue (and what was sent before it) is an unbroken chain from a keyframe
         self._started = False  # a keyframe has been queued since the last join
         self._last_id: int | None = None  # newest frame id appended to the chain
@@ -184,13 +183,6 @@ class GopViewerQueue(Generic[T]):
     def queued_frames(self) -> int:
         return len(self._queue)
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued_bytes
-
-    def oldest_wait_us(self, now: int) -> int:
-        return now - self._queue[0].queued_us if self._queue else 0
-
     # --- helpers ---------------------------------------------------------
     def _request(self, now: int) -> bool:
         last = self._last_request_us
@@ -203,13 +195,11 @@ class GopViewerQueue(Generic[T]):
     def _flush(self, reason: DropReason) -> int:
         n = len(self._queue)
         self._queue.clear()
-        self._queued_bytes = 0
         self.counters.dropped[reason] += n
         return n
 
     def _append(self, item: T, frame_id: int, keyframe: bool, nbytes: int, now: int) -> None:
         self._queue.append(_Queued(item, frame_id, keyframe, nbytes, now))
-        self._queued_bytes += nbytes
         self._last_id = frame_id
         if keyframe:
             self._started = True
@@ -269,7 +259,6 @@ class GopViewerQueue(Generic[T]):
         if not self._queue:
             return None
         entry = self._queue.popleft()
-        self._queued_bytes -= entry.nbytes
         self.counters.sent += 1
         return entry.item
 

@@ -10,9 +10,10 @@ microseconds, so unit tests drive the policies with a fake clock.
   it shrinks multiplicatively (at most once per round trip). By Little's law the
   window settles at `delivery rate x (base delay + latency target)`, always at
   least one frame, so the newest frame waits for the link, never in a queue.
-* `SocketBudget` is the second, local gate: the kernel's unsent bytes plus the
-  transport buffer must be under a small budget before the next frame is
-  written. Viewers that never ack are paced by this gate alone.
+* The second, local gate is the socket's: the kernel's unsent bytes plus the
+  transport buffer must be under a small budget (`ViewerState.budget()`) before
+  the next frame is written (`wsconn.Outlet.write_frame`). Viewers that never
+  ack are paced by this gate alone.
 * `TierPolicy` picks the tier from delivered FPS and acked bytes/s, with
   hysteresis (hold times, margins) and periodic probing up with exponential
   back-off after failed probes. Automatic choice moves along the viewer's
@@ -247,24 +248,6 @@ class InflightWindow:
             window = self.window
             self.window = min(float(self.max_frames), window + released / (window if window > 1.0 else 1.0))
         return AckResult(frame_id, delay, f.capture_us, released, released_bytes)
-
-    def reset(self) -> None:
-        """Forget the frames in flight (after a tier switch the base delay changes too)."""
-        self.inflight.clear()
-        self.inflight_bytes = 0
-        self._min_now = self._min_before = _NO_SAMPLE
-        self._half_ends_us = 0
-        self._recent.clear()
-
-
-@dataclass(frozen=True, slots=True)
-class SocketBudget:
-    """Gate on bytes written but not yet sent by the kernel (plus the transport's buffer)."""
-
-    budget_bytes: int
-
-    def allows(self, unsent_bytes: int) -> bool:
-        return unsent_bytes <= self.budget_bytes
 
 
 class FpsCap:

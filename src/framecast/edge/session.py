@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
-from framecast.edge.fanout import BusFrame, FanoutHub, auto_rungs, is_video
+from framecast.edge.fanout import BusFrame, FanoutHub
 from framecast.edge.gop import Decision as GopDecision
 from framecast.edge.gop import GopSnapshot, GopViewerQueue
 from framecast.edge.metrics import EdgeMetrics, close_label
@@ -32,6 +32,7 @@ from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.viewer import WINDOW_FULL, ViewerConfig, ViewerState
 from framecast.edge.wsconn import ACK_PREFIX, BUSY, Outlet, ViewerProtocol, text_message
+from framecast.ladder import auto_rungs, estimate_frame_sizes, is_video
 from framecast.logs import RateLimitedLog
 from framecast.protocol import (
     AUTO,
@@ -485,27 +486,10 @@ class ViewerSession:
             self._switch_to(decision.tier, decision.reason)
 
     def _frame_sizes(self) -> list[float | None]:
-        """Mean frame size per tier: measured where a reader runs, else a video tier's bitrate over the source
-        rate, else scaled by area from a measured tier of the same codec family."""
-        sizes: list[float | None] = []
-        for tier in self.tiers:
-            r = self.hub.reader(self.stream, tier.name)
-            if r is not None and r.mean_bytes is not None:
-                sizes.append(r.mean_bytes)
-            elif tier.bitrate and self.source_fps > 0:
-                sizes.append(tier.bitrate / 8 / self.source_fps)
-            else:
-                sizes.append(None)
-        for i, size in enumerate(sizes):
-            tier = self.tiers[i]
-            if size is not None or not tier.width or not tier.height:
-                continue
-            # scale from a measured tier of the same codec family (H.264 frames are far smaller than JPEG)
-            same = [(j, s) for j, s in enumerate(sizes) if s is not None and is_video(self.tiers[j]) == is_video(tier)]
-            if same:
-                j, s = same[0]
-                sizes[i] = s * tier.width * tier.height / max(1, self.tiers[j].width * self.tiers[j].height)
-        return sizes
+        """Mean frame size per tier: measured where a reader runs, else estimated (`ladder.estimate_frame_sizes`)."""
+        readers = [self.hub.reader(self.stream, tier.name) for tier in self.tiers]
+        measured = [r.mean_bytes if r is not None else None for r in readers]
+        return estimate_frame_sizes(self.tiers, measured, self.source_fps)
 
     # --- the sender ------------------------------------------------------
     def _pump(self) -> None:

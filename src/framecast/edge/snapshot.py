@@ -30,8 +30,8 @@ from starlette.responses import PlainTextResponse, Response
 from framecast import constants as C
 from framecast.bus import REDIS_ERRORS
 from framecast.edge import auth
-from framecast.edge.fanout import jpeg_tiers, tiers_of
 from framecast.edge.pacing import TokenBucket
+from framecast.ladder import jpeg_tiers
 from framecast.protocol import ProtocolError, decode_frame
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ async def serve_snapshot(runtime: EdgeRuntime, request: Request, stream: str, ti
         if mode != "ok":
             return _too_many()
         return PlainTextResponse("unknown stream\n", status_code=404)
-    names = [t.name for t in jpeg_tiers(tiers_of(info))]
+    names = [t.name for t in jpeg_tiers(info.tiers)]
     if not names:
         return PlainTextResponse("stream has no JPEG tier\n", status_code=404)
     if tier is not None and tier not in names:

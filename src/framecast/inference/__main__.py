@@ -76,8 +76,9 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
     from framecast.inference.modelspec import preflight
     from framecast.inference.pipeline import Pipeline
     from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher, newest_frame_id
-    from framecast.inference.sources import SourceError, open_source, redact
+    from framecast.inference.sources import SourceError, open_source
     from framecast.ladder import VideoTier
+    from framecast.logs import redact_url
 
     cv2.setNumThreads(1)  # parallelism comes from our own threads; OpenCV's pool would oversubscribe the cores
     ladder = settings.ladder
@@ -117,15 +118,15 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
                              compile=settings.compile, torch_threads=settings.torch_threads)
     except ModelError as exc:
         return fail(str(exc))
-    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype, redact(settings.source),
-                  settings.encoder).set(1)
+    M.INFO.labels(settings.stream, engine.info.model, engine.info.device, engine.info.dtype,
+                  redact_url(settings.source), settings.encoder).set(1)
 
     client = None
     while client is None:  # a cluster client reads the slot map at once: wait for a seed node to answer
         try:
             client = sync_client(settings.redis_url)
         except REDIS_ERRORS as exc:
-            log.warning("redis %s not reachable (%s); retrying", redact(settings.redis_url), exc)
+            log.warning("redis %s not reachable (%s); retrying", redact_url(settings.redis_url), exc)
             if stop.wait(1.0):
                 return 0
     cleanup.callback(client.close)
@@ -140,7 +141,7 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
         except REDIS_ERRORS as exc:
             if time.monotonic() > deadline:
                 log.warning("redis %s not reachable (%s); starting anyway, frames are dropped until it is",
-                            redact(settings.redis_url), exc)
+                            redact_url(settings.redis_url), exc)
                 break
             stop.wait(0.2)
 
@@ -152,9 +153,9 @@ def start(settings: InferenceSettings, stop: threading.Event, started: threading
                           keyframe_poller=KeyframeRequestPoller(client, keys, settings.stream,
                                                                 min_interval_s=settings.keyframe_poll_ms / 1000))
     cleanup.callback(encoder.close)
-    info = StreamInfo(stream=settings.stream, tiers=[encoder.describe(i) for i in range(len(ladder))],
+    info = StreamInfo(stream=settings.stream, tiers=tuple(encoder.describe(i) for i in range(len(ladder))),
                       fps=source.fps, model=engine.info.model, device=engine.info.device,
-                      source=redact(settings.source), started_us=now_us())
+                      source=redact_url(settings.source), started_us=now_us())
     policy = DemandPolicy(len(ladder), idle_fps=settings.idle_fps, publish_all=settings.demand == "all")
 
     def gpu_tick() -> None:

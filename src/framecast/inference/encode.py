@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,9 +28,9 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS
 from framecast.codecs.jpeg import JpegEncoder
 from framecast.inference import metrics as M
-from framecast.inference.tiers import AnyTier, Tier
-from framecast.ladder import VideoTier
+from framecast.ladder import AnyTier, Tier, VideoTier
 from framecast.logs import RateLimitedLog
+from framecast.protocol import TierInfo
 
 if TYPE_CHECKING:
     from framecast.bus.signals import KeyframeRequestPoller
@@ -106,7 +106,7 @@ class TierEncoder:
         self._poll_lock = threading.Lock()
         self._poll_errors = RateLimitedLog(log, "keyframe request polls failed", interval=5.0)
 
-    def describe(self, index: int) -> dict[str, Any]:
+    def describe(self, index: int) -> TierInfo:
         """The tier's entry in the stream meta (video: `codec` = WebCodecs codec string)."""
         if index in self.video:
             return self.video[index].describe(*self.frame_size)

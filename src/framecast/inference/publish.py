@@ -25,7 +25,7 @@ from framecast import constants as C
 from framecast.bus import REDIS_ERRORS, Backoff, BusPublisher, Keys, StreamInfo, now_us
 from framecast.inference import metrics as M
 from framecast.inference.encode import EncodedTier
-from framecast.inference.tiers import AnyTier
+from framecast.ladder import AnyTier
 from framecast.logs import RateLimitedLog
 from framecast.protocol import FrameHeader, ProtocolError, decode_header, encode_frame
 

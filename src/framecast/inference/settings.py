@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from framecast import constants as C
-from framecast.inference.tiers import DEFAULT_LADDER, AnyTier, parse_ladder
+from framecast.ladder import DEFAULT_LADDER, AnyTier, parse_ladder
 from framecast.settings import CommonSettings
 
 SOURCE_FORMS = "synthetic, file:PATH, camera:INDEX, rtsp://..., http(s)://..."
@@ -85,6 +86,6 @@ class InferenceSettings(CommonSettings):
             raise ValueError("must be builtin, package.module:factory or a path to a TorchScript file")
         return value
 
-    @property
+    @cached_property
     def ladder(self) -> tuple[AnyTier, ...]:
         return parse_ladder(self.tiers)

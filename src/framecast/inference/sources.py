@@ -29,12 +29,6 @@ from framecast.logs import redact_url
 OPEN_TIMEOUT_MS = 5000
 
 
-def redact(spec: str) -> str:
-    """A source as logs, metric labels and the stream's meta show it: a URL without user info or query values
-    (`http://u:p@cam/x?api_key=k` -> `http://***@cam/x?api_key=***`); other kinds as they are."""
-    return redact_url(spec) if "://" in spec else spec
-
-
 class SourceError(Exception):
     """The source cannot be used at all (missing file, unreadable codec, no such device or URL)."""
 
@@ -156,7 +150,7 @@ class VideoSource:
         self.spec, self.width, self.height, self.loop = spec, width, height, loop
         self.kind = "file" if spec.startswith("file:") else "camera" if spec.startswith("camera:") else "url"
         self.paced = self.kind == "file"  # live sources deliver at their own rate; pacing them would add lag
-        self.description = redact(spec)
+        self.description = redact_url(spec)
         self._cap: cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None
         if self.kind == "file":
@@ -256,4 +250,4 @@ def open_source(spec: str, width: int, height: int, *, fps: float, loop: bool = 
         return SyntheticSource(width, height, fps)
     if spec.startswith(("file:", "camera:", "rtsp://", "rtsps://", "http://", "https://")):
         return VideoSource(spec, width, height, loop=loop, fallback_fps=fps)
-    raise SourceError(f"source {redact(spec)!r}: unknown kind (synthetic, file:PATH, camera:INDEX, rtsp://, http(s)://)")
+    raise SourceError(f"source {redact_url(spec)!r}: unknown kind (synthetic, file:PATH, camera:INDEX, rtsp://, http(s)://)")

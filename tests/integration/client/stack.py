@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import re
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis, free_port
-from tests.support.procs import Service, edge_service, inference_service, running, service_port, wait_http
-from tests.support.timing import scaled
+from framecast.dev.embedded import EmbeddedRedis, free_port
+from tests.support import stack as support_stack
+from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http, wait_stream_live
 
 GLASS_TO_GLASS_METRIC = "framecast_edge_glass_to_glass_seconds"  # from framecast.edge.metrics
 # a drain short enough for restart tests; a small source keeps this 2-core machine responsive
@@ -35,21 +33,18 @@ def require_services() -> None:
 
 
 @dataclass
-class Stack:
-    redis: EmbeddedRedis
-    inference: Service
-    edge: Service
-    log_dir: Path
+class Stack(support_stack.Stack):
+    """The shared stack (tests/support/stack.py) with an edge that drains quickly (EDGE_ARGS)."""
 
-    @property
-    def port(self) -> int:
-        return service_port(self.edge)
+    def __post_init__(self) -> None:
+        self.edge_args = [*EDGE_ARGS, *self.edge_args]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base
 
     def start_edge(self, port: int = 0, name: str = "edge", *extra: str) -> Service:
+        assert self.inference is not None
         edge = edge_service(self.redis.url, *EDGE_ARGS, *extra, port=port or free_port(), name=name)
         edge.start(self.log_dir)
         wait_ready(f"http://127.0.0.1:{service_port(edge)}", edge, self.inference)
@@ -57,39 +52,17 @@ class Stack:
 
     def start_small_source(self, stream: str) -> Service:
         """A cheap second inference service on its own stream (for stall tests)."""
+        assert self.edge is not None
         svc = inference_service(self.redis.url, "--width", "320", "--height", "180", "--fps", "15",
                                 "--tiers", "small=320x180@60", stream=stream).start(self.log_dir)
         wait_ready(self.url, self.edge, svc, stream=stream)
         return svc
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {s.name}\n{s.log()[-2000:]}" for s in (self.inference, self.edge))
-
-
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
 
 def wait_ready(base: str, edge: Service, inference: Service, stream: str = C.DEFAULT_STREAM) -> None:
     """The edge answers and lists `stream` as live (the inference service is publishing)."""
     wait_http(base + "/healthz", 60, edge)
-    deadline = time.monotonic() + scaled(120)
-    last: object = None
-    while time.monotonic() < deadline:
-        for svc in (edge, inference):
-            if not svc.alive():
-                raise AssertionError(f"{svc.name} exited early:\n{svc.log()[-3000:]}")
-        try:
-            body = get_json(base + "/streams")
-            streams = body.get("streams", []) if isinstance(body, dict) else []
-            if any(s.get("stream") == stream and s.get("live") for s in streams):
-                return
-            last = body
-        except OSError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"stream {stream!r} not live at {base} (last: {last})\n{inference.log()[-3000:]}")
+    wait_stream_live(base, edge, inference, stream=stream, timeout=120)
 
 
 def metric_value(base: str, name: str) -> float:
@@ -109,9 +82,8 @@ def metric_value(base: str, name: str) -> float:
 def client_stack(log_dir: Path) -> Iterator[Stack]:
     require_services()
     with EmbeddedRedis(maxmemory="128mb") as redis:
-        inference = inference_service(redis.url)
-        edge = edge_service(redis.url, *EDGE_ARGS)
-        with running(inference, edge, log_dir=log_dir):
-            stack = Stack(redis, inference, edge, log_dir)
-            wait_ready(stack.url, edge, inference)
-            yield stack
+        stack = Stack(redis, log_dir)
+        try:
+            yield stack.start(live=True)
+        finally:
+            stack.stop()

@@ -17,12 +17,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framecast.bus import now_us
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
 from tests.support.link import FifoLink
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, Publisher
 
 
 @pytest.fixture(scope="module")

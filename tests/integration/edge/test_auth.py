@@ -15,10 +15,11 @@ import websockets
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
+from framecast.dev.embedded import EmbeddedRedis, free_port
 from framecast.edge.auth import make_token
-from framecast.embedded import EmbeddedRedis, free_port
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 GOOD_ORIGIN = "http://viewer.example"

@@ -12,9 +12,11 @@ import websockets
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis
-
-from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value
+from framecast.dev.embedded import EmbeddedRedis
+from tests.support.metrics import metric_value
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -13,8 +14,9 @@ import psutil  # type: ignore[import-untyped]
 
 from framecast.bus import now_us
 from framecast.protocol import FrameHeader, decode_frame, encode_frame
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 
 async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publisher: Publisher) -> None:
@@ -93,7 +95,7 @@ async def test_video_tiers_are_announced_but_never_fed(edge: EdgeProcess, redis_
     """H.264 tiers need a GOP-aware queue: until it is integrated, viewers get the JPEG tiers only."""
     ladder = (("video-high", 640, 360, 0), ("high", 640, 360, 80), ("low", 320, 180, 50))
     pub = Publisher(redis_server.url, stream="withvideo", ladder=ladder)
-    pub.info.tiers[0]["codec"] = "avc1.42C01F"
+    pub.info.tiers = (replace(pub.info.tiers[0], codec="avc1.42C01F"), *pub.info.tiers[1:])
     pub.start()
     try:
         v = await ViewerClient(edge.ws("withvideo")).run(3.0, until_frames=20)

@@ -15,11 +15,12 @@ from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.bus import Keys, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.viewer import ViewerClient
 
 
 def test_healthz_readyz_streams(edge: EdgeProcess, publisher: Publisher) -> None:

@@ -10,9 +10,11 @@ import time
 
 import psutil  # type: ignore[import-untyped]
 
+from tests.support.metrics import metric_value
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled, wait_until_async
-
-from .conftest import EdgeProcess, Publisher, ViewerClient, metric_value
+from tests.support.viewer import ViewerClient
 
 
 def stuck_viewer(port: int, stream: str = "demo") -> socket.socket:

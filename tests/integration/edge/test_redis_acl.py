@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from framecast.bus import Keys
-from framecast.embedded import EmbeddedRedis
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from framecast.dev.embedded import EmbeddedRedis
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.viewer import ViewerClient
 
 # documented in docs/edge.md
 EDGE_ACL = ("on >edge-pass resetkeys %R~framecast:* %W~framecast:{*}:demand:* %W~framecast:{*}:keyframe:* "

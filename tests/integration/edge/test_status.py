@@ -9,11 +9,11 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, Publisher
 
 
 async def test_stalled_then_live_again(edge: EdgeProcess, redis_server: EmbeddedRedis) -> None:

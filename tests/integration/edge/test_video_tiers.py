@@ -12,10 +12,13 @@ import pytest
 
 from framecast import constants as C
 from framecast.bus import BusPublisher, Keys, StreamInfo, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
-from framecast.protocol import FrameHeader, decode_frame, encode_frame
+from framecast.dev.embedded import EmbeddedRedis
+from framecast.protocol import FrameHeader, TierInfo, decode_frame, encode_frame
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import make_jpegs
+from tests.support.viewer import ViewerClient
 
-from .conftest import EdgeProcess, ViewerClient, make_jpegs
+from ..video.h264_check import video_message
 
 av = pytest.importorskip("av")
 
@@ -51,13 +54,13 @@ class VideoPublisher:
             self.frame_id += 1
             cap = now_us()
             out = self.venc.encode(self._image(self.frame_id))
-            msgs = {"video": self.venc.message(out, frame_id=self.frame_id, capture_us=cap, publish_us=now_us()),
+            msgs = {"video": video_message(self.venc, out, frame_id=self.frame_id, capture_us=cap, publish_us=now_us()),
                     "low": encode_frame(FrameHeader(frame_id=self.frame_id, capture_us=cap, width=320, height=180,
                                                     tier=1, quality=60, flags=C.FLAG_KEYFRAME), self.jpeg)}
             self.pub.publish(msgs, cap)
             if time.monotonic() - last_meta > 1.0:
-                tiers = [self.venc.describe(640, 360),
-                         {"name": "low", "width": 320, "height": 180, "quality": 60, "codec": "jpeg"}]
+                tiers = (self.venc.describe(640, 360),
+                         TierInfo(name="low", width=320, height=180, quality=60, codec="jpeg"))
                 self.pub.heartbeat(StreamInfo(stream=self.stream, tiers=tiers, fps=30.0))
                 last_meta = time.monotonic()
             next_t += 1 / 30

@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.workers import WorkerInfo, cpu_count, resolve_workers
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, Publisher, ViewerClient
+from tests.support.viewer import ViewerClient
 
 VIEWERS = 8
 

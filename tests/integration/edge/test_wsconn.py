@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 
+from tests.support.metrics import metric_value
+from tests.support.procs import EdgeProcess
 from tests.support.rawws import RawViewer, client_frame
 from tests.support.timing import scaled
-
-from .conftest import EdgeProcess, metric_value
 
 
 def test_acks_batched_split_and_fragmented_all_count(edge: EdgeProcess) -> None:

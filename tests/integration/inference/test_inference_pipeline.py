@@ -9,13 +9,13 @@ import numpy as np
 
 from framecast.bus import Keys, StreamInfo, now_us, sync_client
 from framecast.codecs.jpeg import make_encoder
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
 from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import Captured, SourceLost
-from framecast.inference.tiers import parse_ladder
+from framecast.ladder import parse_ladder
 from tests.integration.inference.conftest import frames
 from tests.support.timing import wait_until
 
@@ -70,7 +70,7 @@ def test_lost_source_reconnects_and_failing_frames_do_not_stop_the_stream(redis_
         return 255 - image
 
     policy = DemandPolicy(len(LADDER), publish_all=True)
-    info = StreamInfo(stream="cam", tiers=[t.describe(64, 48) for t in LADDER], fps=100.0)
+    info = StreamInfo(stream="cam", tiers=tuple(t.describe(64, 48) for t in LADDER), fps=100.0)
     encoder = TierEncoder(make_encoder("simplejpeg"), LADDER, 64, 48)
     source = FlakyCamera()
     errors_before = (counter("source", "read"), counter("source", "reopen"), counter("dropped", "inference_error"))
@@ -124,7 +124,7 @@ def test_heartbeat_stops_while_frames_stall_and_resumes(redis_server: EmbeddedRe
     client = sync_client(redis_server.url)
     keys = Keys()
     policy = DemandPolicy(len(LADDER), idle_fps=0.0)  # nobody watching: frames flow but nothing is encoded
-    info = StreamInfo(stream="frz", tiers=[t.describe(64, 48) for t in LADDER], fps=50.0)
+    info = StreamInfo(stream="frz", tiers=tuple(t.describe(64, 48) for t in LADDER), fps=50.0)
     encoder = TierEncoder(make_encoder("opencv"), LADDER, 64, 48)
     source = FreezingCamera()
 
@@ -182,7 +182,7 @@ def test_stages_overlap_so_the_slowest_stage_sets_the_rate(redis_server: Embedde
         threading.Event().wait(0.04)
         return image
 
-    info = StreamInfo(stream="ovl", tiers=[t.describe(64, 48) for t in ladder], fps=100.0)
+    info = StreamInfo(stream="ovl", tiers=tuple(t.describe(64, 48) for t in ladder), fps=100.0)
     pipeline = Pipeline(Camera(), slow_model, encoder, policy,
                         FramePublisher(client, "ovl", keys, ladder, maxlen=1000, ids_synced=True),
                         DemandWatcher(client, "ovl", keys, ladder, policy, info), first_frame_id=1)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from framecast.bus import now_us, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from tests.integration.inference.conftest import KEYS, frames, newest, scrape, start
 from tests.support.procs import REPO
 from tests.support.timing import scaled, wait_until

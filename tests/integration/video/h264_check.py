@@ -8,8 +8,14 @@ skip where the source dropped frames before encoding, which leaves the encoder's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from framecast import constants as C
 from framecast.codecs.h264 import NAL_IDR, NAL_SLICE, NAL_SPS, split_nal_units
+from framecast.protocol import FrameHeader, encode_frame
+
+if TYPE_CHECKING:  # PyAV only where video is encoded
+    from framecast.codecs.h264_encoder import EncodedVideoFrame, VideoTierEncoder
 
 HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 
@@ -112,3 +118,13 @@ class ChainCheck:
                                           f"(id, frame_num before: {self.history[-4:-1]})"))
         if is_ref:
             self.prev_ref = frame_num
+
+
+def video_message(venc: VideoTierEncoder, frame: EncodedVideoFrame, *, frame_id: int, capture_us: int,
+                  publish_us: int = 0) -> bytes:
+    """The wire message the inference service publishes for a video frame (codec H.264, quality 0, keyframe flag)."""
+    assert venc.encoder is not None
+    header = FrameHeader(frame_id=frame_id, capture_us=capture_us, width=venc.encoder.width,
+                         height=venc.encoder.height, tier=venc.tier_index, codec=C.CODEC_H264, quality=0,
+                         flags=C.FLAG_KEYFRAME if frame.keyframe else 0, publish_us=publish_us)
+    return encode_frame(header, frame.data)

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_frame
 from tests.integration.client.stack import wait_ready
 from tests.support.link import FifoLink

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from framecast.codecs.h264_encoder import EncodedVideoFrame, H264Encoder
+from tests.support.browser import headless_chromium, open_page
+from tests.support.httpserve import serving
 
 from .conftest import Image
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("FRAMECAST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 VIDEO_JS = Path(__file__).resolve().parents[3] / "src" / "framecast" / "edge" / "static" / "video.js"
 PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><script src="/video.js"></script></head>
 <body><canvas id="c" width="16" height="16"></canvas></body></html>"""
@@ -78,36 +76,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}/"
 
 
 @pytest.fixture(scope="module")
 def browser_page(page_url: str) -> Iterator[Any]:
     """The page in headless Chromium, whatever its H.264 support."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright (Python package) is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page()
-            errors: list[str] = []
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.goto(page_url)
-            yield pg
-            assert errors == []
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        pg, errors = open_page(browser, page_url)
+        yield pg
+        assert errors == []
 
 
 @pytest.fixture(scope="module")

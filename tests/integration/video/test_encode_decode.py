@@ -17,6 +17,7 @@ from framecast.ladder import parse_video_tier
 from framecast.protocol import decode_frame
 
 from .conftest import Image, psnr
+from .h264_check import video_message
 
 FPS = 30.0
 
@@ -64,7 +65,7 @@ def test_keyframe_on_demand_is_the_next_frame_and_a_decoder_can_start_there(smal
     assert enc.request_keyframe(now=20 / FPS)
     forced = enc.encode(small_frames[20], now=20 / FPS)
     assert forced.keyframe and forced.keyframe_reason == "requested"
-    assert h264.has_parameter_sets(forced.data)
+    assert {h264.NAL_SPS, h264.NAL_PPS} <= set(h264.nal_types(forced.data))
     after = [enc.encode(small_frames[i], now=i / FPS) for i in range(21, 30)]
     assert not any(f.keyframe for f in after)
     late = H264Decoder()  # a viewer joining at the requested keyframe
@@ -143,20 +144,21 @@ def test_decoder_error_waits_for_the_next_keyframe(small_frames: list[Image]) ->
 def test_tier_encoder_scales_into_the_box_and_builds_wire_messages(small_frames: list[Image]) -> None:
     tier = parse_video_tier("video-low=160x90@h264:200k")
     enc = VideoTierEncoder(tier, tier_index=3, input_format="bgr24", keyframe_interval_s=60.0)
-    info = enc.describe(320, 180)  # before the first frame: from a cached probe
+    info = enc.describe(320, 180).to_json()  # before the first frame: from a cached probe
     assert enc.encoder is None
     assert info["width"] == 160 and info["height"] == 90 and info["quality"] == 0
     assert info["codec"].startswith("avc1.") and info["bitrate"] == 200_000
     dec = H264Decoder()
     for i in range(5):
         out = enc.encode(small_frames[i], now=i / FPS)
-        msg = decode_frame(enc.message(out, frame_id=100 + i, capture_us=1_000_000 + i, publish_us=2_000_000 + i))
+        msg = decode_frame(video_message(enc, out, frame_id=100 + i, capture_us=1_000_000 + i,
+                                          publish_us=2_000_000 + i))
         h = msg.header
         assert (h.codec, h.tier, h.quality, h.width, h.height, h.frame_id) == (C.CODEC_H264, 3, 0, 160, 90, 100 + i)
         assert h.keyframe == (i == 0) and h.codec_name == "h264"
         pic = dec.decode(msg.payload, h.keyframe)
         assert pic is not None and pic.shape == (90, 160, 3)
-    assert enc.describe(320, 180) == info  # now from the live encoder: the same codec string
+    assert enc.describe(320, 180).to_json() == info  # now from the live encoder: the same codec string
     assert enc.request_keyframe(now=5 / FPS)
     assert enc.encode(small_frames[5], now=0.5).keyframe_reason == "requested"
     # the source changes size: a new encoder, starting with a keyframe

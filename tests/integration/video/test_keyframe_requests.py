@@ -5,77 +5,71 @@ from __future__ import annotations
 import time
 
 from framecast.bus import Keys, async_client, now_us, sync_client
-from framecast.bus.signals import (
-    DEFAULT_REQUEST_TTL_S,
-    AsyncKeyframeRequester,
-    AsyncKeyframeRequestPoller,
-    KeyframeRequester,
-    KeyframeRequestPoller,
-)
+from framecast.bus.signals import DEFAULT_REQUEST_TTL_S, AsyncKeyframeRequester, KeyframeRequestPoller
 from framecast.codecs.h264_encoder import H264Encoder
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 
 from .conftest import Image
 
 KEYS = Keys("fctest:")
 
 
-def test_request_is_consumed_once_with_its_time(any_redis: EmbeddedRedis) -> None:
-    client = sync_client(any_redis.url)
-    edge = KeyframeRequester(client, KEYS, edge_id="edge-a", min_interval_s=0.25)
-    poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.0)
-    before = now_us()
-    assert edge.request("demo", "video-high", now=100.0)
-    key = KEYS.keyframe_request("demo", "video-high")
-    assert 0 < client.pttl(key) <= DEFAULT_REQUEST_TTL_S * 1000  # a short expiry: stale requests vanish
-    assert client.get(key).decode().endswith(" edge-a")  # type: ignore[union-attr]
-    found = poller.poll(["video-high", "video-low"], now=100.0)
-    assert [r.tier for r in found] == ["video-high"]
-    assert found[0].request_us is not None and before <= found[0].request_us <= now_us()
-    assert poller.poll(["video-high", "video-low"], now=100.1) == []  # consumed: GETDEL
-    assert client.exists(key) == 0
-    client.close()
-
-
-def test_both_sides_are_rate_limited(redis_server: EmbeddedRedis) -> None:
-    client = sync_client(redis_server.url)
-    edge = KeyframeRequester(client, KEYS, edge_id="edge-a", min_interval_s=0.25)
-    poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.05)
-    # forty viewers of one edge falling behind at once: one SET
-    sent = sum(edge.request("demo", "v", now=10.0 + i * 0.001) for i in range(40))
-    assert sent == 1 and edge.limiter.limited == 39
-    assert edge.request("demo", "w", now=10.0)  # another tier is not limited by the first
-    assert len(poller.poll(["v", "w"], now=20.0)) == 2
-    assert edge.request("demo", "v", now=10.3)
-    assert poller.poll(["v"], now=20.01) == []  # polled too soon: not even asked
-    assert [r.tier for r in poller.poll(["v"], now=20.06)] == ["v"]
-    assert poller.polls == 2 and poller.consumed == 3
-    assert poller.poll([], now=30.0) == []
-    client.close()
-
-
-def test_requests_of_many_edges_collapse_into_one(redis_server: EmbeddedRedis) -> None:
-    client = sync_client(redis_server.url)
-    edges = [KeyframeRequester(client, KEYS, edge_id=f"edge-{i}") for i in range(5)]
-    for edge in edges:
-        assert edge.request("demo", "v", now=1.0)
-    found = KeyframeRequestPoller(client, KEYS, "demo").poll(["v"], now=1.0)
-    assert len(found) == 1  # one key per tier: one IDR for all of them
-    client.close()
-
-
-async def test_async_requester_and_poller(redis_server: EmbeddedRedis) -> None:
-    client = async_client(redis_server.url)
+async def test_request_is_consumed_once_with_its_time(any_redis: EmbeddedRedis) -> None:
+    client, aclient = sync_client(any_redis.url), async_client(any_redis.url)
     try:
-        edge = AsyncKeyframeRequester(client, KEYS, edge_id="edge-async", min_interval_s=0.25)
-        poller = AsyncKeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.0)
-        assert await edge.request("demo", "video-high", now=5.0)
-        assert not await edge.request("demo", "video-high", now=5.1)
-        found = await poller.poll(["video-high"], now=5.0)
-        assert [r.tier for r in found] == ["video-high"] and found[0].request_us is not None
-        assert await poller.poll(["video-high"], now=5.2) == []
+        edge = AsyncKeyframeRequester(aclient, KEYS, edge_id="edge-a", min_interval_s=0.25)
+        poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.0)
+        before = now_us()
+        assert edge.request_nowait("demo", "video-high", now=100.0)
+        await edge.drain()
+        key = KEYS.keyframe_request("demo", "video-high")
+        assert 0 < client.pttl(key) <= DEFAULT_REQUEST_TTL_S * 1000  # a short expiry: stale requests vanish
+        assert client.get(key).decode().endswith(" edge-a")  # type: ignore[union-attr]
+        found = poller.poll(["video-high", "video-low"], now=100.0)
+        assert [r.tier for r in found] == ["video-high"]
+        assert found[0].request_us is not None and before <= found[0].request_us <= now_us()
+        assert poller.poll(["video-high", "video-low"], now=100.1) == []  # consumed: GETDEL
+        assert client.exists(key) == 0
     finally:
-        await client.aclose()
+        await aclient.aclose()
+        client.close()
+
+
+async def test_both_sides_are_rate_limited(redis_server: EmbeddedRedis) -> None:
+    client, aclient = sync_client(redis_server.url), async_client(redis_server.url)
+    try:
+        edge = AsyncKeyframeRequester(aclient, KEYS, edge_id="edge-a", min_interval_s=0.25)
+        poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.05)
+        # forty viewers of one edge falling behind at once: one SET
+        sent = sum(edge.request_nowait("demo", "v", now=10.0 + i * 0.001) for i in range(40))
+        assert sent == 1 and edge.limiter.limited == 39
+        assert edge.request_nowait("demo", "w", now=10.0)  # another tier is not limited by the first
+        await edge.drain()
+        assert len(poller.poll(["v", "w"], now=20.0)) == 2
+        assert edge.request_nowait("demo", "v", now=10.3)
+        await edge.drain()
+        assert poller.poll(["v"], now=20.01) == []  # polled too soon: not even asked
+        assert [r.tier for r in poller.poll(["v"], now=20.06)] == ["v"]
+        assert poller.polls == 2 and poller.consumed == 3
+        assert poller.poll([], now=30.0) == []
+    finally:
+        await aclient.aclose()
+        client.close()
+
+
+async def test_requests_of_many_edges_collapse_into_one(redis_server: EmbeddedRedis) -> None:
+    client, aclient = sync_client(redis_server.url), async_client(redis_server.url)
+    try:
+        edges = [AsyncKeyframeRequester(aclient, KEYS, edge_id=f"edge-{i}") for i in range(5)]
+        for edge in edges:
+            assert edge.request_nowait("demo", "v", now=1.0)
+        for edge in edges:
+            await edge.drain()
+        found = KeyframeRequestPoller(client, KEYS, "demo").poll(["v"], now=1.0)
+        assert len(found) == 1  # one key per tier: one IDR for all of them
+    finally:
+        await aclient.aclose()
+        client.close()
 
 
 async def test_request_nowait_sets_in_the_background_and_survives_a_dead_redis(redis_server: EmbeddedRedis) -> None:
@@ -109,7 +103,8 @@ async def test_edge_request_reaches_the_encoder_as_an_idr(redis_server: Embedded
         for i in range(30):
             now = t0 + i / 30
             if i == 12:
-                assert await edge.request("demo", "video-high", now=now)
+                assert edge.request_nowait("demo", "video-high", now=now)
+                await edge.drain()
             for _request in poller.poll(["video-high"], now=now):
                 enc.request_keyframe(now=now)
             out = enc.encode(small_frames[i], now=now)

@@ -17,13 +17,14 @@ from framecast.bus.read import read_video_frames
 from framecast.bus.signals import AsyncKeyframeRequester, KeyframeRequestPoller
 from framecast.codecs.h264_decoder import H264Decoder
 from framecast.codecs.h264_encoder import VideoTierEncoder
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.edge.gop import GopCache, GopViewerQueue
-from framecast.embedded import EmbeddedRedis
 from framecast.ladder import parse_video_tier
 from framecast.protocol import Frame, decode_frame
 from tests.support.timing import scaled
 
 from .conftest import Image
+from .h264_check import video_message
 
 KEYS = Keys("fcpath:")
 STREAM, TIER = "demo", "video"
@@ -45,7 +46,7 @@ def source(redis_url: str, frames: list[Image], stop: threading.Event, reasons: 
         out = venc.encode(frames[i % len(frames)])
         reasons.append(out.keyframe_reason)
         capture = now_us()
-        publisher.publish({TIER: venc.message(out, frame_id=i, capture_us=capture)}, capture)
+        publisher.publish({TIER: video_message(venc, out, frame_id=i, capture_us=capture)}, capture)
         i += 1
         stop.wait(max(0.0, start + i / FPS - time.monotonic()))  # a 30 fps source, not a readiness wait
     client.close()

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from framecast import constants as C
 from framecast.bus import Backoff, Keys, async_client, read_frames, sync_client
 from framecast.bus.read import VideoEntry, read_video_frames
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import FrameHeader, decode_header, encode_frame
 from tests.support.timing import scaled
 

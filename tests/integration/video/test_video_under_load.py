@@ -13,7 +13,6 @@ decodes every picture without an error.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -24,12 +23,13 @@ import pytest
 
 from framecast import constants as C
 from framecast.bus import Keys, now_us, sync_client
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import Ack, ClientHello, Frame, decode_frame, decode_header, encode_control
 from tests.integration.client.stack import EDGE_ARGS, require_services, wait_ready
 from tests.integration.video.h264_check import ChainCheck
 from tests.support.procs import Service, edge_service, inference_service, running, service_port
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wall_us
+from tests.support.viewer import messages, open_viewer
 
 pytest.importorskip("av")
 
@@ -50,21 +50,14 @@ class Received:
 
 async def watch(url: str, until: asyncio.Event, tier: str = "auto") -> list[Received]:
     """Frames a pinned H.264 viewer gets (acking each) until `until` is set."""
-    from websockets.asyncio.client import connect
-
     got: list[Received] = []
-    async with connect(url, compression=None, max_size=32 << 20, open_timeout=scaled(10)) as ws:
+    async with open_viewer(url) as ws:
         await ws.send(encode_control(ClientHello(codecs=("h264", "jpeg"), tier=tier)))
-        while not until.is_set():
-            try:
-                msg = await asyncio.wait_for(ws.recv(), 0.1)
-            except TimeoutError:
+        async for now, msg in messages(ws, stop=until.is_set, poll=0.1):
+            if isinstance(msg, dict):
+                assert msg.get("type") != "error", msg
                 continue
-            if isinstance(msg, str):
-                obj = json.loads(msg)
-                assert obj.get("type") != "error", obj
-                continue
-            got.append(Received(decode_frame(msg), time.time_ns() // 1000, time.monotonic()))
+            got.append(Received(decode_frame(msg), wall_us(), now))
             await ws.send(encode_control(Ack(got[-1].frame.header.frame_id)))
     return got
 

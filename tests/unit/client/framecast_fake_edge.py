@@ -32,6 +32,8 @@ from framecast.protocol import (
     encode_control,
     encode_frame,
 )
+from tests.integration.video.h264_check import video_message
+from tests.support.timing import wall_us
 
 TIERS = (TierInfo("high", 64, 48, 80), TierInfo("low", 32, 24, 50))
 VIDEO_SIZE = (96, 64)
@@ -199,15 +201,15 @@ class FakeEdge:
                     if plan.video_start_delta and sent == 0:  # a viewer that joins mid-GOP: deltas, no IDR yet
                         for _ in range(plan.video_start_delta):
                             out = video.encode(moving_picture(t.width, t.height, self.next_id))
-                            fake = video.message(out, frame_id=self.next_id, capture_us=time.time_ns() // 1000)
+                            fake = video_message(video, out, frame_id=self.next_id, capture_us=wall_us())
                             self.next_id += 1
                             await ws.send(fake)
                         video.request_keyframe()
                         out = video.encode(moving_picture(t.width, t.height, self.next_id))
-                    message = video.message(out, frame_id=self.next_id, capture_us=time.time_ns() // 1000)
+                    message = video_message(video, out, frame_id=self.next_id, capture_us=wall_us())
                     self.video_messages += 1
                 else:
-                    header = FrameHeader(frame_id=self.next_id, capture_us=time.time_ns() // 1000, width=t.width,
+                    header = FrameHeader(frame_id=self.next_id, capture_us=wall_us(), width=t.width,
                                          height=t.height, tier=tier, quality=t.quality, flags=C.FLAG_KEYFRAME)
                     message = encode_frame(header, self._jpegs[tier])
                 self.next_id += 1 + plan.skip_ids

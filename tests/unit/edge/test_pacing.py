@@ -11,7 +11,6 @@ from framecast.edge.pacing import (
     FpsCap,
     InflightWindow,
     RateMeter,
-    SocketBudget,
     TierConfig,
     TierPolicy,
     TokenBucket,
@@ -92,11 +91,6 @@ def test_frame_ids_restarting_after_a_source_restart() -> None:
     w.on_send(1, 1000, 0, 1 * MS)  # source restarted: ids start over
     res = w.on_ack(1, 2 * MS)
     assert res is not None and res.acked_frames == 2 and w.inflight_frames == 0
-
-
-def test_socket_budget() -> None:
-    b = SocketBudget(16384)
-    assert b.allows(0) and b.allows(16384) and not b.allows(16385)
 
 
 # --- rates -------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from framecast.edge.fanout import auto_rungs, tiers_for
+from framecast.ladder import auto_rungs, tiers_for
 from framecast.protocol import TierInfo
 
 VHIGH = TierInfo("video-high", 1280, 720, 0, "avc1.42C01F")

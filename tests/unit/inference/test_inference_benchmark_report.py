@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from framecast.inference.benchmark import BEGIN, END, markdown, update_doc
+from bench.inference import BEGIN, END, markdown, update_doc
 
 
 def results() -> dict[str, object]:

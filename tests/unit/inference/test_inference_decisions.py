@@ -89,7 +89,7 @@ def test_publisher_refuses_frames_older_than_the_last_one() -> None:
     from framecast.bus import Keys
     from framecast.inference import metrics as M
     from framecast.inference.publish import EncodedFrame, FramePublisher
-    from framecast.inference.tiers import parse_ladder
+    from framecast.ladder import parse_ladder
 
     ladder = parse_ladder("a=64x48@80")
     M.init_series(["a"])

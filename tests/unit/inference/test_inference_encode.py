@@ -9,7 +9,7 @@ import pytest
 from framecast.codecs.jpeg import ENCODERS, make_encoder
 from framecast.inference.encode import TierEncoder
 from framecast.inference.sources import SyntheticSource
-from framecast.inference.tiers import parse_ladder
+from framecast.ladder import parse_ladder
 
 LADDER = parse_ladder("high=1280x720@85,mid=1280x720@70,low=640x360@60,tiny=160x160@40")
 

@@ -6,6 +6,7 @@ import pytest
 
 from framecast.inference.settings import InferenceSettings
 from framecast.settings import load_settings
+from tests.support.settings import refusal
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,9 +38,4 @@ def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_bad_values_exit_2_naming_the_setting(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                               env: dict[str, str], argv: list[str], name: str) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as exc:
-        load_settings(InferenceSettings, argv, prog="framecast-inference")
-    assert exc.value.code == 2
-    assert name in capsys.readouterr().err
+    assert name in refusal(InferenceSettings, argv, env, "framecast-inference", monkeypatch, capsys)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import cv2
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 
 from framecast.bus import now_us
-from framecast.embedded import free_port
+from framecast.dev.embedded import free_port
 from framecast.inference.sources import (
     SourceEnded,
     SourceError,
@@ -20,8 +17,9 @@ from framecast.inference.sources import (
     SyntheticSource,
     crop_to_aspect,
     open_source,
-    redact,
 )
+from framecast.logs import redact_url
+from tests.support.httpserve import serve_files
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]  # RGB
 
@@ -108,21 +106,9 @@ def test_unknown_source_kind() -> None:
         open_source("ftp://example/x", 64, 48, fps=30)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _serve(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler,
-                                                                                    directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
     write_video(tmp_path / "live.avi", "MJPG")
-    server = _serve(tmp_path)
+    server = serve_files(tmp_path)
     port = server.server_port
     source = open_source(f"http://127.0.0.1:{port}/live.avi", 64, 48, fps=30)
     try:
@@ -134,7 +120,7 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
         server.server_close()
         with pytest.raises(SourceLost, match="cannot open the stream"):
             source.reopen()  # the server is away
-        server = _serve(tmp_path, port)  # back on the same address
+        server = serve_files(tmp_path, port)  # back on the same address
         source.reopen()
         assert dominant(source.read(0).image) == COLOURS[0]
     finally:
@@ -144,10 +130,11 @@ def test_http_stream_is_read_lost_and_reopened(tmp_path: Path) -> None:
 
 
 def test_passwords_never_reach_logs_or_metrics() -> None:
-    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
-    assert redact("http://user:pass@host/clip.mp4?api_key=k1&x=2") == "http://***@host/clip.mp4?api_key=***&x=***"
-    assert redact("http://cam.local/mjpg") == "http://cam.local/mjpg"
-    assert redact("synthetic") == "synthetic"
+    assert redact_url("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
+    assert redact_url("http://user:pass@host/clip.mp4?api_key=k1&x=2") == "http://***@host/clip.mp4?api_key=***&x=***"
+    assert redact_url("http://cam.local/mjpg") == "http://cam.local/mjpg"
+    assert redact_url("synthetic") == "synthetic"
+    assert redact_url("file:clip.mp4") == "file:clip.mp4" and redact_url("camera:0") == "camera:0"
     with pytest.raises(SourceError) as exc:
         open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", 64, 48, fps=30)
     assert "s3cret" not in str(exc.value) and "admin" not in str(exc.value) and "://***@" in str(exc.value)

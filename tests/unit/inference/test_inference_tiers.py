@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from framecast.inference.tiers import DEFAULT_LADDER, Tier, format_ladder, parse_ladder
-from framecast.ladder import VideoTier
+from framecast.ladder import DEFAULT_LADDER, Tier, VideoTier, parse_ladder
 
 
 def test_default_ladder() -> None:
@@ -16,7 +15,6 @@ def test_default_ladder() -> None:
     assert [(t.name, t.width, t.height, t.bitrate) for t in video if isinstance(t, VideoTier)] == [
         ("video-high", 1280, 720, 2_500_000), ("video-low", 640, 360, 800_000)]
     assert jpeg == (Tier("high", 1280, 720, 85), Tier("mid", 1280, 720, 70), Tier("low", 640, 360, 60))
-    assert format_ladder(ladder) == DEFAULT_LADDER
 
 
 def test_spaces_are_tolerated() -> None:
@@ -47,4 +45,5 @@ def test_fit_keeps_aspect_and_never_upscales() -> None:
     assert tier.fit(1280, 720) == (640, 360)
     assert tier.fit(320, 180) == (320, 180)
     assert tier.fit(1000, 1000) == (360, 360)
-    assert tier.describe(1280, 720) == {"name": "low", "width": 640, "height": 360, "quality": 60, "codec": "jpeg"}
+    assert tier.describe(1280, 720).to_json() == {"name": "low", "width": 640, "height": 360, "quality": 60,
+                                                  "codec": "jpeg"}

@@ -10,7 +10,7 @@ from framecast import constants as C
 from framecast.inference.encode import EncodedTier
 from framecast.inference.pipeline import LatestSlot
 from framecast.inference.publish import MAX_CARRIED, EncodedFrame, carry_video
-from framecast.inference.tiers import parse_ladder
+from framecast.ladder import parse_ladder
 
 LADDER = parse_ladder("video=320x180@h264:300k,low=160x90@60")
 

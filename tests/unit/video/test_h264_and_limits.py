@@ -22,9 +22,9 @@ def test_split_and_types_with_both_start_code_lengths() -> None:
     au = annexb(SPS, PPS) + annexb(IDR, long_codes=False)
     assert h264.split_nal_units(au) == [SPS, PPS, IDR]
     assert h264.nal_types(au) == [h264.NAL_SPS, h264.NAL_PPS, h264.NAL_IDR]
-    assert h264.is_idr(au) and h264.has_parameter_sets(au)
+    assert h264.is_idr(au) and {h264.NAL_SPS, h264.NAL_PPS} <= set(h264.nal_types(au))
     p = annexb(P_SLICE)
-    assert not h264.is_idr(p) and not h264.has_parameter_sets(p)
+    assert not h264.is_idr(p) and not {h264.NAL_SPS, h264.NAL_PPS} & set(h264.nal_types(p))
     assert h264.split_nal_units(b"") == [] and h264.split_nal_units(b"\x01\x02") == []
 
 
@@ -45,9 +45,7 @@ def test_request_limiter_one_per_interval_per_key() -> None:
     assert not lim.allow("a", 10.1)
     assert lim.allow("b", 10.1)  # other tiers are independent
     assert lim.allow("a", 10.25)
-    lim.forget("a")
-    assert lim.allow("a", 10.26)
-    assert (lim.allowed, lim.limited) == (4, 1)
+    assert (lim.allowed, lim.limited) == (3, 1)
 
 
 def test_parse_request_value() -> None:

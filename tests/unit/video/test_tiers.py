@@ -86,10 +86,10 @@ def test_fit_scales_down_keeps_aspect_and_even_sides() -> None:
 def test_describe_carries_codec_string_and_rate() -> None:
     tier = parse_video_tier("video-high=1280x720@h264:2500k")
     assert tier.quality == 0
-    assert tier.describe(1920, 1080, "avc1.42C01F") == {
+    assert tier.describe(1920, 1080, "avc1.42C01F").to_json() == {
         "name": "video-high", "width": 1280, "height": 720, "quality": 0, "codec": "avc1.42C01F",
         "bitrate": 2_500_000}
-    assert parse_video_tier("q=640x360@h264:crf23").describe(640, 360, "avc1.42C01E")["crf"] == 23
+    assert parse_video_tier("q=640x360@h264:crf23").describe(640, 360, "avc1.42C01E").to_json()["crf"] == 23
 
 
 @pytest.mark.parametrize(("codec", "family"), [("avc1.42C01F", "h264"), ("avc3.640028", "h264"), ("h264", "h264"),

@@ -1,4 +1,4 @@
-"""`python -m framecast.inference.benchmark`: encoder and pipeline figures of the inference service.
+"""`python -m bench.inference`: encoder and pipeline figures of the inference service.
 
 Measures, on this machine, in one bounded run (about a minute and a half):
 1. JPEG encoding of the 3-tier 720p ladder: frames/s single-threaded (tiers one
@@ -31,13 +31,13 @@ import numpy as np
 
 from framecast.bus import Keys, StreamInfo, sync_client
 from framecast.codecs.jpeg import ENCODERS, make_encoder
-from framecast.embedded import EmbeddedRedis
+from framecast.dev.embedded import EmbeddedRedis
 from framecast.inference import metrics as M
 from framecast.inference.encode import TierEncoder
 from framecast.inference.pipeline import Pipeline
 from framecast.inference.publish import DemandPolicy, DemandWatcher, FramePublisher
 from framecast.inference.sources import SyntheticSource
-from framecast.inference.tiers import DEFAULT_LADDER, parse_ladder
+from framecast.ladder import DEFAULT_LADDER, parse_ladder
 from framecast.provenance import describe, provenance
 
 W, H = 1280, 720
@@ -159,7 +159,7 @@ def pipeline_run(redis_url: str, demanded: list[str], seconds: float, encoder: s
     source = SyntheticSource(W, H, 30)
     policy = DemandPolicy(len(ladder), idle_fps=1.0)
     te = TierEncoder(make_encoder(encoder), ladder, W, H)
-    info = StreamInfo(stream=stream, tiers=[te.describe(i) for i in range(len(ladder))], fps=30.0)
+    info = StreamInfo(stream=stream, tiers=tuple(te.describe(i) for i in range(len(ladder))), fps=30.0)
     pipeline = Pipeline(source, engine, te, policy,
                         FramePublisher(client, stream, keys, ladder, maxlen=60, ids_synced=True),
                         DemandWatcher(client, stream, keys, ladder, policy, info), first_frame_id=1)
@@ -277,7 +277,7 @@ def update_doc(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framecast.inference.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results", help="directory for inference.json and inference.png")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cv2.setNumThreads(1)
     cpus = os.cpu_count() or 1
-    results: dict[str, Any] = {"provenance": provenance("python -m framecast.inference.benchmark " +
+    results: dict[str, Any] = {"provenance": provenance("python -m bench.inference " +
                                                         shlex.join(argv if argv is not None else sys.argv[1:])),
                                "machine": {"cpus": cpus, "platform": platform.platform(),
                                            "python": platform.python_version(),

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from framecast import constants as C
-from framecast.embedded import EmbeddedRedis, parent_death_preexec
+from framecast.dev.embedded import EmbeddedRedis, parent_death_preexec
 
 STOP_TIMEOUT_S = 8.0
 PROGRESS_EVERY_S = 5.0

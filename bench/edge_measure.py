@@ -1,4 +1,4 @@
-"""Edge measurements for docs/edge.md (not a test): run `python tests/integration/edge/measure_edge.py`.
+"""Edge measurements for docs/edge.md: run `python -m bench.edge_measure`.
 
 1. one acking viewer on loopback: FPS and latency (capture -> received, one host = one clock)
 2. 50 acking viewers: deliveries per edge CPU-second (frames written / edge process CPU time)
@@ -11,22 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from tests.support.metrics import metric_value
+from tests.support.procs import EdgeProcess
+from tests.support.publisher import Publisher
+from tests.support.timing import wall_us
+from tests.support.viewer import ViewerClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from framecast.embedded import EmbeddedRedis
-from tests.integration.edge.conftest import (
-    EdgeProcess,
-    Publisher,
-    ViewerClient,
-    metric_value,
-)
+from framecast.dev.embedded import EmbeddedRedis
 
 LADDER = (("high", 1280, 720, 80), ("medium", 854, 480, 70), ("low", 426, 240, 50))
 
@@ -41,7 +36,7 @@ async def one_viewer(edge: EdgeProcess, seconds: float) -> dict[str, float]:
     from framecast.bus import now_us  # noqa: F401 - same clock as capture_us
 
     # latency: receive time (monotonic) is converted with one wall/monotonic offset
-    offset_us = time.time_ns() // 1000 - int(time.monotonic() * 1e6)
+    offset_us = wall_us() - int(time.monotonic() * 1e6)
     lat = [(int(t * 1e6) + offset_us - cap) / 1000 for (_, cap, _, t, _) in v.frames[15:]]
     return {"fps": round(v.fps(), 1), "latency_p50_ms": round(statistics.median(lat), 1),
             "latency_p95_ms": round(pct(lat, 0.95), 1), "latency_max_ms": round(max(lat), 1),

@@ -10,7 +10,7 @@ Two bounded experiments on the native stack (real Valkey, inference, edges, acki
    counter (INFO total_net_output_bytes) is compared with the formula
    `frames/s x sum(bytes per frame of the tiers read) x replicas`.
 
-    .venv/bin/python -m tools.capacity     # about 3 minutes on 2 cores; writes tests/artifacts/capacity.json
+    .venv/bin/python -m bench.capacity     # about 3 minutes on 2 cores; writes tests/artifacts/capacity.json
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import redis
-
-from tools.native_stack import NativeStack, wait_until
+from tests.support.timing import wait_until
+from tools.native_stack import NativeStack
 from tools.viewers import ViewerPool
 
 INFERENCE = ["--width", "1280", "--height", "720", "--fps", "15", "--tiers", "high=1280x720@85,low=640x360@60"]

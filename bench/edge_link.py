@@ -1,6 +1,6 @@
 """Edge behaviour on an emulated link (not a test; needs root): per-2-second FPS, tiers and latency.
 
-    python tests/integration/edge/measure_link.py RATE_MBIT RTT_MS SECONDS ["--edge flags"] [--plain]
+    python -m bench.edge_link RATE_MBIT RTT_MS SECONDS ["--edge flags"] [--plain]
 
 Uses bench.linkemu (netns + veth + tbf bottleneck facing the edge's socket + delay relay), the test
 publisher (JPEG ladder high 1280x720 q85 / mid 1280x720 q70 / low 640x360 q60 at 30 fps) and a
@@ -20,14 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
 
 LADDER = (("high", 1280, 720, 85), ("mid", 1280, 720, 70), ("low", 640, 360, 60))
 
 
 def client_main(url: str, seconds: float, out: str, plain: bool) -> None:
-    from tests.integration.edge.conftest import ViewerClient
+    from tests.support.viewer import ViewerClient
 
     v = asyncio.run(ViewerClient(url, ack=not plain).run(seconds))
     Path(out).write_text(json.dumps({"frames": v.frames, "controls": v.controls, "close": v.close_code}))
@@ -35,35 +34,29 @@ def client_main(url: str, seconds: float, out: str, plain: bool) -> None:
 
 def main(rate: float, rtt: float, seconds: float, extra: list[str], plain: bool) -> None:
     import httpx
-    from bench.linkemu import EmulatedLink, LinkSpec
+    from tests.support.metrics import metric_value
+    from tests.support.procs import edge_service, service_port, wait_http
+    from tests.support.publisher import Publisher
 
-    from framecast.embedded import EmbeddedRedis, free_port
-    from tests.integration.edge.conftest import Publisher, metric_value
+    from bench.linkemu import EmulatedLink, LinkSpec
+    from framecast.dev.embedded import EmbeddedRedis
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-link-"))
     out = tmp / "frames.json"
     with EmbeddedRedis() as redis_server, EmulatedLink(LinkSpec(rate, rtt)) as link:
         pub = Publisher(redis_server.url, ladder=LADDER, fps=30).start()
-        port = free_port(link.host_addr)
-        edge = subprocess.Popen([sys.executable, "-m", "framecast.edge", "--port", str(port), "--host",
-                                 link.host_addr, "--redis-url", redis_server.url, "--log-level", "warning", *extra])
+        edge = edge_service(redis_server.url, "--log-level", "warning", *extra, host=link.host_addr)
+        edge.start(tmp)
+        port = service_port(edge)
         base = f"http://{link.host_addr}:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_http(base + "/healthz", 30, edge)
         relay_port = link.start_relay(port, tmp / "relay.log", seconds + 30)
-        subprocess.run(link.ns_argv([sys.executable, __file__, "--client", f"ws://127.0.0.1:{relay_port}/ws/demo",
-                                     str(seconds), str(out), *(["--plain"] if plain else [])]),
-                       timeout=seconds + 30, check=True)
+        subprocess.run(link.ns_argv([sys.executable, "-m", "bench.edge_link", "--client",
+                                     f"ws://127.0.0.1:{relay_port}/ws/demo", str(seconds), str(out),
+                                     *(["--plain"] if plain else [])]),
+                       timeout=seconds + 30, check=True, cwd=ROOT)
         metrics = httpx.get(base + "/metrics").text
-        edge.terminate()
-        edge.wait(10)
+        edge.stop()
         pub.stop()
     data = json.loads(out.read_text())
     frames = data["frames"]

@@ -24,7 +24,7 @@ from framecast import constants as C
 from framecast.dev.embedded import EmbeddedRedis, free_port
 from framecast.protocol import Ack, decode_frame, encode_control, parse_server_message
 from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wait_until
 
 N_FRAMES = 30
 
@@ -121,10 +121,11 @@ def test_launcher_starts_everything_and_leaves_no_orphans(tmp_path: Path, sig: s
             assert resp.status == 200
         # The launcher's promise: once the stream is live it prints where to look. The edge can answer before the
         # launcher's own poll has seen it, so wait for the line rather than signal into the middle of start-up.
-        deadline = time.monotonic() + scaled(60)
-        while f"http://127.0.0.1:{port}/?stream=" not in (tmp_path / "launcher.log").read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, "launcher never printed the viewer URL"
-            time.sleep(0.2)
+        log_path = tmp_path / "launcher.log"
+        wait_until("the launcher printing the viewer URL",
+                   lambda: f"http://127.0.0.1:{port}/?stream=" in log_path.read_text(errors="replace"), 60,
+                   interval=0.2,
+                   alive=lambda: None if proc.poll() is None else f"launcher exited with {proc.returncode}")
         proc.send_signal(sig)
         assert proc.wait(scaled(20)) == 0
         _gone, alive = psutil.wait_procs(tree, timeout=scaled(5))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from redis.crc import key_slot
 
 from framecast.dev.embedded import EmbeddedRedis, free_port
 from tests.deploy.conftest import require_binary
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wait_until
 
 # a node is marked failing after this long unanswered; its replica then takes over (~2 s on loopback)
 NODE_TIMEOUT_MS = 1000
@@ -30,19 +29,6 @@ def debian_binary(name: str) -> str:
     """Path of a Debian Redis tool, or a skip naming its package (a failure under CI=true, tests/conftest.py)."""
     return require_binary(name, "redis-sentinel" if name == "redis-sentinel" else
                           "redis-tools" if name.startswith("redis-cli") else "redis-server")
-
-
-def _until(check: object, within: float, what: str) -> None:
-    deadline = time.monotonic() + scaled(within)
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(within):.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -76,7 +62,7 @@ class RedisClusterNodes:
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=scaled(60))
-        _until(self.healthy, 30, "cluster_state:ok with every replica attached")
+        wait_until("cluster_state:ok with every replica attached", self.healthy, 30)
         return self
 
     def client(self, node: EmbeddedRedis) -> redis.Redis:
@@ -164,7 +150,7 @@ class SentinelGroup:
             self.sentinels.append(subprocess.Popen([sentinel, str(conf)], stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL, start_new_session=True))
             self.sentinel_ports.append(port)
-        _until(self.ready, 30, "three sentinels that know the master, its replica and each other")
+        wait_until("three sentinels that know the master, its replica and each other", self.ready, 30)
         return self
 
     def _ask(self, port: int, *args: str) -> object:

@@ -60,18 +60,18 @@ class AckResult:
 class RateMeter:
     """Events and bytes over a sliding time window (for delivered FPS and bytes/s).
 
-    Counts go into `buckets` fixed slices of the window (an add is two integer additions: one is made per
-    frame per viewer); a query sums the slices, taking the oldest one in the share of it still inside the window.
+    Counts go into `buckets` fixed slices of the window (an add is two integer additions into one list: one is
+    made per frame per viewer); a query sums the slices, taking the oldest one in the share of it still inside
+    the window.
     """
 
-    __slots__ = ("_bytes", "_counts", "_cur", "_first_us", "_n", "_step", "window_us")
+    __slots__ = ("_cur", "_first_us", "_n", "_slices", "_step", "window_us")
 
     def __init__(self, window_us: int = 2 * US, buckets: int = 20) -> None:
         self.window_us = window_us
         self._step = max(1, window_us // buckets)
         self._n = buckets + 1  # the slices the window spans, plus the partial oldest one
-        self._counts = [0] * self._n
-        self._bytes = [0] * self._n
+        self._slices = [0] * (2 * self._n)  # slice i: events at 2i, bytes at 2i + 1
         self._cur = -1  # the absolute index of the newest slice (-1: none yet)
         self._first_us: int | None = None
 
@@ -81,9 +81,10 @@ class RateMeter:
         idx = now // self._step
         if idx != self._cur:
             self._advance(idx)
-        i = idx % self._n
-        self._counts[i] += count
-        self._bytes[i] += nbytes
+        i = 2 * (idx % self._n)
+        slices = self._slices
+        slices[i] += count
+        slices[i + 1] += nbytes
 
     def _advance(self, idx: int) -> None:
         """Make slice `idx` the newest, emptying the slices skipped since the last one (never goes back)."""
@@ -92,20 +93,21 @@ class RateMeter:
             return
         n = self._n
         if cur < 0 or idx - cur >= n:
-            self._counts[:] = [0] * n
-            self._bytes[:] = [0] * n
+            self._slices[:] = [0] * (2 * n)
         else:
             for j in range(cur + 1, idx + 1):
-                self._counts[j % n] = 0
-                self._bytes[j % n] = 0
+                i = 2 * (j % n)
+                self._slices[i] = self._slices[i + 1] = 0
         self._cur = idx
 
-    def _in_window(self, now: int, values: list[int]) -> float:
+    def _in_window(self, now: int, field: int) -> float:
+        """The events (`field` 0) or bytes (1) inside the window ending at `now`."""
         idx = now // self._step
         self._advance(idx)
         if self._cur < 0:
             return 0.0
         idx = max(idx, self._cur)
+        values = self._slices[field::2]
         oldest = (idx + 1) % self._n  # the slice that starts before the window does
         outside = (now - self.window_us) - (idx - self._n + 1) * self._step  # its part before the window
         return sum(values) - values[oldest] * min(max(outside, 0), self._step) / self._step
@@ -119,15 +121,14 @@ class RateMeter:
     def rate(self, now: int) -> float:
         """Events per second."""
         span = self.span_us(now)
-        return self._in_window(now, self._counts) * US / span if span else 0.0
+        return self._in_window(now, 0) * US / span if span else 0.0
 
     def bytes_per_s(self, now: int) -> float:
         span = self.span_us(now)
-        return self._in_window(now, self._bytes) * US / span if span else 0.0
+        return self._in_window(now, 1) * US / span if span else 0.0
 
     def reset(self, now: int) -> None:
-        self._counts[:] = [0] * self._n
-        self._bytes[:] = [0] * self._n
+        self._slices[:] = [0] * (2 * self._n)
         self._cur = -1
         self._first_us = now
 
@@ -136,12 +137,13 @@ class InflightWindow:
     """Delay-based window of unacknowledged frames (see the module docstring)."""
 
     __slots__ = (
+        "_d0",
+        "_d1",
         "_decrease_seq",
         "_half_ends_us",
         "_half_us",
         "_min_before",
         "_min_now",
-        "_recent",
         "_sent_seq",
         "acks",
         "base_window_us",
@@ -156,8 +158,7 @@ class InflightWindow:
     )
 
     def __init__(self, latency_target_us: int, *, min_frames: int = 1, max_frames: int = 4,
-                 initial_frames: float = 1.0, base_window_us: int = 10 * US, decrease: float = 0.7,
-                 standing_samples: int = 3) -> None:
+                 initial_frames: float = 1.0, base_window_us: int = 10 * US, decrease: float = 0.7) -> None:
         if latency_target_us <= 0 or min_frames < 1 or max_frames < min_frames:
             raise ValueError("need latency_target_us > 0 and 1 <= min_frames <= max_frames")
         self.latency_target_us = latency_target_us
@@ -176,7 +177,8 @@ class InflightWindow:
         self._min_now = self._min_before = _NO_SAMPLE
         self._sent_seq = 0
         self._decrease_seq = -1
-        self._recent: deque[int] = deque(maxlen=standing_samples)
+        # the two delay samples before this one (two fields, not a deque: one object less to touch per ack)
+        self._d0 = self._d1 = _NO_SAMPLE
 
     # --- queries ---------------------------------------------------------
     @property
@@ -236,9 +238,12 @@ class InflightWindow:
         base = self._min_now if self._min_now < self._min_before else self._min_before
         # the standing delay (smallest of the last few samples) ignores one late ack from a busy viewer;
         # a queue that really stands raises every sample
-        recent = self._recent
-        recent.append(delay)
-        standing = min(recent)
+        d1 = self._d0
+        d2 = self._d1
+        self._d0, self._d1 = delay, d1
+        standing = delay if delay < d1 else d1
+        if d2 < standing:
+            standing = d2
         if standing - base > self.latency_target_us:
             if f.seq > self._decrease_seq:
                 # one multiplicative decrease per round trip: later acks of frames sent before it are not news

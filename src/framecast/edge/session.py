@@ -86,12 +86,15 @@ def viewer_config(settings: EdgeSettings) -> ViewerConfig:
 class ViewerSession:
     """The I/O shell of one viewer of one stream (see the module docstring)."""
 
-    __slots__ = ("_counted_tier", "_folded", "_live", "_max_text", "_poll_s", "_sizes", "_sizes_until_us",
-                 "_switch_reason", "_timer", "acks", "address", "bucket", "cap", "client_id", "close_code", "closed",
-                 "counters", "done", "expires_at", "feed_tier", "hub", "metrics", "on_close", "outlet",
-                 "pending_tier", "pending_vq", "pin_quota", "pinned", "policy", "protocol", "queue", "settings",
-                 "source_fps", "started", "started_us", "state", "stream", "tier_names", "tiers", "transport",
-                 "video_names", "vq", "window", "ws")
+    # the hot path's fields first, so that they share a few cache lines (slots are laid out in this order)
+    __slots__ = (  # noqa: RUF023
+        "closed", "started", "feed_tier", "vq", "queue", "outlet", "state", "bucket", "acks", "metrics", "_poll_s",
+        "_timer", "pending_tier",
+        "_counted_tier", "_folded", "_live", "_max_text", "_sizes", "_sizes_until_us", "_switch_reason", "address",
+        "cap", "client_id", "close_code", "counters", "done", "expires_at", "hub", "on_close", "pending_vq",
+        "pin_quota", "pinned", "policy", "protocol", "settings", "source_fps", "started_us", "stream", "tier_names",
+        "tiers", "transport", "video_names", "window", "ws",
+    )
 
     def __init__(self, ws: WebSocket, *, hub: FanoutHub, settings: EdgeSettings, metrics: EdgeMetrics,
                  stream: str, tiers: tuple[TierInfo, ...], source_fps: float, transport: Any = None,

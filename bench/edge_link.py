@@ -34,7 +34,7 @@ def client_main(url: str, seconds: float, out: str, plain: bool) -> None:
 
 def main(rate: float, rtt: float, seconds: float, extra: list[str], plain: bool) -> None:
     import httpx
-    from tests.support.metrics import metric_value
+    from tests.support.metrics import metric
     from tests.support.procs import edge_service, service_port, wait_http
     from tests.support.publisher import Publisher
 
@@ -76,7 +76,7 @@ def main(rate: float, rtt: float, seconds: float, extra: list[str], plain: bool)
         print(f"{w:3d}s fps {len(sel) / 2:5.1f} tiers {dict(collections.Counter(f[2] for f in sel))} "
               f"p50 {lat[len(lat) // 2]:5.0f} ms p95 {lat[int(len(lat) * 0.95)]:5.0f} ms "
               f"{statistics.mean(f[4] for f in sel) / 1000:5.1f} KB/frame")
-    print("drops", {k: metric_value(metrics, "framecast_edge_frames_dropped_total", {"reason": k})
+    print("drops", {k: metric(metrics, "framecast_edge_frames_dropped_total", reason=k)
                     for k in ("queue_full", "stale", "tier_switch")})
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
-from tests.support.metrics import metric_value
+from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import wall_us
@@ -49,12 +49,12 @@ async def many_viewers(edge: EdgeProcess, n: int, seconds: float, tier: str = "h
     viewers = [ViewerClient(edge.ws(), hello={"tier": tier}, ack=ack) for _ in range(n)]
     tasks = [asyncio.create_task(v.run(seconds + 3)) for v in viewers]
     await asyncio.sleep(2.0)  # everyone connected and flowing
-    sent0 = metric_value(edge.metrics(), "framecast_edge_frames_sent_total")
+    sent0 = metric(edge.metrics(), "framecast_edge_frames_sent_total")
     times0 = proc.cpu_times()
     cpu0 = times0.user + times0.system
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
-    sent1 = metric_value(edge.metrics(), "framecast_edge_frames_sent_total")
+    sent1 = metric(edge.metrics(), "framecast_edge_frames_sent_total")
     times1 = proc.cpu_times()
     cpu1 = times1.user + times1.system
     wall = time.monotonic() - t0
@@ -102,8 +102,8 @@ async def main() -> None:
                    "idle_memory": await idle_memory(edge, pub, 200),
                    "load_average": [round(x, 1) for x in psutil.getloadavg()], "cpus": psutil.cpu_count()}
             text = edge.metrics()
-            count = metric_value(text, "framecast_edge_glass_to_glass_seconds_count")
-            total = metric_value(text, "framecast_edge_glass_to_glass_seconds_sum")
+            count = metric(text, "framecast_edge_glass_to_glass_seconds_count")
+            total = metric(text, "framecast_edge_glass_to_glass_seconds_sum")
             out["edge_glass_to_glass_mean_ms"] = round(1000 * total / max(count, 1), 1)
             print(json.dumps(out, indent=2))
         finally:

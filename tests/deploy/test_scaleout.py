@@ -15,10 +15,11 @@ import time
 from collections import Counter
 
 import pytest
-from tools.native_stack import NativeStack, http_get
+from tools.native_stack import NativeStack
 from tools.viewers import ViewerPool, ViewerState
 
 from tests.deploy.conftest import replicas_behind_nginx
+from tests.support.metrics import metric, scrape
 from tests.support.timing import scaled, wait_until
 
 VIEWERS = 12
@@ -28,16 +29,6 @@ def _viewers_by_instance(stack: NativeStack) -> dict[str, float]:
     assert stack.prometheus is not None
     rows = stack.prometheus.query('sum by (instance) (framecast_edge_viewers{job="edge"})')
     return {r["metric"]["instance"]: float(r["value"][1]) for r in rows}
-
-
-def _scraped_value(port: int, name: str) -> float:
-    """Sum of a metric's samples read straight from one replica's /metrics."""
-    _, body = http_get(f"http://127.0.0.1:{port}/metrics")
-    total = 0.0
-    for line in body.decode().splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.mark.timeout(scaled(240))
@@ -55,8 +46,9 @@ def test_three_replicas_behind_nginx_survive_losing_one(prometheus_bin: str, ngi
             assert min(spread.values()) >= VIEWERS // 3 - 2, f"uneven spread {spread}"
             # the replicas' own gauges agree with what the viewers were told in hello
             for name, port in zip(names, stack.edge_ports, strict=True):
-                assert _scraped_value(port, "framecast_edge_viewers") == spread[name]
-                assert _scraped_value(port, "framecast_edge_bus_readers") >= 1, f"{name} runs no bus reader"
+                exposition = scrape(f"http://127.0.0.1:{port}")
+                assert metric(exposition, "framecast_edge_viewers") == spread[name]
+                assert metric(exposition, "framecast_edge_bus_readers") >= 1, f"{name} runs no bus reader"
             # --- Prometheus scrapes every replica itself, and sees the same spread -----------
             wait_until("prometheus sees 3 edges up",
                        lambda: prom.up("edge") == {t: 1.0 for t in stack.edge_targets}, 20)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from framecast.protocol import decode_frame
-from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack, metric_value
+from tests.integration.client.stack import GLASS_TO_GLASS_METRIC, Stack
+from tests.support.metrics import metric, scrape
 from tests.support.procs import REPO
 from tests.support.timing import scaled, wait_until
 
@@ -49,7 +50,7 @@ def wait_stats(page: Any, condition: str, seconds: float) -> dict[str, Any]:
 
 
 def test_page_shows_live_frames_with_stats(stack: Stack, page: Any) -> None:
-    acked_before = metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count")
+    acked_before = metric(scrape(stack.url), GLASS_TO_GLASS_METRIC + "_count")
     page.goto(stack.url + "/")
     first = wait_stats(page, "s.framesDrawn >= 5", 30)
     assert first["state"] == "live" and first["connected"] and first["stream"] == "demo"
@@ -72,7 +73,7 @@ def test_page_shows_live_frames_with_stats(stack: Stack, page: Any) -> None:
 
     # acks after draw reach the edge: its glass-to-glass latency histogram counts them
     wait_until("the edge counting the page's acks",
-               lambda: metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count") >= acked_before + 10, 10)
+               lambda: metric(scrape(stack.url), GLASS_TO_GLASS_METRIC + "_count") >= acked_before + 10, 10)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     final = stats(page)

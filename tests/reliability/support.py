@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from framecast.protocol import Ack, ClientHello, decode_header, encode_control
 from framecast.provenance import provenance
 from tests.support.timing import scaled, wait_until_async, wall_us
+from tests.support.viewer import open_viewer
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "tests" / "artifacts" / "reliability.json"
@@ -92,16 +92,6 @@ def http_status(url: str, timeout: float = 2.0) -> int:
 def http_text(url: str, timeout: float = 5.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return str(resp.read().decode())
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 # --- process probes (Linux /proc) -----------------------------------------------------------------
@@ -208,18 +198,10 @@ class Viewer:
         return n / max(1e-6, t1 - t0)
 
     async def run(self) -> None:
-        kwargs: dict[str, Any] = {"compression": None, "max_size": 1 << 24, "open_timeout": scaled(15),
-                                  "ping_interval": None, "close_timeout": 2}
-        if self.headers:
-            kwargs["additional_headers"] = self.headers
-        if self.subprotocols:
-            kwargs["subprotocols"] = self.subprotocols
-        if self.origin:
-            kwargs["origin"] = self.origin
-        if self.local_host:
-            kwargs["local_addr"] = (self.local_host, 0)
         try:
-            async with connect(self.url, **kwargs) as ws:
+            async with open_viewer(self.url, open_timeout=15, headers=self.headers, subprotocols=self.subprotocols,
+                                   origin=self.origin, local_host=self.local_host, max_size=1 << 24,
+                                   ping_interval=None, close_timeout=2) as ws:
                 self.ws = ws
                 self.connects += 1
                 if self.hello is not None:

@@ -26,10 +26,10 @@ from tests.reliability.support import (
     Viewer,
     http_status,
     http_text,
-    metric,
     record,
     stop_viewers,
 )
+from tests.support.metrics import metric
 from tests.support.timing import wait_until_async
 
 SECRET = "reliability-test-secret-0123456789abcdef"

@@ -26,7 +26,8 @@ from websockets.exceptions import ConnectionClosed
 from framecast import constants as C
 from framecast.protocol import Ack, encode_control
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import Viewer, metric, record, reset
+from tests.reliability.support import Viewer, record, reset
+from tests.support.metrics import metric
 from tests.support.rawws import read_close_code, ws_handshake
 from tests.support.timing import scaled, wait_until_async
 

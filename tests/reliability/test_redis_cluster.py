@@ -22,8 +22,9 @@ import pytest
 from framecast.bus import Keys, async_client
 from framecast.edge.settings import EdgeSettings
 from tests.reliability.redis_topologies import RedisClusterNodes
-from tests.reliability.support import STREAM_ARGS, Viewer, http_text, metric, record, wait_stream
+from tests.reliability.support import STREAM_ARGS, Viewer, http_text, record, wait_stream
 from tests.reliability.test_bus_faults import HttpPoller
+from tests.support.metrics import metric
 from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http
 from tests.support.timing import scaled, wait_until_async, wall_us
 

@@ -18,13 +18,13 @@ import pytest
 from tests.reliability.conftest import StackFactory
 from tests.reliability.support import (
     Viewer,
-    metric,
     record,
     run_viewers,
     slope_per_minute,
     stop_viewers,
     wait_stream,
 )
+from tests.support.metrics import metric
 from tests.support.timing import scaled, wait_until_async
 
 SOAK_SECONDS = float(os.environ.get("FRAMECAST_SOAK_SECONDS", "60"))

@@ -13,7 +13,8 @@ import time
 import psutil  # type: ignore[import-untyped]
 
 from tests.reliability.conftest import Stack, StackFactory
-from tests.reliability.support import FreezeRelay, Viewer, metric, record, reset, run_viewers, stop_viewers, wait_stream
+from tests.reliability.support import FreezeRelay, Viewer, record, reset, run_viewers, stop_viewers, wait_stream
+from tests.support.metrics import metric
 from tests.support.rawws import ws_handshake
 from tests.support.timing import scaled, wait_until_async
 

@@ -16,8 +16,9 @@ from websockets.exceptions import ConnectionClosed
 from framecast.bus import Keys
 from framecast.protocol import Ack, ClientHello, KeyframeNeeded, decode_header, encode_control
 from tests.reliability.conftest import Stack, stack_running
-from tests.reliability.support import STREAM_ARGS, Viewer, http_text, metric, stop_viewers
+from tests.reliability.support import STREAM_ARGS, Viewer, http_text, stop_viewers
 from tests.security.support import attacker_address, watch_attack
+from tests.support.metrics import metric
 from tests.support.timing import scaled, wait_until_async
 
 JPEG_LADDER = "high=320x180@80,mid=256x144@70,low=160x90@60,tiny=96x54@50"

@@ -13,8 +13,9 @@ import threading
 import time
 
 from tests.reliability.conftest import Stack
-from tests.reliability.support import Viewer, metric
+from tests.reliability.support import Viewer
 from tests.security.support import attacker_address, watch_attack
+from tests.support.metrics import metric
 from tests.support.rawws import flood, raw_connect, read_head, upgrade_request
 from tests.support.timing import scaled, wait_until_async
 

@@ -11,8 +11,8 @@ from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from tests.reliability.conftest import Stack
-from tests.reliability.support import metric
 from tests.security.support import attacker_address, watch_attack
+from tests.support.metrics import metric
 from tests.support.rawws import client_frame, flood, read_close_code, upgrade_request, ws_handshake
 from tests.support.timing import scaled
 

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from framecast import constants as C
 from framecast.dev.embedded import free_port
+from tests.support.metrics import scrape
 from tests.support.timing import scaled, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,4 +204,4 @@ class EdgeProcess:
         return self.service.stop(timeout) if self.service is not None else None
 
     def metrics(self) -> str:
-        return httpx.get(self.base + "/metrics", timeout=5).text
+        return scrape(self.base)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from framecast import constants as C
 from framecast.dev.embedded import EmbeddedRedis
+from tests.support.metrics import scrape
 from tests.support.procs import Service, edge_service, inference_service, service_port, wait_http, wait_stream_live
 
 
@@ -65,8 +65,7 @@ class Stack:
         return self.edge.pid
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
+        return scrape(self.base)
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in (self.inference, self.edge) if s is not None)

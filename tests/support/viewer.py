@@ -24,13 +24,20 @@ MAX_MESSAGE_BYTES = 32 << 20
 
 
 def open_viewer(url: str, *, open_timeout: float = 10.0, headers: dict[str, str] | None = None,
-                subprotocols: list[str] | None = None) -> connect:
-    """`async with open_viewer(url) as ws:` a viewer's WebSocket (`open_timeout` is scaled)."""
-    kwargs: dict[str, Any] = {"compression": None, "max_size": MAX_MESSAGE_BYTES, "open_timeout": scaled(open_timeout)}
+                subprotocols: list[str] | None = None, origin: str | None = None, local_host: str | None = None,
+                **options: Any) -> connect:
+    """`async with open_viewer(url) as ws:` a viewer's WebSocket (`open_timeout` is scaled); `local_host`: the
+    address it connects from; `options`: more of websockets' `connect` arguments."""
+    kwargs: dict[str, Any] = {"compression": None, "max_size": MAX_MESSAGE_BYTES, "open_timeout": scaled(open_timeout),
+                              **options}
     if headers:
         kwargs["additional_headers"] = headers
     if subprotocols:
         kwargs["subprotocols"] = subprotocols
+    if origin:
+        kwargs["origin"] = origin
+    if local_host:
+        kwargs["local_addr"] = (local_host, 0)
     return connect(url, **kwargs)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import re
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,19 +61,6 @@ def wait_ready(base: str, edge: Service, inference: Service, stream: str = C.DEF
     """The edge answers and lists `stream` as live (the inference service is publishing)."""
     wait_http(base + "/healthz", 60, edge)
     wait_stream_live(base, edge, inference, stream=stream, timeout=120)
-
-
-def metric_value(base: str, name: str) -> float:
-    """Sum of a metric's samples (all label sets) from the edge's /metrics."""
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$")
-    for line in text.splitlines():
-        m = pattern.match(line)
-        if m:
-            total += float(m.group(1))
-    return total
 
 
 @contextlib.contextmanager

@@ -15,14 +15,15 @@ import pytest
 
 from framecast import constants as C
 from framecast.client import ConnectError, Subscription, connect, connect_sync
-from tests.integration.client.stack import EDGE_ARGS, GLASS_TO_GLASS_METRIC, Stack, metric_value
+from tests.integration.client.stack import EDGE_ARGS, GLASS_TO_GLASS_METRIC, Stack
+from tests.support.metrics import metric, scrape
 from tests.support.procs import REPO, edge_service, service_port, wait_http
 from tests.support.timing import scaled, wait_until_async
 from tests.unit.client.test_client_cli import one_error_line
 
 
 async def test_frames_decode_and_acks_reach_the_edge(stack: Stack) -> None:
-    acked_before = metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count")
+    acked_before = metric(scrape(stack.url), GLASS_TO_GLASS_METRIC + "_count")
     frames = []
     async with connect(stack.url, stream="demo", client_id="it-frames") as sub:
         assert sub.hello is not None and [t.name for t in sub.tiers]
@@ -42,7 +43,7 @@ async def test_frames_decode_and_acks_reach_the_edge(stack: Stack) -> None:
     assert min(live) >= 0 and sorted(live)[len(live) // 2] < 2000
     assert acks >= 39
     await wait_until_async("the edge counting the acks",
-                           lambda: metric_value(stack.url, GLASS_TO_GLASS_METRIC + "_count") >= acked_before + 30, 10,
+                           lambda: metric(scrape(stack.url), GLASS_TO_GLASS_METRIC + "_count") >= acked_before + 30, 10,
                            interval=0.1)
 
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.dev.embedded import EmbeddedRedis
-from tests.support.metrics import metric_value
+from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.viewer import ViewerClient
@@ -100,5 +100,5 @@ async def test_too_many_viewers_1013_and_others_unaffected(small_edge: EdgeProce
     await asyncio.gather(*tasks)
     assert all(v.close_code is None and len(v.frames) > 30 for v in keep)
     text = small_edge.metrics()
-    assert metric_value(text, "framecast_edge_rejected_viewers_total", {"reason": "too_many_viewers"}) >= 1
-    assert metric_value(text, "framecast_edge_closes_total", {"code": "4004"}) >= 1
+    assert metric(text, "framecast_edge_rejected_viewers_total", reason="too_many_viewers") >= 1
+    assert metric(text, "framecast_edge_closes_total", code="4004") >= 1

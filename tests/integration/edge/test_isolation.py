@@ -10,7 +10,7 @@ import time
 
 import psutil  # type: ignore[import-untyped]
 
-from tests.support.metrics import metric_value
+from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import scaled, wait_until_async
@@ -56,7 +56,7 @@ async def run_viewers(edge: EdgeProcess, n: int, seconds: float) -> list[float]:
 async def test_stuck_viewer_does_not_slow_others_and_is_closed(edge: EdgeProcess, publisher: Publisher) -> None:
     proc = psutil.Process(edge.proc.pid)  # type: ignore[union-attr]
     baseline = await run_viewers(edge, 10, 3.0)
-    closes_before = metric_value(edge.metrics(), "framecast_edge_closes_total", {"code": "4008"})
+    closes_before = metric(edge.metrics(), "framecast_edge_closes_total", code="4008")
     rss_before = proc.memory_info().rss
     stuck = await asyncio.to_thread(stuck_viewer, edge.port)
     try:
@@ -73,7 +73,7 @@ async def test_stuck_viewer_does_not_slow_others_and_is_closed(edge: EdgeProcess
         assert rss_after - rss_before < 32 * 2**20  # no unbounded per-viewer buffering
         # the stuck viewer is closed with 4008 once the ack timeout (3 s here) passes
         await wait_until_async("4008 close of the stuck viewer",
-                               lambda: metric_value(edge.metrics(), "framecast_edge_closes_total", {"code": "4008"})
+                               lambda: metric(edge.metrics(), "framecast_edge_closes_total", code="4008")
                        > closes_before, 10, interval=0.2)
         assert await asyncio.to_thread(closed_by_peer, stuck, scaled(10))
     finally:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import time
 
-from tests.support.metrics import metric_value
+from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.rawws import RawViewer, client_frame
 from tests.support.timing import scaled
 
 
 def test_acks_batched_split_and_fragmented_all_count(edge: EdgeProcess) -> None:
-    before = metric_value(edge.metrics(), "framecast_edge_control_messages_total", {"type": "ack"})
+    before = metric(edge.metrics(), "framecast_edge_control_messages_total", type="ack")
     v = RawViewer(edge.port)
     try:
         hello = json.dumps({"type": "hello", "client_id": "raw", "tier": "low"}).encode()
@@ -40,7 +40,7 @@ def test_acks_batched_split_and_fragmented_all_count(edge: EdgeProcess) -> None:
         deadline = time.monotonic() + scaled(5)
         counted = 0.0
         while time.monotonic() < deadline:  # counted while the viewer is still connected (its own ints)
-            counted = metric_value(edge.metrics(), "framecast_edge_control_messages_total", {"type": "ack"}) - before
+            counted = metric(edge.metrics(), "framecast_edge_control_messages_total", type="ack") - before
             if counted >= 5:
                 break
             time.sleep(0.05)

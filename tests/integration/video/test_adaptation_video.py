@@ -6,11 +6,19 @@ Valkey, the inference service (default ladder) and the edge run as processes. Th
 does for JPEG: each frame "arrives" (and is acked) when a virtual FIFO link of `rate` bytes/s has
 carried it. The edge sees only the acks. Every H.264 frame is decoded with PyAV in arrival order:
 a switch between video tiers must start at a keyframe, so there are no decoder errors.
+
+The first (fast) phase ends on a condition, not at a fixed time: at the start the viewer decodes the
+joining GOP on the same CPUs as the services and acks late, so the edge may step down and probe back
+up (it judges the viewer, not the link). How long that takes depends on the machine's load (on a
+loaded 2-core CI machine a step down at 2.1 s came back at 4.6 s, after a fixed 4 s settle window had
+begun), so the fast phase lasts until the best tier has been delivered alone for STEADY_S, within
+START_WITHIN_S. Later phases are judged from the moments the link rate actually changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -25,10 +33,12 @@ from framecast.protocol import decode_frame
 from tests.integration.client.stack import wait_ready
 from tests.support.link import FifoLink
 from tests.support.procs import edge_service, inference_service, running, service_port
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wait_until_async
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
 
+STEADY_S = 2.0  # the fast phase ends once only its expected tier arrived for this long (scaled)
+START_WITHIN_S = 20.0  # ... which must happen within this long of the start (scaled)
 EDGE_FLAGS = ("--tier-down-hold-s", "1", "--tier-up-hold-s", "1.5", "--tier-probe-interval-s", "1.5",
               "--latency-target-ms", "100", "--ack-timeout-s", "5")
 
@@ -45,14 +55,26 @@ def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 Changes = list[tuple[float, str, str]]  # (seconds, tier, reason) of each `tier` message
+Delivered = list[tuple[float, str, int]]  # (seconds, tier, codec) of each frame the link delivered
 
 
-async def watch(url: str, phases: list[tuple[float, float]]) -> tuple[list[tuple[float, str, int]], Changes, int]:
-    """Frames delivered (time, tier, codec) over the phases (rate bytes/s, seconds); tier changes; decoder errors."""
+def only_tier_for(log: Delivered, tier: str, now: float, seconds: float) -> bool:
+    """Whether the last `seconds` before `now` delivered frames of `tier` and of no other tier."""
+    if not log or log[0][0] > now - seconds:
+        return False
+    recent = {name for t, name, _ in log if t >= now - seconds}
+    return recent == {tier}
+
+
+async def watch(url: str, phases: list[tuple[float, float]], *, first_steady: str
+                ) -> tuple[Delivered, Changes, int, list[float]]:
+    """Frames delivered (time, tier, codec) over the phases (rate bytes/s, seconds); tier changes; decoder
+    errors; the phases' boundaries (seconds since the start). The first phase lasts its seconds and then
+    until `first_steady` alone arrived for STEADY_S (at most START_WITHIN_S in all)."""
     from framecast.codecs.h264_decoder import H264Decoder
 
     link = FifoLink(phases[0][0])
-    log: list[tuple[float, str, int]] = []
+    log: Delivered = []
     changes: Changes = []
     names: list[str] = []
     decoders: dict[int, H264Decoder] = {}
@@ -89,16 +111,21 @@ async def watch(url: str, phases: list[tuple[float, float]]) -> tuple[list[tuple
                              f.header.codec)
 
         rx = asyncio.create_task(receive())
-        end = 0.0
-        for rate, seconds in phases:
+        bounds = [0.0]
+        for i, (rate, seconds) in enumerate(phases):
             link.rate = rate
-            end += scaled(seconds)
-            await asyncio.sleep(max(0.0, end - (time.monotonic() - t0)))
+            await asyncio.sleep(max(0.0, bounds[-1] + scaled(seconds) - (time.monotonic() - t0)))
+            if i == 0:  # the start-up transient is over when the first phase's tier alone arrives
+                left = START_WITHIN_S - (time.monotonic() - t0) / scaled(1.0)
+                with contextlib.suppress(TimeoutError):  # not settled: the test's first assertion says so
+                    await wait_until_async(f"only {first_steady} for {STEADY_S}s", lambda: only_tier_for(
+                        log, first_steady, time.monotonic() - t0, scaled(STEADY_S)), max(0.0, left), interval=0.1)
+            bounds.append(time.monotonic() - t0)
         rx.cancel()
-    return log, changes, errors
+    return log, changes, errors, bounds
 
 
-def tail(log: list[tuple[float, str, int]], a: float, b: float) -> dict[str, int]:
+def tail(log: Delivered, a: float, b: float) -> dict[str, int]:
     out: dict[str, int] = {}
     for t, tier, _ in log:
         if a <= t < b:
@@ -110,14 +137,15 @@ async def test_moves_between_video_bitrates_and_to_jpeg_and_back(stack_url: str)
     # 8 MB/s, then 150 kB/s (1.2 Mbit/s: video-low fits, video-high does not), then 30 kB/s (240 kbit/s:
     # no video tier at 30 fps), then 8 MB/s again
     phases = [(8e6, 6.0), (150e3, 9.0), (30e3, 9.0), (8e6, 14.0)]
-    log, changes, errors = await watch(stack_url, phases)
-    marks = [sum(scaled(s) for _, s in phases[:i]) for i in range(len(phases) + 1)]
-    print("tier changes:", changes)
-    # each phase is judged on its tail: the policy had 4-5 s to settle (a start-up transient on this busy
-    # machine, the viewer decoding beside the services, may step down and probe back up)
-    fast, mid, slow, back = (tail(log, marks[i] + scaled(4.0 if i == 0 else 5.0), marks[i + 1]) for i in range(4))
+    log, changes, errors, marks = await watch(stack_url, phases, first_steady="video-high")
+    print("tier changes:", changes, "phase bounds:", [round(m, 1) for m in marks])
+    # each phase is judged on its tail: the fast one on its last STEADY_S (it ended once only video-high
+    # arrived that long, or at START_WITHIN_S), the others after 5 s for the policy to settle
+    fast, mid, slow, back = (tail(log, marks[i + 1] - scaled(STEADY_S) if i == 0 else marks[i] + scaled(5.0),
+                                  marks[i + 1]) for i in range(4))
     print("delivered per phase tail:", fast, mid, slow, back)
-    assert set(fast) == {"video-high"}, changes
+    # a fast link: the best video tier, alone, within START_WITHIN_S of joining
+    assert set(fast) == {"video-high"}, (f"not settled on video-high within {scaled(START_WITHIN_S):g}s", changes)
     # 1.2 Mbit/s: the lighter video tier (probes up may show video-high for a moment), never a heavy JPEG tier
     assert mid.get("video-low", 0) >= 0.7 * sum(mid.values()) and not {"high", "mid"} & set(mid), changes
     # 240 kbit/s: the lightest JPEG tier, which may drop frames (probes up to video-low fail back). What

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
+
+import redis
+import redis.asyncio as aioredis
 
 from framecast.bus import Keys, async_client, now_us, sync_client
 from framecast.bus.signals import DEFAULT_REQUEST_TTL_S, AsyncKeyframeRequester, KeyframeRequestPoller
@@ -14,9 +19,19 @@ from .conftest import Image
 KEYS = Keys("fctest:")
 
 
-async def test_request_is_consumed_once_with_its_time(any_redis: EmbeddedRedis) -> None:
-    client, aclient = sync_client(any_redis.url), async_client(any_redis.url)
+@contextlib.asynccontextmanager
+async def bus_clients(url: str) -> AsyncIterator[tuple[redis.Redis, aioredis.Redis]]:
+    """The encoder side's sync client and the edge side's async client of one server, closed at the end."""
+    client, aclient = sync_client(url), async_client(url)
     try:
+        yield client, aclient
+    finally:
+        await aclient.aclose()
+        client.close()
+
+
+async def test_request_is_consumed_once_with_its_time(any_redis: EmbeddedRedis) -> None:
+    async with bus_clients(any_redis.url) as (client, aclient):
         edge = AsyncKeyframeRequester(aclient, KEYS, edge_id="edge-a", min_interval_s=0.25)
         poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.0)
         before = now_us()
@@ -30,14 +45,10 @@ async def test_request_is_consumed_once_with_its_time(any_redis: EmbeddedRedis) 
         assert found[0].request_us is not None and before <= found[0].request_us <= now_us()
         assert poller.poll(["video-high", "video-low"], now=100.1) == []  # consumed: GETDEL
         assert client.exists(key) == 0
-    finally:
-        await aclient.aclose()
-        client.close()
 
 
 async def test_both_sides_are_rate_limited(redis_server: EmbeddedRedis) -> None:
-    client, aclient = sync_client(redis_server.url), async_client(redis_server.url)
-    try:
+    async with bus_clients(redis_server.url) as (client, aclient):
         edge = AsyncKeyframeRequester(aclient, KEYS, edge_id="edge-a", min_interval_s=0.25)
         poller = KeyframeRequestPoller(client, KEYS, "demo", min_interval_s=0.05)
         # forty viewers of one edge falling behind at once: one SET
@@ -52,14 +63,10 @@ async def test_both_sides_are_rate_limited(redis_server: EmbeddedRedis) -> None:
         assert [r.tier for r in poller.poll(["v"], now=20.06)] == ["v"]
         assert poller.polls == 2 and poller.consumed == 3
         assert poller.poll([], now=30.0) == []
-    finally:
-        await aclient.aclose()
-        client.close()
 
 
 async def test_requests_of_many_edges_collapse_into_one(redis_server: EmbeddedRedis) -> None:
-    client, aclient = sync_client(redis_server.url), async_client(redis_server.url)
-    try:
+    async with bus_clients(redis_server.url) as (client, aclient):
         edges = [AsyncKeyframeRequester(aclient, KEYS, edge_id=f"edge-{i}") for i in range(5)]
         for edge in edges:
             assert edge.request_nowait("demo", "v", now=1.0)
@@ -67,9 +74,6 @@ async def test_requests_of_many_edges_collapse_into_one(redis_server: EmbeddedRe
             await edge.drain()
         found = KeyframeRequestPoller(client, KEYS, "demo").poll(["v"], now=1.0)
         assert len(found) == 1  # one key per tier: one IDR for all of them
-    finally:
-        await aclient.aclose()
-        client.close()
 
 
 async def test_request_nowait_sets_in_the_background_and_survives_a_dead_redis(redis_server: EmbeddedRedis) -> None:

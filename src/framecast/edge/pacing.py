@@ -5,11 +5,14 @@ microseconds, so unit tests drive the policies with a fake clock.
 
 * `InflightWindow` keeps at most a window of unacknowledged frames in flight.
   It is a delay-based controller: each ack gives a frame delay sample (send ->
-  ack); while the sample stays under `base delay + latency target` the window
-  grows by one frame per window of acks, and when queueing exceeds the target
-  it shrinks multiplicatively (at most once per round trip). By Little's law the
-  window settles at `delivery rate x (base delay + latency target)`, always at
-  least one frame, so the newest frame waits for the link, never in a queue.
+  ack); while the standing delay (the smallest of the last three samples)
+  stays under `base delay + latency target` the window grows by one frame per
+  window of acks, and when queueing exceeds the target it shrinks
+  multiplicatively (at most once per round trip). The base delay is the
+  smallest sample of the last 5-10 s (two half-window minima). By Little's law
+  the window settles at `delivery rate x (base delay + latency target)`, always
+  at least one frame, so the newest frame waits for the link, never in a queue.
+  One ack costs a few integer updates: no allocation but its result.
 * The second, local gate is the socket's: the kernel's unsent bytes plus the
   transport buffer must be under a small budget (`ViewerState.budget()`) before
   the next frame is written (`wsconn.Outlet.write_frame`). Viewers that never

@@ -5,7 +5,9 @@ handshake (Origin, limits and auth checks, close codes before a session
 exists). `ViewerProtocol` subclasses it: from the 101 response on, it parses
 the client's frames itself (a small parser that handles several acks per read
 with no Queue hand-off) and, once the edge attaches a `ViewerIO` handler,
-delivers text messages straight to it. Frames go out as bytes framed once per
+delivers text messages straight to it; an ack in the compact form clients send
+(`ACK_PREFIX` + digits + `}`, the usual read) goes to `on_ack_message` as an
+integer, read from the unmasked bytes without decoding. Frames go out as bytes framed once per
 bus frame (`binary_message`) and written to the socket (`Outlet.write`).
 
 Backpressure: a frame is written only while the socket's unsent bytes are

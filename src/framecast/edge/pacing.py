@@ -46,11 +46,7 @@ class InFlight(NamedTuple):
     seq: int  # the window's send count when it went (one decrease per round trip)
 
 
-_new_tuple = tuple.__new__  # builds an InFlight at half the cost of calling the class (one per frame sent)
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass costs 3x to build, and one is built per ack
-class AckResult:
+class AckResult(NamedTuple):
     """What one ack told us: the frame's delay and its capture time."""
 
     frame_id: int
@@ -58,6 +54,11 @@ class AckResult:
     capture_us: int
     acked_frames: int  # frames this ack released (earlier unacked frames count as delivered too)
     acked_bytes: int
+
+
+# tuple.__new__ builds these named tuples in one C call: the class's own __new__ costs twice as much, and one of
+# each is built per frame sent and per ack
+_new_tuple = tuple.__new__
 
 
 class RateMeter:
@@ -68,7 +69,7 @@ class RateMeter:
     the window.
     """
 
-    __slots__ = ("_cur", "_first_us", "_n", "_slices", "_step", "window_us")
+    __slots__ = ("_at", "_cur", "_first_us", "_n", "_slices", "_step", "window_us")
 
     def __init__(self, window_us: int = 2 * US, buckets: int = 20) -> None:
         self.window_us = window_us
@@ -76,16 +77,15 @@ class RateMeter:
         self._n = buckets + 1  # the slices the window spans, plus the partial oldest one
         self._slices = [0] * (2 * self._n)  # slice i: events at 2i, bytes at 2i + 1
         self._cur = -1  # the absolute index of the newest slice (-1: none yet)
+        self._at = 0  # where the newest slice's events are in `_slices`
         self._first_us: int | None = None
 
     def add(self, now: int, nbytes: int, count: int = 1) -> None:
-        if self._first_us is None:
-            self._first_us = now
-        idx = now // self._step
-        if idx != self._cur:
-            self._advance(idx)
-        i = 2 * (idx % self._n)
-        slices = self._slices
+        if now // self._step != self._cur:
+            if self._first_us is None:
+                self._first_us = now
+            self._advance(now // self._step)
+        slices, i = self._slices, self._at
         slices[i] += count
         slices[i + 1] += nbytes
 
@@ -102,6 +102,7 @@ class RateMeter:
                 i = 2 * (j % n)
                 self._slices[i] = self._slices[i + 1] = 0
         self._cur = idx
+        self._at = 2 * (idx % n)
 
     def _in_window(self, now: int, field: int) -> float:
         """The events (`field` 0) or bytes (1) inside the window ending at `now`."""
@@ -255,7 +256,7 @@ class InflightWindow:
         else:
             window = self.window
             self.window = min(float(self.max_frames), window + released / (window if window > 1.0 else 1.0))
-        return AckResult(frame_id, delay, f.capture_us, released, released_bytes)
+        return _new_tuple(AckResult, (frame_id, delay, f.capture_us, released, released_bytes))
 
 
 class FpsCap:

@@ -373,7 +373,7 @@ class ViewerSession:
         """Handle a parsed control message; raises ProtocolError for a bad one."""
         if isinstance(msg, Ack):
             self.acks += 1
-            self.on_ack(msg.frame_id)
+            self.on_ack(msg.frame_id, mono_us())
         elif isinstance(msg, SetPreferences):
             self.metrics.control.labels("set").inc()
             self.apply_set(msg)
@@ -388,9 +388,7 @@ class ViewerSession:
                 # the viewer's decoder lost its reference: skip to a keyframe (and ask the encoder for one)
                 self._gop(self.vq.break_chain(mono_us()), self.feed_tier)
 
-    def on_ack(self, frame_id: int, now: int | None = None) -> None:
-        if now is None:
-            now = mono_us()
+    def on_ack(self, frame_id: int, now: int) -> None:
         st = self.state
         result = st.on_ack(now, frame_id)
         if result is None:

@@ -19,7 +19,7 @@ from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import wall_us
-from tests.support.viewer import ViewerClient
+from tests.support.viewer import ViewerClient, open_viewer
 
 from framecast.dev.embedded import EmbeddedRedis
 
@@ -70,7 +70,6 @@ async def many_viewers(edge: EdgeProcess, n: int, seconds: float, tier: str = "h
 
 
 async def idle_memory(edge: EdgeProcess, pub: Publisher, n: int) -> dict[str, float]:
-    from websockets.asyncio.client import connect
 
     proc = psutil.Process(edge.proc.pid)  # type: ignore[union-attr]
     pub.paused.set()
@@ -78,7 +77,7 @@ async def idle_memory(edge: EdgeProcess, pub: Publisher, n: int) -> dict[str, fl
     rss0 = proc.memory_info().rss
     conns = []
     for _ in range(n):
-        ws = await connect(edge.ws(), compression=None, max_size=2**25)
+        ws = await open_viewer(edge.ws())
         await ws.recv()  # hello
         conns.append(ws)
     await asyncio.sleep(1.5)

@@ -25,6 +25,7 @@ from framecast.dev.embedded import EmbeddedRedis, free_port
 from framecast.protocol import Ack, decode_frame, encode_control, parse_server_message
 from tests.support.procs import REPO, edge_service, inference_service, running, service_port, wait_http
 from tests.support.timing import scaled, wait_until
+from tests.support.viewer import open_viewer
 
 N_FRAMES = 30
 
@@ -32,7 +33,7 @@ N_FRAMES = 30
 async def _watch(url: str, n: int) -> tuple[dict[str, object], list[tuple[int, bytes]]]:
     """Receive `n` frames as a well-behaved viewer (acks every frame)."""
     frames: list[tuple[int, bytes]] = []
-    async with websockets.connect(url, max_size=2**24, compression=None) as ws:
+    async with open_viewer(url, max_size=2**24) as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
         while len(frames) < n:
             msg = await asyncio.wait_for(ws.recv(), scaled(20))

@@ -25,7 +25,7 @@ from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.proxies import TrustedProxies
 from framecast.edge.settings import EdgeSettings
-from framecast.edge.workers import Supervisor, WorkerInfo, resolve_workers, reuseport_socket
+from framecast.edge.workers import STOP_GRACE_S, Supervisor, WorkerInfo, resolve_workers, reuseport_socket
 from framecast.logs import QuietClientErrors, RateLimitedLog, setup_logging
 from framecast.settings import load_settings
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             args = sys.argv[1:] if argv is None else argv
             # a worker stops within its drain timeout; the supervisor's bound adds its shutdown's own bounds
             sys.exit(Supervisor(count, settings.host, settings.port, args,
-                                stop_timeout_s=settings.drain_timeout_s + 10.0).run())
+                                stop_timeout_s=settings.drain_timeout_s + STOP_GRACE_S).run())
     elif settings.edge_id:
         settings = settings.model_copy(update={"edge_id": f"{settings.edge_id[:58]}-w{worker.index}"})
     app = create_app(settings, worker=worker)

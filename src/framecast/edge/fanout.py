@@ -33,7 +33,7 @@ from typing import Protocol
 import redis
 import redis.asyncio as aioredis
 
-from framecast.bus import REDIS_ERRORS, Backoff, Keys, StreamInfo, read_frames
+from framecast.bus import REDIS_ERRORS, Backoff, Keys, StreamInfo, raise_if_cancelling, read_frames
 from framecast.bus import now_us as wall_us
 from framecast.bus.read import VideoEntry, read_video_frames
 from framecast.bus.signals import AsyncKeyframeRequester
@@ -429,6 +429,11 @@ class FanoutHub:
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            # a cancellation that a Redis call swallowed in the last tick (Python 3.11's wait_for, around every
+            # redis-py write, loses one that lands as the write completes) still counts: without this check the
+            # loop ran on, and a stop awaiting it could hang (the likely cause of a 2-worker edge that did not
+            # exit after SIGTERM in a CI run, before close() bounded that wait)
+            raise_if_cancelling()
             try:
                 await self.tick()
             except asyncio.CancelledError:

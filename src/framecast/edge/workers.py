@@ -41,6 +41,7 @@ log = logging.getLogger("framecast.edge.workers")
 
 WORKER_ENV = "FRAMECAST_EDGE_WORKER"  # "index/count/metrics folder", set by the supervisor for its workers
 RESTART_DELAY_S = 1.0
+STOP_GRACE_S = 10.0  # a worker still running drain_timeout_s + this long after the stop signal is SIGKILLed
 CRASH_LOOP_S, CRASH_LOOP_RESTARTS = 30.0, 5  # more restarts than this within this time: give up
 _SNAPSHOT_SUFFIX = ".prom"
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from framecast.bus import now_us
 from framecast.dev.embedded import EmbeddedRedis
@@ -23,6 +22,7 @@ from tests.support.link import FifoLink
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import scaled
+from tests.support.viewer import open_viewer
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ async def test_moves_down_and_back_up(adapt_edge: EdgeProcess, publisher: Publis
     t0 = time.monotonic()
     phases = [(8e6, 2.0), (0.45e6, 6.0), (8e6, 8.0)]  # rate bytes/s, seconds
 
-    async with connect(adapt_edge.ws(), compression=None, max_size=2**25) as ws:
+    async with open_viewer(adapt_edge.ws()) as ws:
 
         def delivered(frame_id: int, tier: int, capture_us: int) -> None:
             log.append((time.monotonic() - t0, tier, (now_us() - capture_us) / 1e6))

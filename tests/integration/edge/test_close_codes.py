@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.dev.embedded import EmbeddedRedis
 from tests.support.metrics import metric
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
-from tests.support.viewer import ViewerClient
+from tests.support.viewer import ViewerClient, open_viewer
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ async def close_code_after(url: str, send: str | bytes | None) -> tuple[int, str
     """Connect, optionally send one message, return (close code, reason, binary frames seen)."""
     frames = 0
     try:
-        async with connect(url, compression=None, max_size=2**25, open_timeout=10) as ws:
+        async with open_viewer(url) as ws:
             if send is not None:
                 await ws.send(send)
             while True:
@@ -81,7 +80,7 @@ async def test_oversized_message_1009(small_edge: EdgeProcess) -> None:
 async def test_control_flood_1008(small_edge: EdgeProcess) -> None:
     async def flood() -> int:
         try:
-            async with connect(small_edge.ws(), compression=None, max_size=2**25) as ws:
+            async with open_viewer(small_edge.ws()) as ws:
                 for _ in range(2000):
                     await ws.send('{"type":"stats","fps":1}')
                 while True:

@@ -16,15 +16,14 @@ from framecast.bus import now_us
 from framecast.protocol import FrameHeader, decode_frame, encode_frame
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
-from tests.support.viewer import ViewerClient
+from tests.support.viewer import ViewerClient, open_viewer
 
 
 async def test_hello_then_frames_with_increasing_ids(edge: EdgeProcess, publisher: Publisher) -> None:
     import json
 
-    from websockets.asyncio.client import connect
 
-    async with connect(edge.ws(), compression=None, max_size=2**25) as ws:
+    async with open_viewer(edge.ws()) as ws:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello" and hello["stream"] == "demo" and hello["protocol"] == 1
         assert [t["name"] for t in hello["tiers"]] == ["high", "medium", "low"]

@@ -11,7 +11,6 @@ import cv2
 import httpx
 import numpy as np
 import websockets
-from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.bus import Keys, sync_client
@@ -20,7 +19,7 @@ from framecast.protocol import decode_header
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import scaled
-from tests.support.viewer import ViewerClient
+from tests.support.viewer import ViewerClient, open_viewer
 
 
 def test_healthz_readyz_streams(edge: EdgeProcess, publisher: Publisher) -> None:
@@ -91,7 +90,7 @@ async def test_sigterm_drains_with_1012(redis_server: EmbeddedRedis, publisher: 
             seen: list[str] = []
             states.append(seen)
             try:
-                async with connect(proc.ws(), compression=None, max_size=2**25) as ws:
+                async with open_viewer(proc.ws()) as ws:
                     while True:
                         msg = await asyncio.wait_for(ws.recv(), 15)
                         if isinstance(msg, str):

@@ -7,20 +7,19 @@ import json
 import time
 from typing import Any
 
-from websockets.asyncio.client import connect
-
 from framecast.dev.embedded import EmbeddedRedis
 from framecast.protocol import decode_header
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
 from tests.support.timing import scaled
+from tests.support.viewer import open_viewer
 
 
 async def test_stalled_then_live_again(edge: EdgeProcess, redis_server: EmbeddedRedis) -> None:
     pub = Publisher(redis_server.url, stream="stalltest", ladder=(("low", 320, 180, 50),)).start()
     events: list[tuple[float, str, Any]] = []
     try:
-        async with connect(edge.ws("stalltest"), compression=None, max_size=2**25) as ws:
+        async with open_viewer(edge.ws("stalltest")) as ws:
             t0 = time.monotonic()
 
             async def read_until(pred: Any, within: float) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,13 +16,17 @@ from bench.procstat import process_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 from framecast.edge.settings import EdgeSettings
-from framecast.edge.workers import WorkerInfo, cpu_count, resolve_workers
+from framecast.edge.workers import STOP_GRACE_S, WorkerInfo, cpu_count, resolve_workers
 from tests.support.procs import EdgeProcess
 from tests.support.publisher import Publisher
-from tests.support.timing import scaled
+from tests.support.timing import scaled, wait_until, wait_until_async
 from tests.support.viewer import ViewerClient
 
 VIEWERS = 8
+DRAIN_TIMEOUT_S = 4.0
+# the documented bound (docs/edge.md, "Workers"): the supervisor exits within drain_timeout_s + STOP_GRACE_S of
+# SIGTERM (it SIGKILLs a worker still running then), plus its 0.1 s poll
+STOP_BOUND_S = DRAIN_TIMEOUT_S + STOP_GRACE_S + 0.5
 
 
 def by_worker(text: str, name: str) -> dict[str, float]:
@@ -28,6 +36,27 @@ def by_worker(text: str, name: str) -> dict[str, float]:
             if s.name == name:
                 out[s.labels.get("worker", "")] = out.get(s.labels.get("worker", ""), 0.0) + s.value
     return out
+
+
+def worker_pids(edge: EdgeProcess, count: int = 2) -> set[int]:
+    """The supervisor's worker processes, once `count` of them run."""
+    assert edge.proc is not None
+    supervisor = edge.proc.pid
+
+    def workers() -> set[int]:
+        return set(process_tree(supervisor)) - {supervisor}
+
+    wait_until(f"{count} edge workers", lambda: len(workers()) >= count, 20, alive=edge.service.dead)  # type: ignore[union-attr]
+    return workers()
+
+
+def exit_code_within(edge: EdgeProcess, signalled: float, seconds: float) -> int:
+    """The supervisor's exit code, which must come within `seconds` (scaled) of the signal sent at `signalled`."""
+    assert edge.proc is not None
+    try:
+        return edge.proc.wait(max(0.0, signalled + scaled(seconds) - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the edge did not exit within {scaled(seconds):g}s of SIGTERM\n{edge.log()}") from None
 
 
 def test_workers_setting() -> None:
@@ -40,25 +69,25 @@ def test_workers_setting() -> None:
 @pytest.mark.timeout(120)
 def test_two_workers_share_the_port_report_on_one_scrape_and_drain(redis_server: object, publisher: Publisher,
                                                                     tmp_path: Path) -> None:
-    edge = EdgeProcess(publisher.url, extra=["--workers", "2", "--drain-delay-s", "0.5", "--viewers-per-ip", "0"])
+    edge = EdgeProcess(publisher.url, extra=["--workers", "2", "--drain-delay-s", "0.5", "--drain-timeout-s",
+                                             str(DRAIN_TIMEOUT_S), "--viewers-per-ip", "0"])
     edge.start(str(tmp_path))
     try:
         assert edge.proc is not None
-        deadline = time.monotonic() + scaled(20)
-        workers = set(process_tree(edge.proc.pid)) - {edge.proc.pid}
-        while len(workers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            workers = set(process_tree(edge.proc.pid)) - {edge.proc.pid}
+        workers = worker_pids(edge)
         assert len(workers) == 2, (workers, edge.log())
+        deadline = time.monotonic() + scaled(20)
         names: set[str] = set()
         while len(names) < 2 and time.monotonic() < deadline:  # the kernel spreads connections over both
             names.add(httpx.get(edge.base + "/healthz", timeout=2).json()["edge"])
         assert len(names) == 2, names
 
-        async def watch() -> list[ViewerClient]:
+        async def watch() -> tuple[list[ViewerClient], float]:
             viewers = [ViewerClient(edge.ws(), hello={"client_id": f"w{i}"}) for i in range(VIEWERS)]
-            tasks = [asyncio.create_task(v.run(6.0)) for v in viewers]
-            scrape_deadline = time.monotonic() + scaled(5)
+            # they watch until the drain closes them (the bound is only a backstop): on a loaded machine a
+            # fixed watch could end before the signal below, and the 1012 would never be seen
+            tasks = [asyncio.create_task(v.run(60.0)) for v in viewers]
+            scrape_deadline = time.monotonic() + scaled(15)
             counts: dict[str, float] = {}
             while time.monotonic() < scrape_deadline:  # siblings' figures are at most ~1 s old
                 await asyncio.sleep(0.25)
@@ -68,16 +97,43 @@ def test_two_workers_share_the_port_report_on_one_scrape_and_drain(redis_server:
                     break
             assert set(counts) == {"0", "1"} and sum(counts.values()) == VIEWERS, counts
             assert min(counts.values()) >= 1, f"SO_REUSEPORT gave one worker every viewer: {counts}"
-            await asyncio.sleep(1.0)
-            edge.proc.send_signal(15)  # type: ignore[union-attr]  # SIGTERM: every worker drains
+            await wait_until_async("30 frames to every viewer", lambda: all(len(v.frames) >= 30 for v in viewers), 20)
+            signalled = time.monotonic()
+            edge.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]  # every worker drains
             await asyncio.gather(*tasks)
-            return viewers
+            return viewers, signalled
 
-        viewers = asyncio.run(watch())
+        viewers, signalled = asyncio.run(watch())
         for v in viewers:
             assert len(v.frames) >= 30, (len(v.frames), edge.log())
             assert any(c.get("type") == "status" and c.get("state") == "draining" for c in v.controls), v.controls
             assert v.close_code == 1012, (v.close_code, v.close_reason)
-        assert edge.proc.wait(scaled(15)) == 0
+        assert exit_code_within(edge, signalled, STOP_BOUND_S) == 0
     finally:
+        edge.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_hung_in_its_stop_is_killed_within_the_bound(publisher: Publisher, tmp_path: Path) -> None:
+    """The supervisor's bound on a real edge: a stopped worker takes no signal, so only the SIGKILL ends it."""
+    drain_timeout_s = 1.0
+    edge = EdgeProcess(publisher.url, extra=["--workers", "2", "--drain-timeout-s", str(drain_timeout_s)])
+    edge.start(str(tmp_path))
+    hung = -1
+    try:
+        assert edge.proc is not None
+        hung = min(worker_pids(edge))
+        os.kill(hung, signal.SIGSTOP)  # hung: it never drains nor exits by itself
+        signalled = time.monotonic()
+        edge.proc.send_signal(signal.SIGTERM)
+        code = exit_code_within(edge, signalled, drain_timeout_s + STOP_GRACE_S + 0.5)
+        took = time.monotonic() - signalled
+        assert code == 0, edge.log()  # the healthy worker drained and exited 0; the killed one reports no failure
+        assert took >= drain_timeout_s + STOP_GRACE_S - 0.2, f"exited after {took:.1f}s, before the bound"
+        assert "still running" in edge.log() and "killing it" in edge.log(), edge.log()
+        assert not os.path.exists(f"/proc/{hung}"), "the hung worker outlived its supervisor"
+    finally:
+        if hung > 0:
+            with contextlib.suppress(OSError):
+                os.kill(hung, signal.SIGCONT)
         edge.stop()

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
 
 from framecast import constants as C
 from framecast.dev.embedded import EmbeddedRedis
@@ -34,6 +33,7 @@ from tests.integration.client.stack import wait_ready
 from tests.support.link import FifoLink
 from tests.support.procs import edge_service, inference_service, running, service_port
 from tests.support.timing import scaled, wait_until_async
+from tests.support.viewer import open_viewer
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install 'framecast[video]')")
 
@@ -82,7 +82,7 @@ async def watch(url: str, phases: list[tuple[float, float]], *, first_steady: st
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[None]] = set()
     t0 = time.monotonic()
-    async with connect(url.replace("http", "ws") + "/ws/demo", compression=None, max_size=2**25) as ws:
+    async with open_viewer(url.replace("http", "ws") + "/ws/demo") as ws:
         await ws.send(json.dumps({"type": "hello", "codecs": ["h264", "jpeg"], "tier": "auto"}))
 
         def delivered(frame_id: int, tier: int, codec: int) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from framecast.bus import Keys
@@ -20,6 +20,7 @@ from tests.reliability.support import STREAM_ARGS, Viewer, http_text, stop_viewe
 from tests.security.support import attacker_address, watch_attack
 from tests.support.metrics import metric
 from tests.support.timing import scaled, wait_until_async
+from tests.support.viewer import open_viewer
 
 JPEG_LADDER = "high=320x180@80,mid=256x144@70,low=160x90@60,tiny=96x54@50"
 VIDEO_LADDER = "video=320x180@h264:300k,low=160x90@60"
@@ -92,8 +93,7 @@ def _requested_idrs(stack: Stack) -> float:
 async def _keyframe_flooder(url: str, source: str, per_s: float, seconds: float) -> int:
     sent = 0
     with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
-        async with connect(url, compression=None, ping_interval=None, max_size=1 << 24, open_timeout=scaled(10),
-                           local_addr=(source, 0)) as ws:
+        async with open_viewer(url, local_host=source, max_size=1 << 24, ping_interval=None) as ws:
             await ws.send(encode_control(ClientHello(codecs=("h264", "jpeg"))))
             reader = asyncio.create_task(_drain(ws))
             deadline = time.monotonic() + seconds

@@ -31,7 +31,7 @@ from framecast.edge.pacing import TierConfig, TokenBucket
 from framecast.edge.quota import PinQuota
 from framecast.edge.settings import EdgeSettings
 from framecast.edge.viewer import WINDOW_FULL, ViewerConfig, ViewerState
-from framecast.edge.wsconn import ACK_PREFIX, BUSY, Outlet, ViewerProtocol, text_message
+from framecast.edge.wsconn import ACK_PREFIX, BUSY, PARTLY, Outlet, ViewerProtocol, text_message
 from framecast.ladder import auto_rungs, estimate_frame_sizes, is_video
 from framecast.logs import RateLimitedLog
 from framecast.protocol import (
@@ -550,7 +550,7 @@ class ViewerSession:
             st.on_blocked(now)  # over the unsent budget: the kernel gives no event, look again shortly
             self._later(self._poll_s)
             return
-        self._sent_one(frame, now)
+        self._sent_one(frame, now, written)
 
     def _pump_video(self) -> None:
         st, outlet, vq = self.state, self.outlet, self.vq
@@ -577,10 +577,10 @@ class ViewerSession:
                 if popped is None:
                     return
                 frame = popped
-            outlet.write_frame(frame.wire)  # never refused: no budget given, the transport was empty
-            self._sent_one(frame, now)
+            # never refused: no budget given, the transport was empty
+            self._sent_one(frame, now, outlet.write_frame(frame.wire))
 
-    def _sent_one(self, frame: BusFrame, now: int) -> None:
+    def _sent_one(self, frame: BusFrame, now: int, written: int) -> None:
         st = self.state
         self._poll_s = _POLL_FIRST_S
         acking = st.acking
@@ -588,7 +588,7 @@ class ViewerSession:
             self.metrics.inflight.observe(len(st.window.inflight))
         if st.on_sent(now, frame.frame_id, len(frame.data), frame.capture_us):
             self.metrics.first_frame.observe((time.monotonic_ns() // 1000 - self.started_us) / 1e6)
-        if self.outlet is not None and self.outlet.buffered():  # the transport sends the rest, then on_writable
+        if written == PARTLY:  # the transport sends the rest, then on_writable
             st.writing_since_us = now
         if not acking and st.adapt_due(now):
             self._adapt(now)

@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - the pure-Python wheel
 
 SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
 BUSY = -1  # Outlet.write_frame: the transport still holds bytes
+WRITTEN = 1  # Outlet.write_frame: the kernel took the whole frame
+PARTLY = 2  # Outlet.write_frame: written, the rest waits in the transport (its drain calls on_writable)
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
 # struct tcp_info (linux/tcp.h) up to tcpi_bytes_retrans (Linux 4.19): the fields path() reads
 _TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q")
@@ -147,8 +149,8 @@ class Outlet:
     def write_frame(self, message: bytes, budget: int | None = None) -> int:
         """Write one frame unless the socket is over `budget` unsent bytes (None: the caller knows it is not).
 
-        1: written (what the kernel did not take waits in the transport, whose drain calls `on_writable`);
-        0: over the budget, nothing written (no event comes: look again later);
+        WRITTEN: the kernel took it all; PARTLY: written, what the kernel did not take waits in the transport,
+        whose drain calls `on_writable`; 0: over the budget, nothing written (no event comes: look again later);
         BUSY: nothing written, the transport still holds bytes (its drain calls `on_writable`).
         """
         t = self.transport
@@ -156,14 +158,14 @@ class Outlet:
             return BUSY
         if self.fd < 0:
             t.write(message)
-            return 1
+            return PARTLY if t.get_write_buffer_size() else WRITTEN
         if budget is not None:
             try:
                 fcntl.ioctl(self.fd, SIOCOUTQNSD, self._buf, True)
             except OSError:
                 self.fd = -1
                 t.write(message)
-                return 1
+                return PARTLY if t.get_write_buffer_size() else WRITTEN
             if self._buf[0] > budget:
                 return 0
         try:
@@ -174,8 +176,9 @@ class Outlet:
             self.fd = -1
             n = 0  # let the transport meet the error and close
         if n < len(message):
-            t.write(memoryview(message)[n:] if n else message)
-        return 1
+            t.write(memoryview(message)[n:] if n else message)  # uvloop may send it at once, or buffer it
+            return PARTLY if t.get_write_buffer_size() else WRITTEN
+        return WRITTEN
 
     def write(self, message: bytes) -> None:
         """A control message or a frame that must go (video): through the transport, in order."""

@@ -17,6 +17,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from framecast.bus import raise_if_cancelling
 from framecast.protocol import decode_frame
 from tests.support.timing import scaled
 
@@ -50,6 +51,9 @@ async def messages(ws: ClientConnection, deadline: float = float("inf"), *, stop
             msg = await asyncio.wait_for(ws.recv(), max(0.01, min(poll, deadline - now)))
         except TimeoutError:
             continue
+        # Python 3.11's wait_for returns the message and loses a cancellation that lands as it arrives: a
+        # cancelled viewer (a test failing around it) would otherwise watch on until its deadline
+        raise_if_cancelling()
         yield time.monotonic(), (json.loads(msg) if isinstance(msg, str) else msg)
 
 

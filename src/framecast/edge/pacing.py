@@ -149,12 +149,8 @@ class InflightWindow:
         "_min_before",
         "_min_now",
         "_sent_seq",
-        "acks",
-        "base_window_us",
         "decrease",
         "inflight",
-        "inflight_bytes",
-        "last_ack_us",
         "latency_target_us",
         "max_frames",
         "min_frames",
@@ -169,11 +165,7 @@ class InflightWindow:
         self.min_frames, self.max_frames = min_frames, max_frames
         self.window = min(max(initial_frames, min_frames), max_frames)
         self.decrease = decrease
-        self.base_window_us = base_window_us
         self.inflight: deque[InFlight] = deque()
-        self.inflight_bytes = 0
-        self.last_ack_us: int | None = None
-        self.acks = 0
         # the base delay: the smallest sample of the current half of the base window and of the one before
         # (so it forgets a minimum after between one half and one whole base window)
         self._half_us = max(1, base_window_us // 2)
@@ -189,10 +181,6 @@ class InflightWindow:
     def inflight_frames(self) -> int:
         return len(self.inflight)
 
-    def base_delay_us(self) -> int | None:
-        base = min(self._min_now, self._min_before)
-        return None if base == _NO_SAMPLE else base
-
     def can_send(self) -> bool:
         """May one more frame go out now? Always when nothing is in flight (a fractional window rounds up)."""
         return len(self.inflight) < max(self.min_frames, self.window)
@@ -204,7 +192,6 @@ class InflightWindow:
     def on_send(self, frame_id: int, nbytes: int, capture_us: int, now: int) -> None:
         self._sent_seq += 1
         self.inflight.append(_new_tuple(InFlight, (frame_id, nbytes, now, capture_us, self._sent_seq)))
-        self.inflight_bytes += nbytes
 
     def on_ack(self, frame_id: int, now: int) -> AckResult | None:
         """Release `frame_id` and every frame sent before it (TCP delivers in order).
@@ -227,12 +214,9 @@ class InflightWindow:
             released_bytes += f.nbytes
             if f.frame_id == frame_id:
                 break
-        self.inflight_bytes -= released_bytes
         delay = now - f.sent_us
         if delay < 0:
             delay = 0
-        self.last_ack_us = now
-        self.acks += 1
         if now >= self._half_ends_us:  # a new half window: the minimum of the one before the last expires
             self._min_before = self._min_now if now < self._half_ends_us + self._half_us else _NO_SAMPLE
             self._min_now = delay
@@ -461,10 +445,10 @@ def _size(need: list[float | None], tier: int) -> float | None:
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved; one token per control message."""
 
-    __slots__ = ("_last", "_per_us", "burst", "rate", "tokens")
+    __slots__ = ("_last", "_per_us", "burst", "tokens")
 
     def __init__(self, rate: float, burst: float, now: int) -> None:
-        self.rate, self.burst = rate, burst
+        self.burst = burst
         self.tokens = burst
         self._per_us = rate / US
         self._last = now

@@ -13,7 +13,7 @@ TORCH_INDEX   ?= $(shell nvidia-smi >/dev/null 2>&1 || echo https://download.pyt
 LOCK := $(PY) -m uv pip compile pyproject.toml --universal --python-version 3.11 --excludes requirements/exclude.txt \
         --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet
 
-.PHONY: install lock run test test-fast lint bench soak clean browsers
+.PHONY: install lock run test test-fast lint bench soak clean browsers compile uncompile test-compiled
 
 $(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,10 +48,27 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench tools scripts
+	$(VENV)/bin/ruff check src tests bench tools scripts setup.py
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+# the edge's hot path compiled in place with mypyc (src/framecast/edge/hotpath.py; the edge image always
+# compiles it); `make uncompile` goes back to the sources. A source edited after `make compile` stops the
+# edge and the tests with a message until one of the two is run again.
+HOT_SO = src/*__mypyc.*.so $(foreach m,pacing viewer session wsconn metrics,src/framecast/edge/$(m).*.so)
+compile: $(STAMP)
+	FRAMECAST_COMPILE=1 $(PY) setup.py -q build_ext --inplace
+	$(PY) -c "from pathlib import Path; from framecast.edge import hotpath; hotpath.write_manifest(Path('.')); print('make compile:', hotpath.describe())"
+
+uncompile:
+	rm -f $(HOT_SO) src/framecast/edge/compiled-sources.json
+
+# the edge's suites again, on the compiled hot path (CI runs `make test` on the sources, then this)
+test-compiled: compile
+	$(PY) -m pytest tests/unit/edge tests/integration/edge tests/security tests/reliability/test_hostile.py \
+	    tests/reliability/test_viewer_faults.py tests/e2e/test_viewer_video.py -q
+
+# the benchmarks measure the edge as the image runs it: compiled
+bench: $(STAMP) compile
 	$(PY) -m bench.run --update-docs
 
 soak: $(STAMP)
@@ -64,5 +81,5 @@ compose-test: $(STAMP)
 	scripts/compose_test.sh
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache tests/artifacts src/*.egg-info
+	rm -rf $(VENV) build dist $(HOT_SO) src/framecast/edge/compiled-sources.json .pytest_cache .mypy_cache .ruff_cache tests/artifacts src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,7 +24,7 @@ WORKDIR /src
 # the locked versions (`make lock`; torch is outside the lock), in a layer of their own
 COPY requirements/inference.txt ./requirements/
 RUN pip install --no-deps -r requirements/inference.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip install --no-deps ".[inference,video]" && pip uninstall -y pip
 

@@ -32,7 +32,9 @@ pin() {  # the image .env pins for $1, e.g. pin REDIS_IMAGE
 
 # suite -> packages; the rootfs tarball's name carries a hash of both
 declare -A PACKAGES=(
-    [bookworm]="python3 python3-venv python-is-python3 passwd redis-server redis-tools"
+    # gcc, libc6-dev, python3-dev: the edge image compiles its hot path (the official python image has the
+    # headers; its Dockerfile installs gcc with apt where the base image has none)
+    [bookworm]="python3 python3-venv python3-dev python-is-python3 gcc libc6-dev passwd redis-server redis-tools"
     [trixie]="prometheus prometheus-redis-exporter wget ca-certificates"
     [sid]="nginx wget"
 )

@@ -175,9 +175,11 @@ image_py=$(docker run --rm "$(grep -E '^PYTHON_IMAGE=' .env | cut -d= -f2)" pyth
 [ "$("$DL_PY" -c 'import platform; print(platform.python_version())')" = "$image_py" ] \
     || { echo "compose-test: $DL_PY is not Python $image_py (the image's); set FRAMECAST_WHEELS_PYTHON" >&2; exit 1; }
 torch_pin="torch==$(grep -E '^TORCH_VERSION=' .env | cut -d= -f2)"
-stamp=$(cat requirements/edge.txt requirements/inference.txt <(echo "$torch_pin $image_py") | sha256sum | cut -c1-16)
+# mypyc compiles the edge's hot path in its image (docker/edge.Dockerfile's MYPY_VERSION)
+mypy_pin=$(sed -n 's/^ARG MYPY_VERSION=//p' docker/edge.Dockerfile)
+stamp=$(cat requirements/edge.txt requirements/inference.txt <(echo "$torch_pin $mypy_pin $image_py") | sha256sum | cut -c1-16)
 if [ "$(cat "$WHEELS/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    { "$DL_PY" -m pip download -q -d "$WHEELS" "$torch_pin" "setuptools>=68" \
+    { "$DL_PY" -m pip download -q -d "$WHEELS" "$torch_pin" "setuptools>=68" "mypy==$mypy_pin" \
         && "$DL_PY" -m pip download -q -d "$WHEELS" --no-deps -r requirements/edge.txt -r requirements/inference.txt
     } >"$RUN_DIR/pip-download.log" 2>&1 || { tail -n 30 "$RUN_DIR/pip-download.log" >&2; exit 1; }
     echo "$stamp" >"$WHEELS/.stamp"

@@ -14,6 +14,7 @@ from framecast.dev.embedded import EmbeddedRedis, find_server_binary
 # a test that skips because a tool is missing has not shown that the part works.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _SKIPS: list[tuple[str, str, bool]] = []  # (node id, reason, allowed)
+_HOT_PATH = pytest.StashKey[str]()
 
 
 def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
@@ -21,6 +22,17 @@ def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2]).removeprefix("Skipped: ")
     return str(longrepr)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from framecast.edge import hotpath  # the tests must run the sources they see, not an older `make compile`
+
+    status = hotpath.check()  # SystemExit naming the stale modules
+    config.stash[_HOT_PATH] = status
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"framecast edge hot path: {config.stash.get(_HOT_PATH, 'unknown')}"
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:

@@ -214,6 +214,13 @@ def test_every_service_is_healthy(stack: Stack) -> None:
     assert len(states["edge"]) == 1
 
 
+def test_the_edge_image_runs_the_compiled_hot_path(stack: Stack) -> None:
+    out = stack.sh("docker compose exec -T edge python -c "
+                   "'from framecast.edge import hotpath; print(hotpath.describe())'").stdout
+    assert out.startswith("compiled (mypyc, 5 modules)"), out
+    assert "edge hot path: compiled" in stack.sh("docker compose logs --no-color edge").stdout
+
+
 def test_http_through_the_load_balancer(stack: Stack) -> None:
     for path in ("/", "/healthz", "/readyz", "/streams"):
         status, _ = http_get(stack.url + path, timeout=5)

@@ -20,6 +20,7 @@ from types import FrameType
 
 import uvicorn
 
+from framecast.edge import hotpath
 from framecast.edge.app import EdgeRuntime, create_app
 from framecast.edge.guard import ConnectionGuard
 from framecast.edge.metrics import EdgeMetrics
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
                              description="framecast edge: fan-out of live frames to WebSocket viewers")
     setup_logging(settings.log_level, settings.log_format)
     worker = WorkerInfo.from_env()
+    hot_path = hotpath.check()  # stops here on modules compiled from older sources
+    if worker is None:  # the supervisor says it for its workers
+        log.info("edge hot path: %s", hot_path)
     if worker is None:
         count = resolve_workers(settings.workers)
         if count > 1:

@@ -30,12 +30,22 @@ import os
 import socket
 import struct
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from websockets.frames import Frame, Opcode
 
 from framecast import constants as C
 from framecast.edge.guard import CLOSE_POLICY, GuardedWebSocket
+
+_T = TypeVar("_T")
+
+try:  # the build that compiles this module (hotpath.py) has it; at run time the marker is not needed
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - an installed edge without mypy
+
+    def mypyc_attr(*_args: Any, **_kwargs: Any) -> Callable[[_T], _T]:  # type: ignore[misc]
+        return lambda cls: cls
 
 try:
     from websockets.speedups import apply_mask
@@ -186,6 +196,7 @@ class Outlet:
             self.transport.write(message)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # guard.py binds its guard in a subclass
 class ViewerProtocol(GuardedWebSocket):
     """uvicorn's WebSocket protocol, with the edge's guard (guard.py), frame parser and output path (module doc).
 

@@ -54,7 +54,7 @@ lint: $(STAMP)
 # the edge's hot path compiled in place with mypyc (src/framecast/edge/hotpath.py; the edge image always
 # compiles it); `make uncompile` goes back to the sources. A source edited after `make compile` stops the
 # edge and the tests with a message until one of the two is run again.
-HOT_SO = src/*__mypyc.*.so $(foreach m,pacing viewer session wsconn metrics,src/framecast/edge/$(m).*.so)
+HOT_SO = src/*__mypyc.*.so src/framecast/edge/*.so
 compile: $(STAMP)
 	FRAMECAST_COMPILE=1 $(PY) setup.py -q build_ext --inplace
 	$(PY) -c "from pathlib import Path; from framecast.edge import hotpath; hotpath.write_manifest(Path('.')); print('make compile:', hotpath.describe())"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -31,6 +32,11 @@ from framecast.logs import QuietClientErrors, RateLimitedLog, setup_logging
 from framecast.settings import load_settings
 
 log = logging.getLogger("framecast.edge")
+# The collector's young generation: the hot path allocates a few short-lived objects per frame and per ack
+# (in-flight records, ints), so at CPython's default (700) the edge collected hundreds of times a second, and
+# every older-generation pass walked each viewer's state again. Objects alive once the app is built are
+# frozen out of collections, and the threshold is raised: cycles are still collected, less often.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def uvicorn_config(app: object, settings: EdgeSettings) -> uvicorn.Config:
@@ -163,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     elif settings.edge_id:
         settings = settings.model_copy(update={"edge_id": f"{settings.edge_id[:58]}-w{worker.index}"})
     app = create_app(settings, worker=worker)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     server = EdgeServer(uvicorn_config(app, settings), app.state.runtime)
     if worker is not None:
         server.run(sockets=[reuseport_socket(settings.host, settings.port)])

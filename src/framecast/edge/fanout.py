@@ -38,10 +38,10 @@ from framecast.bus import now_us as wall_us
 from framecast.bus.read import VideoEntry, read_video_frames
 from framecast.bus.signals import AsyncKeyframeRequester
 from framecast.constants import FRAME_FIELD
+from framecast.edge.busframe import BusFrame
 from framecast.edge.gop import GopCache
 from framecast.edge.metrics import EdgeMetrics
 from framecast.edge.pacing import RateMeter
-from framecast.edge.wsconn import binary_message
 from framecast.logs import RateLimitedLog
 from framecast.protocol import ProtocolError, decode_header
 
@@ -49,26 +49,6 @@ log = logging.getLogger("framecast.edge.fanout")
 CLOSE_WAIT_S = 2.0  # how long close() waits for the cancelled readers
 _MAX_CACHED_STREAMS = 1024
 RECENTLY_SERVED_S = 60.0  # a stream watched here this recently is not "unknown" while its meta is missing
-
-
-@dataclass(frozen=True, slots=True)
-class BusFrame:
-    """One frame as read from the bus; `data` is shared by every viewer, never copied."""
-
-    data: bytes
-    frame_id: int
-    capture_us: int
-    tier_index: int
-    read_us: int
-    keyframe: bool = True  # JPEG frames always are; H.264 frames when the header's flag says so
-    wire: bytes = field(init=False, repr=False)  # `data` framed once as a WebSocket binary message
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "wire", binary_message(self.data))
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.data)
 
 
 class Subscriber(Protocol):

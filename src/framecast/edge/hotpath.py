@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 HOT_MODULES = (
+    "framecast.edge.busframe",
     "framecast.edge.pacing",
     "framecast.edge.viewer",
     "framecast.edge.session",

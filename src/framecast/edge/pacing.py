@@ -30,10 +30,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-US = 1_000_000
-_NO_SAMPLE = 1 << 62  # a delay larger than any sample
+US: Final = 1_000_000
+_NO_SAMPLE: Final = 1 << 62  # a delay larger than any sample
 
 
 class InFlight(NamedTuple):

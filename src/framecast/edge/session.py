@@ -17,13 +17,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from starlette.websockets import WebSocket
 
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
-from framecast.edge.fanout import BusFrame, FanoutHub
+from framecast.edge.busframe import BusFrame
+from framecast.edge.fanout import FanoutHub
 from framecast.edge.gop import Decision as GopDecision
 from framecast.edge.gop import GopSnapshot, GopViewerQueue
 from framecast.edge.metrics import EdgeMetrics, close_label
@@ -54,12 +55,13 @@ from framecast.protocol import (
 log = logging.getLogger("framecast.edge.session")
 _drop_log = RateLimitedLog(log, "frames dropped for viewers", interval=30.0)
 
-_BLOCKED_POLL_S = (0.002, 0.05)  # the kernel gives no event for "unsent bytes fell": retry, backing off
-_POLL_FIRST_S = _BLOCKED_POLL_S[0]
-_SIZES_EVERY_US = 1_000_000
-_ACK_PREFIX = ACK_PREFIX.decode()
-_ACK_LEN = len(_ACK_PREFIX)
-CLOSE_GRACE_S = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
+# the kernel gives no event for "unsent bytes fell": look again after _POLL_FIRST_S, backing off to _POLL_MAX_S
+_POLL_FIRST_S: Final = 0.002
+_POLL_MAX_S: Final = 0.05
+_SIZES_EVERY_US: Final = 1_000_000
+_ACK_PREFIX: Final = ACK_PREFIX.decode()
+_ACK_LEN: Final = len(_ACK_PREFIX)
+CLOSE_GRACE_S: Final = 2.0  # after our close frame, a viewer that does not complete the handshake is aborted
 
 
 def close_reason(text: str) -> str:
@@ -133,7 +135,7 @@ class ViewerSession:
         self.expires_at: float | None = None  # wall-clock seconds when the viewer's token expires
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
-        self._poll_s = _BLOCKED_POLL_S[0]
+        self._poll_s = _POLL_FIRST_S
         self._live: bool | None = None
         self.on_close: Callable[[ViewerSession], None] | None = None
         # tier pins of one address are capped (edge/quota.py): the app sets the quota and the viewer's address
@@ -622,7 +624,7 @@ class ViewerSession:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._poll_s = min(self._poll_s * 2, _BLOCKED_POLL_S[1])  # backs off while looks keep failing
+        self._poll_s = min(self._poll_s * 2, _POLL_MAX_S)  # backs off while looks keep failing
         self._pump()
 
     def _cancel_timer(self) -> None:

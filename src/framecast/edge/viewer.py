@@ -16,14 +16,16 @@ refused write with `on_blocked`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from framecast.edge.pacing import AckResult, FpsCap, InflightWindow, RateMeter, TierConfig, TierDecision, TierPolicy
 
-ADAPT_EVERY_US = 200_000
-JUDGE_WAIT_MAX_US = 3_000_000  # most time a new tier waits for its first ack before it is judged anyway
-PATH_POLL_US = (2_000, 50_000)  # a frame held for the path is looked at again within these bounds
-OPEN = 0
-WINDOW_FULL = -1  # an ack will open it (positive gate values: microseconds until the fps cap allows a frame)
+ADAPT_EVERY_US: Final = 200_000
+JUDGE_WAIT_MAX_US: Final = 3_000_000  # most time a new tier waits for its first ack before it is judged anyway
+PATH_POLL_MIN_US: Final = 2_000  # a frame held for the path is looked at again within these bounds
+PATH_POLL_MAX_US: Final = 50_000
+OPEN: Final = 0
+WINDOW_FULL: Final = -1  # an ack will open it (positive gate values: microseconds until the fps cap allows a frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class ViewerState:
         if in_flight <= window:
             return 0
         drain_us = (in_flight - window) * 1_000_000 // max(rate_bytes_s, 1)
-        return min(max(drain_us, PATH_POLL_US[0]), PATH_POLL_US[1])
+        return min(max(drain_us, PATH_POLL_MIN_US), PATH_POLL_MAX_US)
 
     def is_fresh(self, capture_us: int) -> bool:
         """Never the same moment twice, never back in time (joins and tier switches mix tiers)."""

@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from websockets.frames import Frame, Opcode
 
@@ -52,18 +52,62 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python wheel
     from websockets.utils import apply_mask
 
-SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
-BUSY = -1  # Outlet.write_frame: the transport still holds bytes
-WRITTEN = 1  # Outlet.write_frame: the kernel took the whole frame
-PARTLY = 2  # Outlet.write_frame: written, the rest waits in the transport (its drain calls on_writable)
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
+SIOCOUTQNSD: Final = 0x894B  # Linux: bytes in the send queue not yet sent (linux/sockios.h)
+BUSY: Final = -1  # Outlet.write_frame: the transport still holds bytes
+WRITTEN: Final = 1  # Outlet.write_frame: the kernel took the whole frame
+PARTLY: Final = 2  # Outlet.write_frame: written, the rest waits in the transport (its drain calls on_writable)
+_OP_CONT: Final = 0
+_OP_TEXT: Final = 1
+_OP_BINARY: Final = 2
+_OP_CLOSE: Final = 8
+_OP_PING: Final = 9
+_OP_PONG: Final = 10
 # struct tcp_info (linux/tcp.h) up to tcpi_bytes_retrans (Linux 4.19): the fields path() reads
-_TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q")
-_TI_BYTES_ACKED, _TI_NOTSENT, _TI_MIN_RTT, _TI_DELIVERY_RATE, _TI_BYTES_SENT, _TI_BYTES_RETRANS = 34, 38, 39, 42, 48, 49
-ACK_PREFIX = b'{"type":"ack","id":'  # the compact form clients send an ack in (protocol.encode_control)
-_ACK_LEN = len(ACK_PREFIX)
-_U16 = struct.Struct("!H")
-_U64 = struct.Struct("!Q")
+_TCP_INFO: Final = struct.Struct("=8B24I4Q6I4Q2I2Q")
+_TI_BYTES_ACKED: Final = 34
+_TI_NOTSENT: Final = 38
+_TI_MIN_RTT: Final = 39
+_TI_DELIVERY_RATE: Final = 42
+_TI_BYTES_SENT: Final = 48
+_TI_BYTES_RETRANS: Final = 49
+ACK_PREFIX: Final = b'{"type":"ack","id":'  # the compact form clients send an ack in (protocol.encode_control)
+_ACK_LEN: Final = len(ACK_PREFIX)
+_ACK_MAX_DIGITS: Final = 18  # frame ids are u64 on the wire; an ack of more digits takes the full parser
+_U16: Final = struct.Struct("!H")
+_U64: Final = struct.Struct("!Q")
+# True when this module runs compiled (hotpath.py): the ack parser then walks the bytes itself, which compiled
+# costs less than the C helpers' temporary objects and, interpreted, much more
+COMPILED: Final = not __file__.endswith(".py")
+
+
+def compact_ack(data: bytes) -> int:
+    """The frame id of `data` when it is exactly one whole masked text frame holding an ack in the compact form
+    (`ACK_PREFIX` + 1 to 18 digits + `}`), else -1 (anything else, for the full parser)."""
+    n = len(data) - 6
+    if not _ACK_LEN + 2 <= n <= _ACK_LEN + 1 + _ACK_MAX_DIGITS or data[0] != 0x81 or data[1] != 0x80 | n:
+        return -1
+    if not COMPILED:
+        payload = apply_mask(data[6:], data[2:6])
+        digits = payload[_ACK_LEN:-1]
+        if payload.startswith(ACK_PREFIX) and payload[-1] == 0x7D and digits.isdigit():
+            return int(digits)
+        return -1
+    m0, m1, m2, m3 = data[2], data[3], data[4], data[5]
+    value = 0
+    for i in range(n):
+        k = i & 3
+        b = data[6 + i] ^ (m0 if k == 0 else m1 if k == 1 else m2 if k == 2 else m3)
+        if i < _ACK_LEN:
+            if b != ACK_PREFIX[i]:
+                return -1
+        elif i == n - 1:
+            if b != 0x7D:
+                return -1
+        elif 0x30 <= b <= 0x39:
+            value = value * 10 + b - 0x30
+        else:
+            return -1
+    return value
 
 
 def _header(opcode: int, n: int) -> bytes:
@@ -255,22 +299,11 @@ class ViewerProtocol(GuardedWebSocket):
             return
         viewer = self.viewer
         if viewer is not None and not self._rbuf and not self.close_sent:
-            # the common read: exactly one short, whole text frame (an ack)
-            n = len(data) - 6
-            if 0 <= n < 126 and data[0] == 0x81 and data[1] == 0x80 | n:
-                payload = apply_mask(data[6:], data[2:6])
-                if payload.startswith(ACK_PREFIX) and payload[-1] == 0x7D:  # in the compact form: no decoding
-                    digits = payload[_ACK_LEN:-1]
-                    if digits.isdigit():
-                        viewer.on_ack_message(int(digits))
-                        return
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    pass  # the parser closes with 1007
-                else:
-                    viewer.on_text(text)
-                    return
+            # the common read: exactly one ack in the compact form, whole (no decoding)
+            frame_id = compact_ack(data)
+            if frame_id >= 0:
+                viewer.on_ack_message(frame_id)
+                return
         if self._rbuf:
             self._rbuf += data
             data = bytes(self._rbuf)

@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     cpus = os.cpu_count() or 1
     results: dict[str, Any] = {"provenance": provenance("python -m bench.inference " +
-                                                        shlex.join(argv if argv is not None else sys.argv[1:])),
+                                                        shlex.join(argv if argv is not None else sys.argv[1:]),
+                                                        edge=False),
                                "machine": {"cpus": cpus, "platform": platform.platform(),
                                            "python": platform.python_version(),
                                            "loadavg_before": os.getloadavg()}}

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from framecast.edge import hotpath
+
 # the checkout this module lives in (an editable install), else the working directory
 ROOT = next((p for p in Path(__file__).resolve().parents if (p / ".git").exists()), Path.cwd())
 
@@ -53,14 +55,18 @@ def git_commit(root: Path = ROOT) -> str | None:
     return head + ("+local" if dirty else "")
 
 
-def provenance(command: str | None = None) -> dict[str, Any]:
-    """date (UTC, ISO 8601), commit, machine and command of a run that is about to write results."""
-    return {
+def provenance(command: str | None = None, *, edge: bool = True) -> dict[str, Any]:
+    """date (UTC, ISO 8601), commit, machine and command of a run that is about to write results; with `edge`,
+    also whether the edges it starts run the compiled hot path."""
+    prov: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git_commit(),
         "machine": machine_info(),
         "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
     }
+    if edge:
+        prov["edge_hot_path"] = hotpath.describe()  # the edges a benchmark starts run this build
+    return prov
 
 
 def describe(prov: dict[str, Any]) -> str:
@@ -74,5 +80,6 @@ def describe(prov: dict[str, Any]) -> str:
         where = f"commit not recorded (results committed in {prov['committed_in'][:7]})"
         if "date of the commit" in prov.get("note", ""):
             date = f"committed {date}"
+    hot = f"; edge hot path {prov['edge_hot_path'].split(' (build')[0]}" if prov.get("edge_hot_path") else ""
     return (f"{date}, {where}, `{prov['command']}`; {m['cpus']} CPUs ({m['cpu_model']}), GPU: {m['gpu']}, "
-            f"{m['platform']}, Python {m['python']}")
+            f"{m['platform']}, Python {m['python']}{hot}")

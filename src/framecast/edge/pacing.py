@@ -36,14 +36,14 @@ US: Final = 1_000_000
 _NO_SAMPLE: Final = 1 << 62  # a delay larger than any sample
 
 
-class InFlight(NamedTuple):
-    """One frame sent and not acked yet (a tuple: one is made per frame on the hot path)."""
-
-    frame_id: int
-    nbytes: int
-    sent_us: int
-    capture_us: int
-    seq: int  # the window's send count when it went (one decrease per round trip)
+# One frame sent and not acked yet: a plain tuple (one is made per frame on the hot path; a literal is the
+# cheapest object to build, interpreted or compiled), its fields at these indexes
+InFlight = tuple[int, int, int, int, int]
+_F_ID: Final = 0
+_F_NBYTES: Final = 1
+_F_SENT_US: Final = 2
+_F_CAPTURE_US: Final = 3
+_F_SEQ: Final = 4  # the window's send count when it went (one decrease per round trip)
 
 
 class AckResult(NamedTuple):
@@ -56,9 +56,9 @@ class AckResult(NamedTuple):
     acked_bytes: int
 
 
-# tuple.__new__ builds these named tuples in one C call: the class's own __new__ costs twice as much, and one of
-# each is built per frame sent and per ack
-_new_tuple = tuple.__new__
+# tuple.__new__ builds the named tuple in one C call: the class's own __new__ costs twice as much, and one is
+# built per ack
+_new_tuple: Final = tuple.__new__
 
 
 class RateMeter:
@@ -186,12 +186,12 @@ class InflightWindow:
         return len(self.inflight) < max(self.min_frames, self.window)
 
     def oldest_unacked_us(self) -> int | None:
-        return self.inflight[0].sent_us if self.inflight else None
+        return self.inflight[0][_F_SENT_US] if self.inflight else None
 
     # --- events ----------------------------------------------------------
     def on_send(self, frame_id: int, nbytes: int, capture_us: int, now: int) -> None:
         self._sent_seq += 1
-        self.inflight.append(_new_tuple(InFlight, (frame_id, nbytes, now, capture_us, self._sent_seq)))
+        self.inflight.append((frame_id, nbytes, now, capture_us, self._sent_seq))
 
     def on_ack(self, frame_id: int, now: int) -> AckResult | None:
         """Release `frame_id` and every frame sent before it (TCP delivers in order).
@@ -201,9 +201,9 @@ class InflightWindow:
         inflight = self.inflight
         if not inflight:
             return None
-        if inflight[0].frame_id != frame_id:  # the usual ack is of the oldest frame; else look (a short deque)
+        if inflight[0][_F_ID] != frame_id:  # the usual ack is of the oldest frame; else look (a short deque)
             for f in inflight:
-                if f.frame_id == frame_id:
+                if f[_F_ID] == frame_id:
                     break
             else:
                 return None
@@ -211,10 +211,10 @@ class InflightWindow:
         while True:
             f = inflight.popleft()
             released += 1
-            released_bytes += f.nbytes
-            if f.frame_id == frame_id:
+            released_bytes += f[_F_NBYTES]
+            if f[_F_ID] == frame_id:
                 break
-        delay = now - f.sent_us
+        delay = now - f[_F_SENT_US]
         if delay < 0:
             delay = 0
         if now >= self._half_ends_us:  # a new half window: the minimum of the one before the last expires
@@ -233,14 +233,14 @@ class InflightWindow:
         if d2 < standing:
             standing = d2
         if standing - base > self.latency_target_us:
-            if f.seq > self._decrease_seq:
+            if f[_F_SEQ] > self._decrease_seq:
                 # one multiplicative decrease per round trip: later acks of frames sent before it are not news
                 self.window = max(float(self.min_frames), self.window * self.decrease)
                 self._decrease_seq = self._sent_seq
         else:
             window = self.window
             self.window = min(float(self.max_frames), window + released / (window if window > 1.0 else 1.0))
-        return _new_tuple(AckResult, (frame_id, delay, f.capture_us, released, released_bytes))
+        return _new_tuple(AckResult, (frame_id, delay, f[_F_CAPTURE_US], released, released_bytes))
 
 
 class FpsCap:

@@ -294,16 +294,16 @@ class ViewerProtocol(GuardedWebSocket):
 
     # --- transport callbacks ----------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if not self.handshake_complete:
-            super().data_received(data)  # the HTTP upgrade request
-            return
-        viewer = self.viewer
-        if viewer is not None and not self._rbuf and not self.close_sent:
+        viewer = self.viewer  # attached after the handshake
+        if viewer is not None:
             # the common read: exactly one ack in the compact form, whole (no decoding)
             frame_id = compact_ack(data)
-            if frame_id >= 0:
+            if frame_id >= 0 and not self._rbuf and not self.close_sent:
                 viewer.on_ack_message(frame_id)
                 return
+        elif not self.handshake_complete:
+            super().data_received(data)  # the HTTP upgrade request
+            return
         if self._rbuf:
             self._rbuf += data
             data = bytes(self._rbuf)

@@ -81,7 +81,7 @@ def test_ack_releases_earlier_frames_and_ignores_unknown_ids() -> None:
     assert w.on_ack(99, 1 * MS) is None
     res = w.on_ack(11, 2 * MS)
     assert res is not None and res.acked_frames == 2 and res.acked_bytes == 2000 and res.capture_us == 1100
-    assert [f.frame_id for f in w.inflight] == [12]
+    assert [f[0] for f in w.inflight] == [12]  # (frame id, bytes, sent, capture, seq)
     assert w.on_ack(11, 3 * MS) is None  # duplicate
 
 

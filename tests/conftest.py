@@ -27,8 +27,10 @@ def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     from framecast.edge import hotpath  # the tests must run the sources they see, not an older `make compile`
 
-    status = hotpath.check()  # SystemExit naming the stale modules
-    config.stash[_HOT_PATH] = status
+    try:
+        config.stash[_HOT_PATH] = hotpath.check()
+    except SystemExit as exc:  # modules compiled from older sources: say which, run nothing
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -334,6 +334,8 @@ class FanoutHub:
 
     # --- the reader ------------------------------------------------------
     async def _run_reader(self, reader: TierReader) -> None:
+        from framecast.edge.session import offer_all  # the fan-out pass, compiled with the sessions (no cycle here)
+
         metrics = self.metrics
         with contextlib.suppress(*REDIS_ERRORS):
             await self._set_demand([reader])  # ask inference for this tier before the first XREAD
@@ -371,8 +373,7 @@ class FanoutHub:
                 lag.observe(max(0, now - header.capture_us) / 1e6)
                 if live.get(reader.stream) is False and now - header.capture_us < self.stall_after_us:
                     self.set_live(reader.stream, True)  # frames are back: say so at once, not at the next tick
-                for sub in tuple(reader.subscribers):
-                    sub.offer(reader.tier, frame)
+                offer_all(reader.subscribers, reader.tier, frame)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug must not kill fan-out silently

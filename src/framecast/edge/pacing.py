@@ -64,20 +64,22 @@ _new_tuple: Final = tuple.__new__
 class RateMeter:
     """Events and bytes over a sliding time window (for delivered FPS and bytes/s).
 
-    Counts go into `buckets` fixed slices of the window (an add is two integer additions into one list: one is
-    made per frame per viewer); a query sums the slices, taking the oldest one in the share of it still inside
-    the window.
+    Counts go into `buckets` fixed slices of the window; the newest slice's counts are two integer fields (an
+    add is a compare and two additions, and allocates nothing compiled: one is made per frame per viewer),
+    moved into the list of slices when time moves to the next slice. A query sums the slices, taking the
+    oldest one in the share of it still inside the window.
     """
 
-    __slots__ = ("_at", "_cur", "_first_us", "_n", "_slices", "_step", "window_us")
+    __slots__ = ("_at", "_bytes_now", "_cur", "_events_now", "_first_us", "_n", "_slices", "_step", "window_us")
 
     def __init__(self, window_us: int = 2 * US, buckets: int = 20) -> None:
         self.window_us = window_us
         self._step = max(1, window_us // buckets)
         self._n = buckets + 1  # the slices the window spans, plus the partial oldest one
-        self._slices = [0] * (2 * self._n)  # slice i: events at 2i, bytes at 2i + 1
+        self._slices = [0] * (2 * self._n)  # slice i: events at 2i, bytes at 2i + 1 (the newest: the fields)
         self._cur = -1  # the absolute index of the newest slice (-1: none yet)
-        self._at = 0  # where the newest slice's events are in `_slices`
+        self._at = 0  # where the newest slice's events go in `_slices`
+        self._events_now = self._bytes_now = 0  # the newest slice's counts
         self._first_us: int | None = None
 
     def add(self, now: int, nbytes: int, count: int = 1) -> None:
@@ -85,9 +87,8 @@ class RateMeter:
             if self._first_us is None:
                 self._first_us = now
             self._advance(now // self._step)
-        slices, i = self._slices, self._at
-        slices[i] += count
-        slices[i + 1] += nbytes
+        self._events_now += count
+        self._bytes_now += nbytes
 
     def _advance(self, idx: int) -> None:
         """Make slice `idx` the newest, emptying the slices skipped since the last one (never goes back)."""
@@ -95,12 +96,16 @@ class RateMeter:
         if idx <= cur:
             return
         n = self._n
+        slices = self._slices
         if cur < 0 or idx - cur >= n:
-            self._slices[:] = [0] * (2 * n)
+            slices[:] = [0] * (2 * n)
         else:
+            slices[self._at] = self._events_now
+            slices[self._at + 1] = self._bytes_now
             for j in range(cur + 1, idx + 1):
                 i = 2 * (j % n)
-                self._slices[i] = self._slices[i + 1] = 0
+                slices[i] = slices[i + 1] = 0
+        self._events_now = self._bytes_now = 0
         self._cur = idx
         self._at = 2 * (idx % n)
 
@@ -111,6 +116,8 @@ class RateMeter:
         if self._cur < 0:
             return 0.0
         idx = max(idx, self._cur)
+        self._slices[self._at] = self._events_now  # the newest slice's counts so far (it keeps counting)
+        self._slices[self._at + 1] = self._bytes_now
         values = self._slices[field::2]
         oldest = (idx + 1) % self._n  # the slice that starts before the window does
         outside = (now - self.window_us) - (idx - self._n + 1) * self._step  # its part before the window
@@ -133,6 +140,7 @@ class RateMeter:
 
     def reset(self, now: int) -> None:
         self._slices[:] = [0] * (2 * self._n)
+        self._events_now = self._bytes_now = 0
         self._cur = -1
         self._first_us = now
 

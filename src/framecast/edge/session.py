@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from starlette.websockets import WebSocket
@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from framecast import constants as C
 from framecast.bus import now_us as wall_us
 from framecast.edge.busframe import BusFrame
-from framecast.edge.fanout import FanoutHub
+from framecast.edge.fanout import FanoutHub, Subscriber
 from framecast.edge.gop import Decision as GopDecision
 from framecast.edge.gop import GopSnapshot, GopViewerQueue
 from framecast.edge.metrics import EdgeMetrics, close_label
@@ -631,3 +631,16 @@ class ViewerSession:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def offer_all(subscribers: Iterable[Subscriber], tier: str, frame: BusFrame) -> None:
+    """One bus frame to every subscriber of its tier: the fan-out pass of a bus reader (fanout.py).
+
+    It lives here so that, compiled, each viewer's `offer` is a direct call. A copy of the set is walked:
+    an offer may complete a tier switch, which unsubscribes the viewer from this tier.
+    """
+    for sub in tuple(subscribers):
+        if isinstance(sub, ViewerSession):
+            sub.offer(tier, frame)
+        else:  # a snapshot or join waiter (fanout.py)
+            sub.offer(tier, frame)

@@ -47,3 +47,6 @@ FANOUT_PAYLOAD_SIZES: Final[tuple[int, ...]] = (60_000, 10_000)
 FANOUT_VIEWER_COUNTS: Final[tuple[int, ...]] = (50, 200, 500)
 FANOUT_WORKER_ROWS: Final[tuple[tuple[int, int, int], ...]] = ((1000, 10_000, 2),)
 FANOUT_WINDOW_S: Final = 5.0
+# the whole plan runs this many times, one round after the other (a slow minute of the machine hits every target
+# of a round alike); each row reports its median round and the spread
+FANOUT_ROUNDS: Final = 3

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,18 @@ class FanoutResult:
     rss_per_viewer_kb: float | None = None
     viewer_cpu_s: float | None = None
     host_load_1m: float | None = None  # the machine's load average after the window (other work running)
+    cpu_us_rounds: list[float] | None = None  # every round's CPU us per delivery (this row is the median round)
+
+
+def median_rounds(rounds: list[FanoutResult]) -> FanoutResult:
+    """One row from several rounds of the same measurement: the round with the median CPU per delivery (all its
+    fields from that round), with every round's figure in `cpu_us_rounds`; an error when none measured."""
+    ok = sorted((r for r in rounds if r.status == STATUS_OK and r.cpu_us_per_delivery is not None),
+                key=lambda r: r.cpu_us_per_delivery or 0.0)
+    if not ok:
+        return rounds[-1]
+    return replace(ok[(len(ok) - 1) // 2], cpu_us_rounds=[r.cpu_us_per_delivery or 0.0 for r in rounds
+                                                         if r.status == STATUS_OK])
 
 
 def fanout_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from bench import linkemu
 from bench.constants import (
     ALL_SYSTEMS,
     FANOUT_PAYLOAD_SIZES,
+    FANOUT_ROUNDS,
     FANOUT_VIEWER_COUNTS,
     FANOUT_WINDOW_S,
     FANOUT_WORKER_ROWS,
@@ -32,7 +33,16 @@ from bench.constants import (
     SUITE_VIDEO,
     SystemName,
 )
-from bench.fanout import FRAMECAST_ACKING, FRAMECAST_NO_ACKS, RAW_ACKS, TARGETS, FanoutResult, fanout_ratios, run_row
+from bench.fanout import (
+    FRAMECAST_ACKING,
+    FRAMECAST_NO_ACKS,
+    RAW_ACKS,
+    TARGETS,
+    FanoutResult,
+    fanout_ratios,
+    median_rounds,
+    run_row,
+)
 from bench.linkbench import STATUS_OK, STATUS_SKIPPED, LinkResult, describe, run_one
 from bench.plots import plot_fanout, plot_links, plot_video
 from bench.report import DEFAULT_DOC, update_doc
@@ -104,18 +114,20 @@ def _video_line(scenario: str, row: dict[str, Any]) -> str:
 
 
 def run_fanout_suite(viewer_counts: tuple[int, ...], sizes: tuple[int, ...], window_s: float, with_framecast: bool,
-                     worker_rows: tuple[tuple[int, int, int], ...], log: Any) -> list[dict[str, Any]]:
-    """Every target at every size and viewer count (the same offered load), then the worker rows."""
+                     worker_rows: tuple[tuple[int, int, int], ...], log: Any, rounds: int = 1) -> list[dict[str, Any]]:
+    """Every target at every size and viewer count (the same offered load), then the worker rows; the whole plan
+    `rounds` times over, each row its median round (`median_rounds`)."""
     targets = [t for t in TARGETS if with_framecast or t not in (FRAMECAST_ACKING, FRAMECAST_NO_ACKS)]
     plan = [(t, n, size, 1) for size in sizes for n in viewer_counts for t in targets]
     if with_framecast:
         plan += [(t, n, size, w) for n, size, w in worker_rows for t in (FRAMECAST_ACKING, RAW_ACKS)]
-    rows: list[FanoutResult] = []
-    for target, n, size, workers in plan:
-        row = run_row(target, n, size, window_s, workers if target == FRAMECAST_ACKING else 1)
-        rows.append(row)
-        print(_fanout_line(row), file=log, flush=True)
-    return [asdict(r) for r in rows]
+    measured: list[list[FanoutResult]] = [[] for _ in plan]
+    for round_no in range(1, rounds + 1):
+        for (target, n, size, workers), seen in zip(plan, measured, strict=True):
+            row = run_row(target, n, size, window_s, workers if target == FRAMECAST_ACKING else 1)
+            seen.append(row)
+            print(f"[round {round_no}/{rounds}] {_fanout_line(row)}", file=log, flush=True)
+    return [asdict(median_rounds(seen)) for seen in measured]
 
 
 def _fanout_line(r: FanoutResult) -> str:
@@ -138,6 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
     parser.add_argument("--duration-scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--no-fanout", action="store_true", help="skip the fan-out suite")
+    parser.add_argument("--fanout-rounds", type=int, default=FANOUT_ROUNDS,
+                        help="run the fan-out plan this many times; each row reports its median round (not --quick)")
     parser.add_argument("--no-links", action="store_true", help="skip the link suite")
     parser.add_argument("--no-video", action="store_true", help="skip the video suite (H.264 vs JPEG tiers)")
     parser.add_argument(
@@ -181,11 +195,12 @@ def _run(args: argparse.Namespace) -> int:
         counts = QUICK_FANOUT_VIEWERS if args.quick else FANOUT_VIEWER_COUNTS
         sizes = QUICK_FANOUT_SIZES if args.quick else FANOUT_PAYLOAD_SIZES
         window = (QUICK_FANOUT_WINDOW_S if args.quick else FANOUT_WINDOW_S) * args.duration_scale
+        rounds = 1 if args.quick else args.fanout_rounds
         rows = run_fanout_suite(counts, sizes, window, FRAMECAST in args.systems,
-                                () if args.quick else FANOUT_WORKER_ROWS, sys.stdout)
+                                () if args.quick else FANOUT_WORKER_ROWS, sys.stdout, rounds)
         path = out / f"{SUITE_FANOUT}{JSON_SUFFIX}"
         extra = {"viewers": list(counts), "window_s": window, "payload_bytes": list(sizes), "fps": 30.0,
-                 "ratios": fanout_ratios(rows)}
+                 "rounds": rounds, "ratios": fanout_ratios(rows)}
         write_json(path, suite_document(SUITE_FANOUT, mode, rows, extra))
         written += [path, *plot_fanout(rows, out)]
     if not args.no_video:

@@ -106,3 +106,19 @@ def test_video_suite_on_the_emulated_link_or_skip(tmp_path: Path) -> None:
     (row,) = doc["results"]
     assert doc["scenario"] == "8mbit-50ms" and row["status"] == "ok", row["reason"]
     assert row["frames"] > 0 and row["decode_errors"] == 0 and row["latency_p50_ms"] > 25  # the 50 ms round trip
+
+
+def test_a_fanout_row_of_several_rounds_is_its_median_round() -> None:
+    from dataclasses import replace
+
+    from bench.fanout import median_rounds
+
+    base = FanoutResult("framecast-acking", 500, 10_000, 1, "ok", "", 5.0, cpu_us_per_delivery=0.0, fps_min=30.0)
+    rounds = [replace(base, cpu_us_per_delivery=us, fps_min=fps) for us, fps in ((30.0, 29.0), (20.0, 30.0),
+                                                                                  (25.0, 29.5))]
+    row = median_rounds(rounds)
+    assert (row.cpu_us_per_delivery, row.fps_min) == (25.0, 29.5)  # every field from the median round
+    assert row.cpu_us_rounds == [30.0, 20.0, 25.0]  # in the order they ran
+    failed = replace(base, status="error", reason="boom", cpu_us_per_delivery=None)
+    assert median_rounds([failed, rounds[1]]).cpu_us_per_delivery == 20.0
+    assert median_rounds([failed]).status == "error"

@@ -113,16 +113,26 @@ def median_rounds(rounds: list[FanoutResult]) -> FanoutResult:
 
 
 def fanout_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """CPU per delivery of each target over the raw reference's (raw-acks), same size, viewers and workers."""
-    raw = {(r["payload_bytes"], r["viewers"]): r["cpu_us_per_delivery"] for r in rows
+    """CPU per delivery of each target over the raw reference's (raw-acks), same size, viewers and workers.
+
+    With rounds (`median_rounds`), each round's row is paired with the raw row of the same round (measured a
+    minute apart at most: the plan runs a size and viewer count's targets one after the other) and the ratio
+    is the median of those side-by-side ratios; `ratio_of_medians` is the ratio of the rows' medians.
+    """
+    raw = {(r["payload_bytes"], r["viewers"]): r for r in rows
            if r["target"] == RAW_ACKS and r["status"] == STATUS_OK and r["cpu_us_per_delivery"]}
     out = []
     for r in rows:
         ref = raw.get((r["payload_bytes"], r["viewers"]))
         if r["target"] == RAW_ACKS or ref is None or r["status"] != STATUS_OK or not r["cpu_us_per_delivery"]:
             continue
+        of_medians = round(r["cpu_us_per_delivery"] / ref["cpu_us_per_delivery"], 2)
+        mine, theirs = r.get("cpu_us_rounds") or [], ref.get("cpu_us_rounds") or []
+        paired = [round(a / b, 2) for a, b in zip(mine, theirs, strict=False) if b] \
+            if len(mine) == len(theirs) > 1 else []
         out.append({"target": r["target"], "viewers": r["viewers"], "payload_bytes": r["payload_bytes"],
-                    "workers": r["workers"], "ratio_to_raw_acks": round(r["cpu_us_per_delivery"] / ref, 2)})
+                    "workers": r["workers"], "ratio_to_raw_acks": statistics.median(paired) if paired else of_medians,
+                    "ratio_rounds": paired, "ratio_of_medians": of_medians})
     return out
 
 

@@ -102,24 +102,22 @@ def step_table(results: list[dict[str, Any]]) -> str:
 
 
 def fanout_table(results: list[dict[str, Any]]) -> str:
-    header = ["KB", "viewers", "workers", "target", "CPU us per delivery", "rounds (us)", "x raw-acks", "fps min",
-              "fps median",
-              "p50 ms", "p95 ms", "RSS KB per viewer", "viewers' CPU s", "load 1m", "status"]
-    ratios = {(r["target"], r["viewers"], r["payload_bytes"], r["workers"]): r["ratio_to_raw_acks"]
-              for r in fanout_ratios(results)}
-    rows = [
-        [
+    header = ["KB", "viewers", "workers", "target", "CPU us per delivery", "rounds (us)", "x raw-acks",
+              "x raw-acks by round", "fps min", "fps median", "p50 ms", "p95 ms", "RSS KB per viewer",
+              "viewers' CPU s", "load 1m", "status"]
+    ratios = {(r["target"], r["viewers"], r["payload_bytes"], r["workers"]): r for r in fanout_ratios(results)}
+    rows = []
+    for r in results:
+        ratio = ratios.get((r["target"], r["viewers"], r["payload_bytes"], r["workers"]), {})
+        rows.append([
             fmt(r["payload_bytes"], 0, KB), str(r["viewers"]), str(r["workers"]), r["target"],
-            fmt(r["cpu_us_per_delivery"], 1),
-            " / ".join(fmt(x, 1) for x in r.get("cpu_us_rounds") or []) or "-",
-            fmt(ratios.get((r["target"], r["viewers"], r["payload_bytes"],
-                                                               r["workers"])), 2),
+            fmt(r["cpu_us_per_delivery"], 1), " / ".join(fmt(x, 1) for x in r.get("cpu_us_rounds") or []) or "–",
+            fmt(ratio.get("ratio_to_raw_acks"), 2),
+            " / ".join(fmt(x, 2) for x in ratio.get("ratio_rounds") or []) or "–",
             fmt(r["fps_min"], 1), fmt(r["fps_median"], 1), fmt(r["latency_p50_ms"], 1), fmt(r["latency_p95_ms"], 1),
             fmt(r["rss_per_viewer_kb"], 0), fmt(r["viewer_cpu_s"], 1), fmt(r["host_load_1m"], 1),
             r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}",
-        ]
-        for r in results
-    ]  # fmt: skip
+        ])  # fmt: skip
     return table(header, rows)
 
 

@@ -246,10 +246,19 @@ def test_dockerfile_multistage_nonroot(service: str) -> None:
 
 def test_edge_image_has_no_torch() -> None:
     text = DOCKERFILES["edge"].read_text()
-    installs = [line for line in text.splitlines() if "pip install" in line and not line.startswith("#")]
-    assert installs == ["RUN pip install --no-deps -r requirements/edge.txt",
-                        'RUN pip install --no-deps ".[edge]" && pip uninstall -y pip'], installs
-    assert "torch" not in "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    code = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
+    installs = [line for line in code if "pip install" in line]
+    assert installs == [
+        "RUN pip install --no-deps -r requirements/edge.txt",  # the runtime venv: the lock, then the project
+        # the build venv of the compiled hot path: mypyc type-checks it against the same lock
+        "&& python -m venv /opt/build && /opt/build/bin/pip install --no-deps -r requirements/edge.txt \\",
+        '&& /opt/build/bin/pip install "mypy==$MYPY_VERSION" "setuptools>=68"; \\',
+        "&& pip install --no-deps /tmp/dist/framecast-*.whl; \\",  # compiled (FRAMECAST_COMPILE=1, the default)
+        'else pip install --no-deps ".[edge]"; fi \\',  # or not
+    ], installs
+    assert "torch" not in "\n".join(code)
+    runtime = _stages(text)[-1]
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime and "/opt/build" not in runtime
     locked = {line.split("==")[0] for line in (ROOT / "requirements" / "edge.txt").read_text().splitlines()
               if "==" in line and not line.startswith("#")}
     assert not locked & {"torch", "numpy", "opencv-python-headless", "av", "simplejpeg"}, locked
@@ -262,7 +271,8 @@ def test_images_install_their_lock_then_the_project_without_deps(service: str) -
     assert f"RUN pip install --no-deps -r {lock}" in text
     # the lock layer comes before the code, so a code change reuses it
     assert text.index(f"COPY {lock}") < text.index("COPY src ./src")
-    assert re.search(r'^RUN pip install --no-deps "\.\[', text, flags=re.M)
+    # the project without its dependencies: from source, or (the edge, compiled) as the wheel built from it
+    assert re.search(r'^(RUN|else) pip install --no-deps "\.\[', text.replace("    else", "else"), flags=re.M)
     assert "torch" not in {line.split("==")[0] for line in (ROOT / lock).read_text().splitlines() if "==" in line}
 
 
@@ -419,13 +429,24 @@ def _settings_fields(service: str) -> set[str]:
     return set(InferenceSettings.model_fields)
 
 
+# build-time variables (setup.py reads them), not settings of a running service
+BUILD_VARIABLES = {"FRAMECAST_COMPILE"}
+
+
+def test_build_variables_are_read_by_the_build() -> None:
+    setup = (ROOT / "setup.py").read_text()
+    assert all(f'"{name}"' in setup for name in BUILD_VARIABLES)
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "FRAMECAST_COMPILE: ${FRAMECAST_COMPILE:-1}" in compose  # a build argument of the edge image
+
+
 @pytest.mark.parametrize("service", ["edge", "inference"])
 def test_every_framecast_variable_names_a_setting(service: str, resolved: dict[str, Any],
                                                   docker_compose: str) -> None:
     """Settings ignore unknown variables, so a misspelt FRAMECAST_* in compose would silently do nothing."""
     fields = _settings_fields(service)
     names = {k for k in resolved["services"][service]["environment"] if k.startswith("FRAMECAST_")}
-    names |= set(re.findall(r"\b(FRAMECAST_[A-Z_]+)=", DOCKERFILES[service].read_text()))
+    names |= set(re.findall(r"\b(FRAMECAST_[A-Z_]+)=", DOCKERFILES[service].read_text())) - BUILD_VARIABLES
     gpu = compose_config(docker_compose, "docker-compose.yml", "docker-compose.gpu.yml")
     names |= {k for k in yaml.safe_load(gpu.stdout)["services"][service]["environment"] if k.startswith("FRAMECAST_")}
     unknown = sorted(n for n in names if n.removeprefix("FRAMECAST_").lower() not in fields)

@@ -30,22 +30,13 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
+from mypy_extensions import mypyc_attr  # tells mypyc (hotpath.py) how to compile a class; a no-op at run time
 from websockets.frames import Frame, Opcode
 
 from framecast import constants as C
 from framecast.edge.guard import CLOSE_POLICY, GuardedWebSocket
-
-_T = TypeVar("_T")
-
-try:  # the build that compiles this module (hotpath.py) has it; at run time the marker is not needed
-    from mypy_extensions import mypyc_attr
-except ImportError:  # pragma: no cover - an installed edge without mypy
-
-    def mypyc_attr(*_args: Any, **_kwargs: Any) -> Callable[[_T], _T]:  # type: ignore[misc]
-        return lambda cls: cls
 
 try:
     from websockets.speedups import apply_mask

@@ -65,7 +65,7 @@ def provenance(command: str | None = None, *, edge: bool = True) -> dict[str, An
         "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
     }
     if edge:
-        prov["edge_hot_path"] = hotpath.describe()  # the edges a benchmark starts run this build
+        prov["edge_hot_path"] = hotpath.describe(hint=False)  # the edges a benchmark starts run this build
     return prov
 
 
@@ -80,6 +80,6 @@ def describe(prov: dict[str, Any]) -> str:
         where = f"commit not recorded (results committed in {prov['committed_in'][:7]})"
         if "date of the commit" in prov.get("note", ""):
             date = f"committed {date}"
-    hot = f"; edge hot path {prov['edge_hot_path'].split(' (build')[0]}" if prov.get("edge_hot_path") else ""
+    hot = f"; edge hot path {prov['edge_hot_path']}" if prov.get("edge_hot_path") else ""
     return (f"{date}, {where}, `{prov['command']}`; {m['cpus']} CPUs ({m['cpu_model']}), GPU: {m['gpu']}, "
             f"{m['platform']}, Python {m['python']}{hot}")

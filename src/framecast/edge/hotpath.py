@@ -44,10 +44,12 @@ def compiled() -> tuple[str, ...]:
     return tuple(m for m in HOT_MODULES if _origin(m).endswith(_EXTENSION_SUFFIXES))
 
 
-def describe() -> str:
+def describe(*, hint: bool = True) -> str:
+    """Which build the hot path runs; `hint`: say how to compile it when it is not."""
     done = compiled()
     if not done:
-        return "pure Python (build with FRAMECAST_COMPILE=1 or `make compile` for the compiled hot path)"
+        return "pure Python" + (" (build with FRAMECAST_COMPILE=1 or `make compile` for the compiled hot path)"
+                                if hint else "")
     if len(done) == len(HOT_MODULES):
         return f"compiled (mypyc, {len(done)} modules)"
     missing = sorted(set(HOT_MODULES) - set(done))

@@ -636,7 +636,8 @@ class ViewerSession:
 def offer_all(subscribers: Iterable[Subscriber], tier: str, frame: BusFrame) -> None:
     """One bus frame to every subscriber of its tier: the fan-out pass of a bus reader (fanout.py).
 
-    It lives here so that, compiled, each viewer's `offer` is a direct call. A copy of the set is walked:
+    It lives here so that, compiled, each viewer's `offer` is a direct call: the two branches make the same
+    call, but in the first mypyc knows the class and skips the attribute lookup. A copy of the set is walked:
     an offer may complete a tier switch, which unsubscribes the viewer from this tier.
     """
     for sub in tuple(subscribers):
